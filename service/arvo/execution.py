@@ -1,0 +1,63 @@
+"""What every Arvo handler kind (event handler, orchestrator, resumable) offers its caller.
+
+The consumer loop (or the in-memory broker) calls :meth:`ArvoHandler.execute` for every event on the
+handler's topic. Violations are raised (retry or dead-letter is the caller's decision); everything
+else comes back as an :class:`ExecutionResult`: the events to publish and what happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from service.arvo.event import ArvoEvent
+
+__all__ = ["ArvoHandler", "ExecutionOutcome", "ExecutionResult", "InheritFrom"]
+
+InheritFrom = Literal["EVENT", "CONTEXT"]
+"""Where the handler span takes its parent from: the event's ``traceparent`` or the active context."""
+
+
+class ExecutionOutcome(StrEnum):
+    """What an execution did, for metrics and logs."""
+
+    EXECUTED = "ok"
+    """The handler ran; ``events`` are its emissions (possibly none)."""
+    SYSTEM_ERROR = "system_error"
+    """The handler failed with a non-violation error; ``events`` are the system error events."""
+    REPLAYED = "replayed"
+    """The event was the instance's last consumed event (a redelivery): stored emissions re-published."""
+    DUPLICATE_DROPPED = "duplicate_dropped"
+    """The event was consumed earlier (not last): dropped without effect."""
+    IGNORED_FOREIGN_SUBJECT = "ignored_foreign_subject"
+    """The subject names another orchestrator."""
+    IGNORED_NO_STATE = "ignored_no_state"
+    """Not an init event and no instance exists."""
+    IGNORED_FAILED = "ignored_failed"
+    """The instance failed earlier; the event is ignored."""
+    IGNORED_DONE = "ignored_done"
+    """The instance completed earlier; the event is ignored."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    """Events to publish (in order) and the outcome of one execution."""
+
+    events: list[ArvoEvent] = field(default_factory=list)
+    outcome: ExecutionOutcome = ExecutionOutcome.EXECUTED
+
+
+@runtime_checkable
+class ArvoHandler(Protocol):
+    """Common interface of event handlers, orchestrators and resumables (spec 5.0)."""
+
+    @property
+    def source(self) -> str:
+        """The event type this handler consumes; it subscribes to the topic of this name."""
+        ...
+
+    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
+        """Process one event; raise violations, return everything else as events."""
+        ...

@@ -1,0 +1,306 @@
+"""The memory port: leases and JSON state records of orchestration instances.
+
+An orchestration instance (one orchestrator or resumable execution) is identified by its *instance key*
+``"<orchestrator name>:<execution id>"`` (see :attr:`service.arvo.subject.ParsedSubject.instance_key`).
+
+Contract of every implementation (the Redis one does each call in a single round trip):
+
+* :meth:`Memory.lease_and_read` takes an exclusive lease with a TTL (``SET NX PX``), increments the
+  instance's fencing number and returns the stored record, atomically. A lease held by someone else
+  is *denied* (``acquired=False``), never waited for.
+* :meth:`Memory.commit_and_release` writes the new record and releases the lease, atomically, only
+  if the lease is still held by this token and no newer fencing number has written: otherwise it
+  raises :class:`LeaseLostError` and writes nothing. This is what makes a zombie's late write harmless.
+* Records are JSON objects; implementations store them as JSON and hand out fresh copies, so a
+  caller can never mutate stored state by accident.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+__all__ = [
+    "InMemoryMemory",
+    "InstanceStatus",
+    "InstanceSummary",
+    "Lease",
+    "LeaseGrant",
+    "LeaseLostError",
+    "Memory",
+    "MemoryError",
+    "StateReadError",
+    "split_instance_key",
+]
+
+
+class InstanceStatus(StrEnum):
+    """Lifecycle of an orchestration instance, indexed for listing."""
+
+    ACTIVE = "active"
+    DONE = "done"
+    FAILED = "failed"
+    PARKED = "parked"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """An exclusive, expiring right to change one instance.
+
+    Attributes:
+        key: The instance key.
+        token: Random owner token; only its holder can commit, renew or release.
+        fence: Fencing number, strictly increasing per instance with every granted lease.
+
+    """
+
+    key: str
+    token: str
+    fence: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Answer of :meth:`Memory.lease_and_read`.
+
+    Attributes:
+        acquired: Whether the lease was granted.
+        lease: The lease when granted, else ``None``.
+        record: The stored record (a fresh copy) when granted and present, else ``None``.
+        holder_ttl_ms: When denied, how long the current holder's lease still runs (for backoff).
+
+    """
+
+    acquired: bool
+    lease: Lease | None
+    record: dict[str, Any] | None
+    holder_ttl_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """One row of :meth:`Memory.list_instances`."""
+
+    key: str
+    orchestrator: str
+    execution_id: str
+    status: InstanceStatus
+    updated_at_ms: int
+
+
+class MemoryError(Exception):
+    """Base class of infrastructure failures of a memory implementation."""
+
+
+class StateReadError(MemoryError):
+    """The lease was obtained but the stored record could not be read or decoded."""
+
+
+class LeaseLostError(MemoryError):
+    """The lease expired or was taken over (fenced out) before the commit; nothing was written."""
+
+
+def split_instance_key(key: str) -> tuple[str, str]:
+    """Split ``"<orchestrator>:<execution id>"`` into its two parts.
+
+    Raises:
+        ValueError: if the key has no ``:`` separator or an empty part.
+
+    """
+    orchestrator, sep, execution_id = key.partition(":")
+    if not sep or not orchestrator or not execution_id:
+        raise ValueError(f"instance key is not '<orchestrator>:<execution id>': {key!r}")
+    return orchestrator, execution_id
+
+
+@runtime_checkable
+class Memory(Protocol):
+    """Port for leases and state records; see the module docstring for the atomicity contract."""
+
+    async def lease_and_read(self, key: str, *, ttl_ms: int) -> LeaseGrant:
+        """Take the lease of ``key`` for ``ttl_ms`` and read its record, in one atomic step."""
+        ...
+
+    async def commit_and_release(
+        self, lease: Lease, record: Mapping[str, Any], *, status: InstanceStatus
+    ) -> None:
+        """Write ``record`` and release ``lease`` atomically, if the lease still holds.
+
+        Raises:
+            LeaseLostError: the lease expired or a newer fence wrote; nothing was written.
+
+        """
+        ...
+
+    async def release(self, lease: Lease) -> bool:
+        """Release ``lease`` without writing; ``False`` if it was no longer held by its token."""
+        ...
+
+    async def renew(self, lease: Lease, *, ttl_ms: int) -> bool:
+        """Extend ``lease`` to ``ttl_ms`` from now; ``False`` if it was no longer held."""
+        ...
+
+    async def inspect(self, key: str) -> dict[str, Any] | None:
+        """Read the record of ``key`` without a lease (read-only tooling)."""
+        ...
+
+    async def set_status(self, key: str, status: InstanceStatus, *, reason: str | None = None) -> None:
+        """Move an instance to ``status`` outside a lease (operator actions such as parking)."""
+        ...
+
+    async def list_instances(
+        self,
+        *,
+        orchestrator: str | None = None,
+        status: InstanceStatus | None = None,
+        limit: int = 1000,
+    ) -> list[InstanceSummary]:
+        """List instances, most recently updated first, filtered by orchestrator and/or status."""
+        ...
+
+
+@dataclass(slots=True)
+class _StoredInstance:
+    record: bytes | None = None
+    status: InstanceStatus | None = None
+    fence: int = 0
+    written_fence: int = 0
+    lease_token: str | None = None
+    lease_expires_at: float = 0.0
+    updated_at_ms: int = 0
+
+
+class InMemoryMemory:
+    """Process-local :class:`Memory` for tests and the embedded default (same semantics as Redis).
+
+    Leases expire by the injected monotonic ``clock`` (seconds), so tests can move time forward.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._instances: dict[str, _StoredInstance] = {}
+
+    def _held(self, stored: _StoredInstance, now: float) -> bool:
+        return stored.lease_token is not None and stored.lease_expires_at > now
+
+    async def lease_and_read(self, key: str, *, ttl_ms: int) -> LeaseGrant:  # noqa: D102
+        split_instance_key(key)
+        now = self._clock()
+        stored = self._instances.setdefault(key, _StoredInstance())
+        if self._held(stored, now):
+            return LeaseGrant(
+                acquired=False,
+                lease=None,
+                record=None,
+                holder_ttl_ms=int((stored.lease_expires_at - now) * 1000),
+            )
+        stored.fence += 1
+        stored.lease_token = uuid.uuid4().hex
+        stored.lease_expires_at = now + ttl_ms / 1000
+        record = orjson.loads(stored.record) if stored.record is not None else None
+        return LeaseGrant(
+            acquired=True,
+            lease=Lease(key=key, token=stored.lease_token, fence=stored.fence),
+            record=record,
+        )
+
+    def _still_holds(self, lease: Lease) -> _StoredInstance | None:
+        stored = self._instances.get(lease.key)
+        if stored is None or stored.lease_token != lease.token or not self._held(stored, self._clock()):
+            return None
+        if stored.written_fence > lease.fence:
+            return None
+        return stored
+
+    async def commit_and_release(  # noqa: D102
+        self, lease: Lease, record: Mapping[str, Any], *, status: InstanceStatus
+    ) -> None:
+        stored = self._still_holds(lease)
+        if stored is None:
+            raise LeaseLostError(
+                f"lease on {lease.key!r} (fence {lease.fence}) is no longer held; the commit was discarded"
+            )
+        stored.record = orjson.dumps(record)
+        stored.status = status
+        stored.written_fence = lease.fence
+        stored.updated_at_ms = int(time.time() * 1000)
+        stored.lease_token = None
+        stored.lease_expires_at = 0.0
+
+    async def release(self, lease: Lease) -> bool:  # noqa: D102
+        stored = self._still_holds(lease)
+        if stored is None:
+            return False
+        stored.lease_token = None
+        stored.lease_expires_at = 0.0
+        return True
+
+    async def renew(self, lease: Lease, *, ttl_ms: int) -> bool:  # noqa: D102
+        stored = self._still_holds(lease)
+        if stored is None:
+            return False
+        stored.lease_expires_at = self._clock() + ttl_ms / 1000
+        return True
+
+    async def inspect(self, key: str) -> dict[str, Any] | None:  # noqa: D102
+        stored = self._instances.get(key)
+        if stored is None or stored.record is None:
+            return None
+        result: dict[str, Any] = orjson.loads(stored.record)
+        return result
+
+    async def set_status(  # noqa: D102
+        self, key: str, status: InstanceStatus, *, reason: str | None = None
+    ) -> None:
+        stored = self._instances.setdefault(key, _StoredInstance())
+        stored.status = status
+        stored.updated_at_ms = int(time.time() * 1000)
+        if reason is not None and stored.record is not None:
+            record = orjson.loads(stored.record)
+            record["parkedReason" if status is InstanceStatus.PARKED else "statusReason"] = reason
+            stored.record = orjson.dumps(record)
+
+    async def list_instances(  # noqa: D102
+        self,
+        *,
+        orchestrator: str | None = None,
+        status: InstanceStatus | None = None,
+        limit: int = 1000,
+    ) -> list[InstanceSummary]:
+        rows: list[InstanceSummary] = []
+        for key, stored in self._instances.items():
+            if stored.status is None:
+                continue
+            name, execution_id = split_instance_key(key)
+            if (orchestrator is not None and name != orchestrator) or (
+                status is not None and stored.status != status
+            ):
+                continue
+            rows.append(
+                InstanceSummary(
+                    key=key,
+                    orchestrator=name,
+                    execution_id=execution_id,
+                    status=stored.status,
+                    updated_at_ms=stored.updated_at_ms,
+                )
+            )
+        rows.sort(key=lambda row: row.updated_at_ms, reverse=True)
+        return rows[:limit]
+
+    def force_lock(self, key: str, *, ttl_ms: int = 60_000) -> None:
+        """Test helper: make ``key`` look leased by another worker."""
+        stored = self._instances.setdefault(key, _StoredInstance())
+        stored.fence += 1
+        stored.lease_token = "held-by-another-worker"  # noqa: S105 - a marker, not a secret
+        stored.lease_expires_at = self._clock() + ttl_ms / 1000
+
+    def clear(self) -> None:
+        """Forget every record and lease."""
+        self._instances.clear()
