@@ -1,0 +1,1324 @@
+"""The ArvoEvent: a CloudEvents 1.0 JSON event with Arvo's extensions (spec section 1).
+
+:class:`ArvoEvent` is immutable and validated on construction: every broken rule of spec 1.1-1.8 is
+collected into one :class:`~service.arvo.errors.ArvoEventValidationError`. Building an event from Python
+values (:class:`ArvoEvent` or :func:`create_arvo_event`) and decoding one from the wire
+(:meth:`ArvoEvent.from_json`) enforce the same rules; decoding takes fast paths because the JSON parser
+already guarantees most of them.
+
+Differences from the original, on purpose (spec 15.1):
+
+* custom extension keys that collide with a core, Arvo or OTel attribute are rejected (the original let
+  them silently overwrite core attributes in ``toJSON``);
+* NaN/Infinity and integers beyond +/-(2**53 - 1) are rejected in ``data``, ``executionunits`` and
+  extension values instead of being mangled by JavaScript;
+* timestamps are true UTC (the original labels local wall time ``+00:00`` on non-UTC hosts);
+* decoding is lenient about *missing* nullable keys so arvo-core 2.x events (no ``parentid``/``domain``)
+  are accepted.
+
+This module has no OpenTelemetry dependency: callers pass ``traceparent``/``tracestate`` explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid as uuid_module
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, NoReturn, Self, TypeAlias
+
+import orjson
+
+from service.arvo.errors import ArvoEventValidationError, ValidationProblem
+from service.arvo.uri import URIError, encode_uri, uri_problem
+from service.arvo.validation import (
+    DATETIME_RE,
+    DOMAIN_RE,
+    EXTENSION_KEY_RE,
+    MAX_JSON_DEPTH,
+    TYPE_RE,
+    is_parsed_json_clean,
+    json_object_problems,
+    make_problem,
+    number_problem,
+    string_problem,
+)
+
+__all__ = [
+    "ARVO_DATA_CONTENT_TYPE",
+    "ARVO_EXTENSION_KEYS",
+    "CORE_KEYS",
+    "MAX_EVENT_ID_CHARS",
+    "OTEL_EXTENSION_KEYS",
+    "OTEL_NULL",
+    "RESERVED_EXTENSION_KEYS",
+    "WIRE_KEY_ORDER",
+    "ArvoEvent",
+    "EventIdSpec",
+    "ExtensionValue",
+    "create_arvo_event",
+    "create_arvo_event_id",
+    "create_timestamp",
+    "parse_arvo_event_id",
+]
+
+ARVO_DATA_CONTENT_TYPE: Final = "application/cloudevents+json;charset=UTF-8;profile=arvo"
+"""The content type of Arvo events (WIRE); with it, ``to`` is mandatory."""
+OTEL_NULL: Final = "N/A"
+"""Stands for a null attribute in :attr:`ArvoEvent.otel_attributes` (the original's ``OTelNull``)."""
+
+CORE_KEYS: Final = (
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "subject",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "time",
+)
+"""CloudEvents core attributes, in wire order."""
+ARVO_EXTENSION_KEYS: Final = ("to", "accesscontrol", "redirectto", "executionunits", "parentid", "domain")
+"""Arvo's extension attributes."""
+OTEL_EXTENSION_KEYS: Final = ("traceparent", "tracestate")
+"""The CloudEvents distributed-tracing extension attributes."""
+_TAIL_KEYS: Final = (
+    "to",
+    "accesscontrol",
+    "redirectto",
+    "executionunits",
+    "traceparent",
+    "tracestate",
+    "parentid",
+    "domain",
+)
+WIRE_KEY_ORDER: Final = (*CORE_KEYS, *_TAIL_KEYS)
+"""Key order of :meth:`ArvoEvent.to_dict` (custom extensions go between ``time`` and ``to``)."""
+RESERVED_EXTENSION_KEYS: Final = frozenset(WIRE_KEY_ORDER)
+"""Names a custom extension may not use (spec 15.1 hazard 6)."""
+
+MAX_EVENT_ID_CHARS: Final = 4096
+"""Longest id :func:`parse_arvo_event_id` tries to decode."""
+_MAX_EVENT_ID_JSON_BYTES: Final = 16 * 1024
+
+ExtensionValue: TypeAlias = str | bool | int | float | None
+"""Allowed values of a custom extension attribute."""
+
+
+class _Missing:
+    """Marks a required key absent from a decoded event."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Final[Any] = _Missing()
+_CONTENT_TYPES: Final = ("application/cloudevents+json", "application/json")
+_MAX_ARRAY_INDEX: Final = 2**32 - 1
+_SUMMARY: Final = "Invalid ArvoEvent"
+
+# Bound methods: one attribute lookup less on the hot path.
+_uri_fast = re.compile(r"[A-Za-z0-9;,/?:@&=+$\-_.!~*'()#]+").fullmatch
+_type_match = TYPE_RE.match
+_time_match = DATETIME_RE.match
+_domain_match = DOMAIN_RE.match
+_extension_key_match = EXTENSION_KEY_RE.match
+_loads = orjson.loads
+_dumps = orjson.dumps
+_JSONDecodeError = orjson.JSONDecodeError
+
+
+# --------------------------------------------------------------------------------------------------
+# Field checks. Each hot-path test is one boolean expression; these helpers run only when it fails and
+# work out exactly which rule broke.
+
+
+def _missing(problems: list[ValidationProblem], path: str, message: str) -> None:
+    problems.append(make_problem(path, "required", f"{message} (the key is missing)", _MISSING))
+
+
+def _string_field(
+    problems: list[ValidationProblem], path: str, value: object, message: str, *, nullable: bool
+) -> bool:
+    """Check type, non-emptiness and UTF-8 of a string field; ``True`` if the value is a usable string."""
+    if value is _MISSING:
+        _missing(problems, path, message)
+        return False
+    if value is None:
+        if nullable:
+            return False
+        problems.append(make_problem(path, "non-empty", message, value))
+        return False
+    if not isinstance(value, str):
+        problems.append(make_problem(path, "string", f"{message} (got {type(value).__name__})", value))
+        return False
+    if not value:
+        problems.append(make_problem(path, "non-empty", message, value))
+        return False
+    problem = string_problem(value, path, label=message)
+    if problem is not None:
+        problems.append(problem)
+        return False
+    return True
+
+
+def _uri_field(
+    problems: list[ValidationProblem],
+    path: str,
+    value: object,
+    empty_message: str,
+    uri_message: str,
+    *,
+    nullable: bool,
+) -> None:
+    if not _string_field(problems, path, value, empty_message, nullable=nullable):
+        return
+    assert isinstance(value, str)
+    reason = uri_problem(value)
+    if reason is not None:
+        problems.append(make_problem(path, "uri", f"{uri_message}: {reason}", value))
+
+
+def _regex_field(
+    problems: list[ValidationProblem],
+    path: str,
+    value: object,
+    match: Any,
+    rule: str,
+    message: str,
+    empty_message: str,
+    *,
+    nullable: bool,
+) -> None:
+    if not _string_field(problems, path, value, empty_message, nullable=nullable):
+        return
+    if match(value) is None:
+        problems.append(make_problem(path, rule, message, value))
+
+
+def _content_type_field(problems: list[ValidationProblem], value: object) -> None:
+    message = "Datacontenttype must be a non-empty string"
+    if not _string_field(problems, "datacontenttype", value, message, nullable=False):
+        return
+    assert isinstance(value, str)
+    if not any(part in value for part in _CONTENT_TYPES):
+        problems.append(
+            make_problem(
+                "datacontenttype",
+                "datacontenttype",
+                "Datacontenttype must contain 'application/cloudevents+json' or 'application/json'",
+                value,
+            )
+        )
+
+
+def _data_field(problems: list[ValidationProblem], value: object) -> None:
+    if value is _MISSING:
+        _missing(problems, "data", "The Arvo data object must be a JSON serializable object")
+        return
+    problems.extend(json_object_problems(value, "data", max_depth=MAX_JSON_DEPTH))
+
+
+def _executionunits_field(problems: list[ValidationProblem], value: object) -> None:
+    problem = number_problem(value, "executionunits", label="Execution units")
+    if problem is not None:
+        problems.append(problem)
+
+
+def _is_array_index(key: str) -> bool:
+    """Whether JavaScript treats ``key`` as an integer index (such keys come first in object order)."""
+    return (
+        key.isascii()
+        and key.isdigit()
+        and (key == "0" or key[0] != "0")
+        and (len(key) < 10 or int(key) < _MAX_ARRAY_INDEX)
+    )
+
+
+def _extension_problems(
+    problems: list[ValidationProblem], extensions: Mapping[Any, Any], *, parsed: bool
+) -> dict[str, ExtensionValue]:
+    """Validate custom extensions and return them in JavaScript object key order."""
+    ordered: dict[str, ExtensionValue] = {}
+    integer_keys: list[str] = []
+    for key, value in extensions.items():
+        path = f"extensions[{key!r}]" if not isinstance(key, str) else key
+        if not isinstance(key, str) or _extension_key_match(key) is None:
+            problems.append(
+                make_problem(
+                    path,
+                    "extension-key",
+                    "Extension keys must contain only lowercase letters and numbers (^[a-z0-9]+$)",
+                    key,
+                )
+            )
+            continue
+        if key in RESERVED_EXTENSION_KEYS:
+            problems.append(
+                make_problem(
+                    path,
+                    "extension-collision",
+                    f"Extension key {key!r} collides with a core, Arvo or OTel attribute of the event",
+                    key,
+                )
+            )
+            continue
+        kind = type(value)
+        if value is None or kind is bool:
+            pass
+        elif kind is str or isinstance(value, str):
+            if not parsed:
+                problem = string_problem(value, path, label="Extension value")
+                if problem is not None:
+                    problems.append(problem)
+        elif isinstance(value, int | float):
+            problem = number_problem(value, path, label="Extension value")
+            if problem is not None:
+                problems.append(problem)
+        else:
+            problems.append(
+                make_problem(
+                    path,
+                    "extension-value",
+                    f"Extension values must be a string, boolean, number or null, not {kind.__name__}",
+                    value,
+                )
+            )
+            continue
+        ordered[key] = value
+        if key[0] in "0123456789" and _is_array_index(key):
+            integer_keys.append(key)
+    if integer_keys:
+        integer_keys.sort(key=int)
+        ordered = {
+            **{key: ordered[key] for key in integer_keys},
+            **{key: item for key, item in ordered.items() if key not in integer_keys},
+        }
+    return ordered
+
+
+def _validate(
+    id_: Any,
+    source: Any,
+    specversion: Any,
+    type_: Any,
+    subject: Any,
+    datacontenttype: Any,
+    dataschema: Any,
+    data: Any,
+    time: Any,
+    to: Any,
+    accesscontrol: Any,
+    redirectto: Any,
+    executionunits: Any,
+    traceparent: Any,
+    tracestate: Any,
+    parentid: Any,
+    domain: Any,
+    *,
+    parsed: bool,
+) -> list[ValidationProblem]:
+    """Return every problem of the event fields (custom extensions are checked separately).
+
+    ``parsed`` means the values come from ``orjson.loads`` and passed
+    :func:`~service.arvo.validation.is_parsed_json_clean`: strings are valid UTF-8 and numbers are in
+    range, so those checks are skipped.
+    """
+    problems: list[ValidationProblem] = []
+    if not (type(id_) is str and id_ and (parsed or id_.isascii())):
+        _string_field(problems, "id", id_, "ID must be a non-empty string", nullable=False)
+    if not (type(source) is str and _uri_fast(source) is not None):
+        _uri_field(
+            problems,
+            "source",
+            source,
+            "Source must be a non-empty reference of the producer of the event",
+            "The source must be a properly encoded URI",
+            nullable=False,
+        )
+    if specversion != "1.0" or type(specversion) is not str:
+        message = "Spec version must be '1.0' for this version of the specification"
+        if specversion is _MISSING:
+            _missing(problems, "specversion", message)
+        else:
+            problems.append(make_problem("specversion", "specversion", message, specversion))
+    if not (type(type_) is str and _type_match(type_) is not None):
+        _regex_field(
+            problems,
+            "type",
+            type_,
+            _type_match,
+            "type-format",
+            "Type should be prefixed with a reverse-DNS name "
+            "(at least three dot-separated segments of [a-z0-9], e.g. 'com.example.created')",
+            "Type should be prefixed with a reverse-DNS name (got no type)",
+            nullable=False,
+        )
+    if not (type(subject) is str and _uri_fast(subject) is not None):
+        _uri_field(
+            problems,
+            "subject",
+            subject,
+            "Subject must be a non-empty string",
+            "The subject must be a properly encoded URI",
+            nullable=False,
+        )
+    if not (datacontenttype is ARVO_DATA_CONTENT_TYPE or datacontenttype == ARVO_DATA_CONTENT_TYPE):
+        _content_type_field(problems, datacontenttype)
+    if dataschema is not None and not (type(dataschema) is str and _uri_fast(dataschema) is not None):
+        _uri_field(
+            problems,
+            "dataschema",
+            dataschema,
+            "Dataschema must be null or a non-empty string",
+            "The dataschema must be a properly encoded URI",
+            nullable=True,
+        )
+    if not (type(data) is dict and parsed):
+        _data_field(problems, data)
+    if not (type(time) is str and _time_match(time) is not None):
+        _regex_field(
+            problems,
+            "time",
+            time,
+            _time_match,
+            "time-format",
+            "Time must be an RFC 3339 date-time with an offset, e.g. '2025-01-01T00:00:00.000+00:00'"
+            " (Invalid datetime)",
+            "Time must be a non-empty string",
+            nullable=False,
+        )
+    if to is not None and not (type(to) is str and _uri_fast(to) is not None):
+        _uri_field(
+            problems,
+            "to",
+            to,
+            "The 'to' must be null or a non-empty string",
+            "The 'to' must be a properly encoded URI",
+            nullable=True,
+        )
+    if accesscontrol is not None and not (
+        type(accesscontrol) is str and accesscontrol and (parsed or accesscontrol.isascii())
+    ):
+        _string_field(
+            problems,
+            "accesscontrol",
+            accesscontrol,
+            "Accesscontrol must be null or a non-empty string",
+            nullable=True,
+        )
+    if redirectto is not None and not (type(redirectto) is str and _uri_fast(redirectto) is not None):
+        _uri_field(
+            problems,
+            "redirectto",
+            redirectto,
+            "The 'redirectto' must be null or a non-empty string",
+            "The 'redirectto' must be a properly encoded URI",
+            nullable=True,
+        )
+    if executionunits is not None:
+        kind = type(executionunits)
+        if not ((kind is float or kind is int) and parsed):
+            _executionunits_field(problems, executionunits)
+    if traceparent is not None and not (
+        type(traceparent) is str and traceparent and (parsed or traceparent.isascii())
+    ):
+        _string_field(
+            problems,
+            "traceparent",
+            traceparent,
+            "Traceparent must be null or a non-empty string",
+            nullable=True,
+        )
+    if tracestate is not None and not (
+        type(tracestate) is str and tracestate and (parsed or tracestate.isascii())
+    ):
+        _string_field(
+            problems, "tracestate", tracestate, "Tracestate must be null or a non-empty string", nullable=True
+        )
+    if parentid is not None and not (type(parentid) is str and parentid and (parsed or parentid.isascii())):
+        _string_field(
+            problems, "parentid", parentid, "Parentid must be null or a non-empty string", nullable=True
+        )
+    if domain is not None and not (type(domain) is str and _domain_match(domain) is not None):
+        _regex_field(
+            problems,
+            "domain",
+            domain,
+            _domain_match,
+            "domain-format",
+            "Domain must contain only lowercase letters, numbers, and dots",
+            "Domain must be non-empty string",
+            nullable=True,
+        )
+    if not to and (datacontenttype is ARVO_DATA_CONTENT_TYPE or datacontenttype == ARVO_DATA_CONTENT_TYPE):
+        problems.append(
+            make_problem(
+                "to",
+                "to-required",
+                "The ArvoEvent must have a non-empty 'to' field (required with the Arvo datacontenttype)",
+                to,
+            )
+        )
+    return problems
+
+
+def _fail(problems: list[ValidationProblem]) -> NoReturn:
+    raise ArvoEventValidationError(
+        f"{_SUMMARY}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", problems
+    )
+
+
+def _fail_input(rule: str, message: str, value: object) -> NoReturn:
+    _fail([make_problem("$", rule, message, value)])
+
+
+def _exact_reparse(raw: bytes | bytearray | memoryview | str) -> Any:
+    """Parse again with the standard library, whose integers are exact (orjson makes huge ones floats)."""
+    try:
+        return json.loads(bytes(raw) if isinstance(raw, memoryview | bytearray) else raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+_object_setattr = object.__setattr__
+
+
+class ArvoEvent:
+    """An immutable, validated Arvo event (CloudEvents 1.0 + Arvo and OTel extensions).
+
+    Construct with keyword arguments (no normalisation: values are validated as given), with
+    :func:`create_arvo_event` (defaults and ``encodeURI`` normalisation of spec 1.9), or from the wire
+    with :meth:`from_json`. Every broken rule is reported in one
+    :class:`~service.arvo.errors.ArvoEventValidationError`.
+
+    Equality compares :meth:`to_dict`; events are not hashable. ``data`` is kept by reference: treat it
+    as read-only.
+
+    Args:
+        id: Event id, non-empty.
+        source: Producer reference, a non-empty properly encoded URI (spec 1.2).
+        type: Event type, ``^[a-z0-9]+(\\.[a-z0-9]+)+\\.[a-z0-9]+$``.
+        subject: Non-empty properly encoded URI (for orchestrations, the subject string).
+        data: JSON object (``dict`` with ``str`` keys and JSON values, spec 1.5).
+        time: RFC 3339 date-time with offset (spec 1.4).
+        specversion: Must be ``"1.0"``.
+        datacontenttype: Must contain ``application/cloudevents+json`` or ``application/json``.
+        dataschema: ``None`` or a non-empty properly encoded URI.
+        to: ``None`` or a non-empty properly encoded URI; required with the Arvo content type.
+        accesscontrol: ``None`` or a non-empty string.
+        redirectto: ``None`` or a non-empty properly encoded URI.
+        executionunits: ``None`` or a finite number (``bool`` is not a number).
+        traceparent: ``None`` or a non-empty string (W3C trace context).
+        tracestate: ``None`` or a non-empty string.
+        parentid: ``None`` or a non-empty string.
+        domain: ``None`` or ``^[a-z0-9.]+$``.
+        extensions: Custom extension attributes: keys ``^[a-z0-9]+$`` not colliding with any attribute
+            above, values ``str``/``bool``/``int``/``float``/``None``.
+
+    Raises:
+        ArvoEventValidationError: Any rule is broken; the error lists every problem.
+
+    """
+
+    __slots__ = (
+        "_accesscontrol",
+        "_data",
+        "_datacontenttype",
+        "_dataschema",
+        "_domain",
+        "_executionunits",
+        "_extensions",
+        "_id",
+        "_parentid",
+        "_redirectto",
+        "_source",
+        "_specversion",
+        "_subject",
+        "_time",
+        "_to",
+        "_tracestate",
+        "_traceparent",
+        "_type",
+    )
+
+    _id: str
+    _source: str
+    _specversion: str
+    _type: str
+    _subject: str
+    _datacontenttype: str
+    _dataschema: str | None
+    _data: dict[str, Any]
+    _time: str
+    _to: str | None
+    _accesscontrol: str | None
+    _redirectto: str | None
+    _executionunits: int | float | None
+    _traceparent: str | None
+    _tracestate: str | None
+    _parentid: str | None
+    _domain: str | None
+    _extensions: dict[str, ExtensionValue]
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        source: str,
+        type: str,
+        subject: str,
+        data: dict[str, Any],
+        time: str,
+        specversion: str = "1.0",
+        datacontenttype: str = ARVO_DATA_CONTENT_TYPE,
+        dataschema: str | None = None,
+        to: str | None = None,
+        accesscontrol: str | None = None,
+        redirectto: str | None = None,
+        executionunits: float | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        parentid: str | None = None,
+        domain: str | None = None,
+        extensions: Mapping[str, ExtensionValue] | None = None,
+    ) -> None:
+        problems = _validate(
+            id,
+            source,
+            specversion,
+            type,
+            subject,
+            datacontenttype,
+            dataschema,
+            data,
+            time,
+            to,
+            accesscontrol,
+            redirectto,
+            executionunits,
+            traceparent,
+            tracestate,
+            parentid,
+            domain,
+            parsed=False,
+        )
+        ordered: dict[str, ExtensionValue] = {}
+        if extensions:
+            if isinstance(extensions, Mapping):
+                ordered = _extension_problems(problems, extensions, parsed=False)
+            else:
+                problems.append(
+                    make_problem(
+                        "extensions",
+                        "extensions",
+                        f"Extensions must be a mapping of key to value, not {extensions.__class__.__name__}",
+                        extensions,
+                    )
+                )
+        if problems:
+            _fail(problems)
+        self._assign(
+            id,
+            source,
+            specversion,
+            type,
+            subject,
+            datacontenttype,
+            dataschema,
+            data,
+            time,
+            to,
+            accesscontrol,
+            redirectto,
+            executionunits,
+            traceparent,
+            tracestate,
+            parentid,
+            domain,
+            ordered,
+        )
+
+    def _assign(
+        self,
+        id_: str,
+        source: str,
+        specversion: str,
+        type_: str,
+        subject: str,
+        datacontenttype: str,
+        dataschema: str | None,
+        data: dict[str, Any],
+        time: str,
+        to: str | None,
+        accesscontrol: str | None,
+        redirectto: str | None,
+        executionunits: float | None,
+        traceparent: str | None,
+        tracestate: str | None,
+        parentid: str | None,
+        domain: str | None,
+        extensions: dict[str, ExtensionValue],
+    ) -> None:
+        setattr_ = _object_setattr
+        setattr_(self, "_id", id_)
+        setattr_(self, "_source", source)
+        setattr_(self, "_specversion", specversion)
+        setattr_(self, "_type", type_)
+        setattr_(self, "_subject", subject)
+        setattr_(self, "_datacontenttype", datacontenttype)
+        setattr_(self, "_dataschema", dataschema)
+        setattr_(self, "_data", data)
+        setattr_(self, "_time", time)
+        setattr_(self, "_to", to)
+        setattr_(self, "_accesscontrol", accesscontrol)
+        setattr_(self, "_redirectto", redirectto)
+        setattr_(self, "_executionunits", executionunits)
+        setattr_(self, "_traceparent", traceparent)
+        setattr_(self, "_tracestate", tracestate)
+        setattr_(self, "_parentid", parentid)
+        setattr_(self, "_domain", domain)
+        setattr_(self, "_extensions", extensions)
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(
+        cls,
+        raw: bytes | bytearray | memoryview | str | Mapping[str, Any],
+        *,
+        max_bytes: int | None = None,
+    ) -> Self:
+        """Decode and validate an event from its JSON form (spec 1.13).
+
+        Missing nullable keys (``dataschema``, ``to``, ``accesscontrol``, ``redirectto``,
+        ``executionunits``, ``traceparent``, ``tracestate``, ``parentid``, ``domain``) read as ``None``,
+        so arvo-core 2.x events are accepted; a missing ``datacontenttype`` reads as
+        :data:`ARVO_DATA_CONTENT_TYPE`. Every other top-level key is a custom extension. Values are not
+        re-encoded (no ``encodeURI``): they must already be valid.
+
+        Args:
+            raw: The JSON document (``bytes``-like or ``str``), or an already parsed mapping.
+            max_bytes: Reject documents longer than this many bytes before parsing (ignored for
+                mappings).
+
+        Returns:
+            The validated event.
+
+        Raises:
+            ArvoEventValidationError: The input is too large, not JSON, not a JSON object, or breaks any
+                event rule. No other exception escapes, whatever the input.
+
+        """
+        if isinstance(raw, bytes | bytearray | memoryview | str):
+            if max_bytes is not None:
+                size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+                if size > max_bytes:
+                    _fail_input(
+                        "max-bytes",
+                        f"The event JSON is {size} bytes, above the limit of {max_bytes} bytes",
+                        _head(raw),
+                    )
+            try:
+                obj = _loads(raw)
+            except _JSONDecodeError as error:
+                syntax_error = str(error)
+            else:
+                syntax_error = None
+            if syntax_error is not None:
+                _fail_input("json-syntax", f"The event is not valid JSON: {syntax_error}", _head(raw))
+            if type(obj) is not dict:
+                _fail_input(
+                    "json-object", f"The event must be a JSON object, not {_json_kind(obj)}", _head(raw)
+                )
+            parsed = is_parsed_json_clean(obj, MAX_JSON_DEPTH + 1)
+            if not parsed:
+                exact = _exact_reparse(raw)
+                if type(exact) is dict:
+                    obj = exact
+        elif isinstance(raw, Mapping):
+            obj = raw
+            parsed = False
+        else:
+            _fail_input(
+                "json-input",
+                f"The event must be JSON text, bytes or a mapping, not {type(raw).__name__}",
+                raw,
+            )
+        return cls._from_mapping(obj, parsed=parsed)
+
+    @classmethod
+    def _from_mapping(cls, obj: Mapping[str, Any], *, parsed: bool) -> Self:
+        get = obj.get
+        id_ = get("id", _MISSING)
+        source = get("source", _MISSING)
+        specversion = get("specversion", _MISSING)
+        type_ = get("type", _MISSING)
+        subject = get("subject", _MISSING)
+        datacontenttype = get("datacontenttype", ARVO_DATA_CONTENT_TYPE)
+        dataschema = get("dataschema")
+        data = get("data", _MISSING)
+        time = get("time", _MISSING)
+        to = get("to")
+        accesscontrol = get("accesscontrol")
+        redirectto = get("redirectto")
+        executionunits = get("executionunits")
+        traceparent = get("traceparent")
+        tracestate = get("tracestate")
+        parentid = get("parentid")
+        domain = get("domain")
+        problems = _validate(
+            id_,
+            source,
+            specversion,
+            type_,
+            subject,
+            datacontenttype,
+            dataschema,
+            data,
+            time,
+            to,
+            accesscontrol,
+            redirectto,
+            executionunits,
+            traceparent,
+            tracestate,
+            parentid,
+            domain,
+            parsed=parsed,
+        )
+        extensions: dict[str, ExtensionValue] = {}
+        if not obj.keys() <= RESERVED_EXTENSION_KEYS:
+            extra = obj.keys() - RESERVED_EXTENSION_KEYS
+            if extra:
+                extensions = _extension_problems(
+                    problems, {key: obj[key] for key in obj if key in extra}, parsed=parsed
+                )
+        if problems:
+            _fail(problems)
+        event = cls.__new__(cls)
+        event._assign(
+            id_,
+            source,
+            specversion,
+            type_,
+            subject,
+            datacontenttype,
+            dataschema,
+            data,
+            time,
+            to,
+            accesscontrol,
+            redirectto,
+            executionunits,
+            traceparent,
+            tracestate,
+            parentid,
+            domain,
+            extensions,
+        )
+        return event
+
+    # -- immutability -----------------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ArvoEvent is immutable: cannot set {name!r} (use replace())")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ArvoEvent is immutable: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        return (_rebuild, (self.to_dict(),))
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ArvoEvent:
+        return _rebuild(orjson.loads(self.to_json()))
+
+    # -- attributes -------------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """Event id (a UUID, a developer id, or an ARVO_MANAGED compressed id, spec 1.10)."""
+        return self._id
+
+    @property
+    def source(self) -> str:
+        """Reference of the producer (URI-encoded)."""
+        return self._source
+
+    @property
+    def specversion(self) -> str:
+        """CloudEvents spec version, always ``"1.0"``."""
+        return self._specversion
+
+    @property
+    def type(self) -> str:
+        """Event type (reverse-DNS, e.g. ``com.example.created``)."""
+        return self._type
+
+    @property
+    def subject(self) -> str:
+        """Subject (URI-encoded); the orchestration subject string for orchestrations."""
+        return self._subject
+
+    @property
+    def datacontenttype(self) -> str:
+        """Content type of the event (usually :data:`ARVO_DATA_CONTENT_TYPE`)."""
+        return self._datacontenttype
+
+    @property
+    def dataschema(self) -> str | None:
+        """``<contract uri>/<version>`` of the data, or ``None``."""
+        return self._dataschema
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The payload (the stored dict: do not mutate)."""
+        return self._data
+
+    @property
+    def time(self) -> str:
+        """Creation time, RFC 3339 with offset."""
+        return self._time
+
+    @property
+    def to(self) -> str | None:
+        """Intended consumer (routing destination)."""
+        return self._to
+
+    @property
+    def accesscontrol(self) -> str | None:
+        """Opaque access-control string, propagated but never enforced."""
+        return self._accesscontrol
+
+    @property
+    def redirectto(self) -> str | None:
+        """Where replies should go instead of ``source``."""
+        return self._redirectto
+
+    @property
+    def executionunits(self) -> int | float | None:
+        """Cost metric of the execution that produced the event."""
+        return self._executionunits
+
+    @property
+    def traceparent(self) -> str | None:
+        """W3C ``traceparent`` header of the producing span."""
+        return self._traceparent
+
+    @property
+    def tracestate(self) -> str | None:
+        """W3C ``tracestate`` header of the producing span."""
+        return self._tracestate
+
+    @property
+    def parentid(self) -> str | None:
+        """Id of the event that directly caused this one."""
+        return self._parentid
+
+    @property
+    def domain(self) -> str | None:
+        """Routing domain; ``None`` is the default (local) domain."""
+        return self._domain
+
+    @property
+    def extensions(self) -> dict[str, ExtensionValue]:
+        """The custom extensions only (a copy; Arvo and OTel attributes excluded)."""
+        return dict(self._extensions)
+
+    @property
+    def cloudevent(self) -> dict[str, dict[str, Any]]:
+        """The event split into CloudEvents ``default`` attributes and all ``extensions`` (spec 1.14)."""
+        return {
+            "default": {
+                "id": self._id,
+                "source": self._source,
+                "specversion": self._specversion,
+                "type": self._type,
+                "subject": self._subject,
+                "datacontenttype": self._datacontenttype,
+                "dataschema": self._dataschema,
+                "data": self._data,
+                "time": self._time,
+            },
+            "extensions": {
+                **self._extensions,
+                "to": self._to,
+                "accesscontrol": self._accesscontrol,
+                "redirectto": self._redirectto,
+                "executionunits": self._executionunits,
+                "traceparent": self._traceparent,
+                "tracestate": self._tracestate,
+                "parentid": self._parentid,
+                "domain": self._domain,
+            },
+        }
+
+    @property
+    def otel_attributes(self) -> dict[str, str | int | float]:
+        """Span attributes describing the event (spec 1.15); ``None`` values read :data:`OTEL_NULL`."""
+        executionunits = self._executionunits
+        return {
+            "cloudevents.event_id": self._id,
+            "cloudevents.event_source": self._source,
+            "cloudevents.event_spec_version": self._specversion,
+            "cloudevents.event_subject": self._subject,
+            "cloudevents.event_type": self._type,
+            "cloudevents.event_time": self._time,
+            "cloudevents.event_datacontenttype": self._datacontenttype,
+            "cloudevents.event_dataschema": self._dataschema or OTEL_NULL,
+            "cloudevents.arvo.event_redirectto": self._redirectto or OTEL_NULL,
+            "cloudevents.arvo.event_to": self._to or OTEL_NULL,
+            "cloudevents.arvo.event_executionunits": OTEL_NULL if executionunits is None else executionunits,
+            "cloudevents.arvo.event_parentid": self._parentid or OTEL_NULL,
+            "cloudevents.arvo.event_domain": self._domain or OTEL_NULL,
+        }
+
+    # -- serialisation ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: one flat dict in the key order of spec 1.12, every attribute present.
+
+        ``data`` is the stored dict, not a copy.
+        """
+        result = {
+            "id": self._id,
+            "source": self._source,
+            "specversion": self._specversion,
+            "type": self._type,
+            "subject": self._subject,
+            "datacontenttype": self._datacontenttype,
+            "dataschema": self._dataschema,
+            "data": self._data,
+            "time": self._time,
+        }
+        if self._extensions:
+            result.update(self._extensions)
+        result["to"] = self._to
+        result["accesscontrol"] = self._accesscontrol
+        result["redirectto"] = self._redirectto
+        result["executionunits"] = self._executionunits
+        result["traceparent"] = self._traceparent
+        result["tracestate"] = self._tracestate
+        result["parentid"] = self._parentid
+        result["domain"] = self._domain
+        return result
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON of :meth:`to_dict` (non-ASCII not escaped, like ``JSON.stringify``)."""
+        return _dumps(self.to_dict())
+
+    def __str__(self) -> str:
+        return self.to_json().decode("utf-8")
+
+    def __repr__(self) -> str:
+        return (
+            f"ArvoEvent(id={self._id!r}, type={self._type!r}, source={self._source!r}, "
+            f"subject={self._subject[:40]!r}{'...' if len(self._subject) > 40 else ''}, "
+            f"to={self._to!r}, domain={self._domain!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ArvoEvent):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def replace(self, **changes: Any) -> ArvoEvent:
+        """Return a new, validated event with some attributes changed.
+
+        Args:
+            **changes: Constructor keyword arguments to override (``extensions`` replaces all custom
+                extensions).
+
+        Returns:
+            The new event.
+
+        Raises:
+            ArvoEventValidationError: The changed event breaks a rule.
+            TypeError: An unknown attribute name was given.
+
+        """
+        unknown = changes.keys() - _CONSTRUCTOR_ARGS
+        if unknown:
+            raise TypeError(f"ArvoEvent.replace() got unknown attribute(s): {', '.join(sorted(unknown))}")
+        current: dict[str, Any] = {key: getattr(self, f"_{key}") for key in _CONSTRUCTOR_ARGS}
+        current.update(changes)
+        return ArvoEvent(**current)
+
+
+_CONSTRUCTOR_ARGS: Final = frozenset((*WIRE_KEY_ORDER, "extensions"))
+
+
+def _rebuild(wire: dict[str, Any]) -> ArvoEvent:
+    return ArvoEvent.from_json(wire)
+
+
+def _head(raw: bytes | bytearray | memoryview | str) -> bytes | str:
+    """The first 64 characters/bytes of a document, for error messages."""
+    return raw[:64] if isinstance(raw, str | bytes) else bytes(raw[:64])
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array"
+
+
+# --------------------------------------------------------------------------------------------------
+# Event ids (spec 1.10)
+
+# JavaScript's String.prototype.trim(): WhiteSpace and LineTerminator code points.
+_JS_WHITESPACE: Final = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+_surrogate = re.compile("[\ud800-\udfff]")
+_base64_shape = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class EventIdSpec:
+    """How :func:`create_arvo_event_id` should build an id (the original's ``id`` input)."""
+
+    deduplication: Literal["DEVELOPER_MANAGED", "ARVO_MANAGED"]
+    """``DEVELOPER_MANAGED``: use ``value`` verbatim; ``ARVO_MANAGED``: compress ``{uuid, value}``."""
+    value: str
+    """The developer's id (trimmed); empty or whitespace means "generate a UUID"."""
+
+
+def _js_json_string(value: str) -> str:
+    """``JSON.stringify`` of a string: like ``json.dumps(ensure_ascii=False)``, lone surrogates escaped."""
+    text = json.dumps(value, ensure_ascii=False)
+    if _surrogate.search(text) is None:
+        return text
+    return _surrogate.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def create_arvo_event_id(spec: EventIdSpec | None = None, *, uuid: str | None = None) -> str:
+    """Build an event id (spec 1.10).
+
+    Args:
+        spec: ``None`` (or an empty/whitespace value) gives a UUID v4; ``DEVELOPER_MANAGED`` gives the
+            trimmed value; ``ARVO_MANAGED`` gives base64(zlib(``{"uuid":...,"value":...}``)), unique per
+            call because of the UUID.
+        uuid: Use this instead of a fresh UUID v4 (deterministic ids, tests).
+
+    Returns:
+        The id.
+
+    """
+    identifier = uuid if uuid is not None else str(uuid_module.uuid4())
+    if spec is None or not isinstance(spec.value, str):
+        return identifier
+    value = spec.value.strip(_JS_WHITESPACE)
+    if not value:
+        return identifier
+    if spec.deduplication == "DEVELOPER_MANAGED":
+        return value
+    if spec.deduplication == "ARVO_MANAGED":
+        document = f'{{"uuid":{_js_json_string(identifier)},"value":{_js_json_string(value)}}}'
+        return base64.b64encode(zlib.compress(document.encode("utf-8"), 6)).decode("ascii")
+    return identifier
+
+
+def parse_arvo_event_id(event_id: str) -> tuple[dict[str, str] | str, Exception | None]:
+    """Decode an ``ARVO_MANAGED`` id; never raises.
+
+    Decoding is bounded: at most :data:`MAX_EVENT_ID_CHARS` characters of canonical standard base64, a
+    zlib stream inflating to at most 16 KiB with nothing after it, holding a JSON object with string
+    ``uuid`` and ``value``.
+
+    Args:
+        event_id: The id to decode.
+
+    Returns:
+        ``({"uuid": ..., "value": ...}, None)`` on success, else ``(event_id, error)``.
+
+    """
+    try:
+        return _parse_arvo_event_id(event_id), None
+    except Exception as error:  # noqa: BLE001 - the contract is "never raises"
+        return event_id, error
+
+
+def _parse_arvo_event_id(event_id: str) -> dict[str, str]:
+    if not isinstance(event_id, str):
+        raise TypeError(f"event id must be a string, not {type(event_id).__name__}")
+    if len(event_id) > MAX_EVENT_ID_CHARS:
+        raise ValueError(f"event id is {len(event_id)} characters, above the limit of {MAX_EVENT_ID_CHARS}")
+    if len(event_id) % 4 or _base64_shape.match(event_id) is None:
+        raise ValueError(f"event id is not standard padded base64: {event_id[:80]!r}")
+    try:
+        compressed = base64.b64decode(event_id, validate=True)
+    except binascii.Error as error:
+        raise ValueError(f"event id is not valid base64: {error}") from None
+    if base64.b64encode(compressed).decode("ascii") != event_id:
+        raise ValueError("event id is not canonical base64")
+    inflater = zlib.decompressobj(wbits=15)
+    try:
+        document = inflater.decompress(compressed, _MAX_EVENT_ID_JSON_BYTES)
+    except zlib.error as error:
+        raise ValueError(f"event id is not zlib data: {error}") from None
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        raise ValueError(
+            f"event id does not hold one complete zlib stream of at most {_MAX_EVENT_ID_JSON_BYTES} bytes"
+        )
+    try:
+        content = orjson.loads(document)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"event id does not hold JSON: {error}") from None
+    if (
+        type(content) is not dict
+        or not isinstance(content.get("uuid"), str)
+        or not isinstance(content.get("value"), str)
+    ):
+        raise ValueError('event id JSON must be an object with string "uuid" and "value"')
+    return {"uuid": content["uuid"], "value": content["value"]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Timestamps (spec 1.11)
+
+
+def create_timestamp(offset_hours: int = 0, *, now: datetime | None = None) -> str:
+    """Current time as ``YYYY-MM-DDTHH:MM:SS.mmm+HH:00`` (true UTC shifted by ``offset_hours``).
+
+    Args:
+        offset_hours: Whole hours east of UTC, -23..23; the suffix is ``+00:00`` for 0.
+        now: Use this instant instead of the clock (naive values are taken as UTC).
+
+    Returns:
+        The timestamp, millisecond precision (truncated, like JavaScript's ``Date``).
+
+    Raises:
+        ValueError: ``offset_hours`` is not an integer in -23..23.
+
+    """
+    if isinstance(offset_hours, bool) or not isinstance(offset_hours, int) or not -23 <= offset_hours <= 23:
+        raise ValueError(f"offset_hours must be an integer in -23..23, got {offset_hours!r}")
+    if now is None:
+        instant = datetime.now(UTC)
+    elif now.tzinfo is None:
+        instant = now.replace(tzinfo=UTC)
+    else:
+        instant = now.astimezone(UTC)
+    local = instant + timedelta(hours=offset_hours)
+    sign = "-" if offset_hours < 0 else "+"
+    return (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local.hour:02d}:{local.minute:02d}:"
+        f"{local.second:02d}.{local.microsecond // 1000:03d}{sign}{abs(offset_hours):02d}:00"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# createArvoEvent (spec 1.9)
+
+
+def _encoded(value: Any) -> Any:
+    """``encodeURI`` for a string; anything else (or a lone surrogate) is left for validation to report."""
+    if isinstance(value, str):
+        try:
+            return encode_uri(value)
+        except URIError:
+            return value
+    return value
+
+
+def create_arvo_event(
+    *,
+    source: str,
+    type: str,
+    subject: str,
+    data: dict[str, Any],
+    id: str | EventIdSpec | None = None,
+    time: str | None = None,
+    specversion: str | None = None,
+    datacontenttype: str | None = None,
+    dataschema: str | None = None,
+    to: str | None = None,
+    accesscontrol: str | None = None,
+    redirectto: str | None = None,
+    executionunits: float | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+    parentid: str | None = None,
+    domain: str | None = None,
+    extensions: Mapping[str, ExtensionValue] | None = None,
+) -> ArvoEvent:
+    """Build an event with the original's defaults and normalisation (spec 1.9).
+
+    ``source``, ``subject``, ``to`` (default: ``type``), ``redirectto``, ``dataschema`` and ``parentid``
+    go through ``encodeURI`` (so ``"a b"`` becomes ``"a%20b"``, and ``"a%20b"`` becomes
+    ``"a%2520b"``, as in the original); empty ``redirectto``/``dataschema``/``parentid`` become
+    ``None``. ``domain`` is not encoded.
+
+    Args:
+        source: Producer reference.
+        type: Event type.
+        subject: Subject.
+        data: JSON object payload.
+        id: A ``str`` is used verbatim; an :class:`EventIdSpec` goes through
+            :func:`create_arvo_event_id`; ``None`` gives a UUID v4.
+        time: Default :func:`create_timestamp`.
+        specversion: Default ``"1.0"``.
+        datacontenttype: Default :data:`ARVO_DATA_CONTENT_TYPE`.
+        dataschema: Optional data schema URI.
+        to: Destination; defaults to ``type``.
+        accesscontrol: Optional access-control string.
+        redirectto: Optional reply destination.
+        executionunits: Optional cost metric.
+        traceparent: Explicit W3C ``traceparent`` (this module reads no OpenTelemetry context).
+        tracestate: Explicit W3C ``tracestate``.
+        parentid: Id of the causing event.
+        domain: Routing domain.
+        extensions: Custom extension attributes.
+
+    Returns:
+        The validated event.
+
+    Raises:
+        ArvoEventValidationError: Any rule is broken (including a lone surrogate in an encoded field).
+
+    """
+    if id is None:
+        event_id: Any = str(uuid_module.uuid4())
+    elif isinstance(id, EventIdSpec):
+        event_id = create_arvo_event_id(id)
+    else:
+        event_id = id
+    return ArvoEvent(
+        id=event_id,
+        source=_encoded(source),
+        type=type,
+        subject=_encoded(subject),
+        data=data,
+        time=create_timestamp() if time is None else time,
+        specversion="1.0" if specversion is None else specversion,
+        datacontenttype=ARVO_DATA_CONTENT_TYPE if datacontenttype is None else datacontenttype,
+        dataschema=_encoded(dataschema) if dataschema else None,
+        to=_encoded(to) if to else _encoded(type),
+        accesscontrol=accesscontrol,
+        redirectto=_encoded(redirectto) if redirectto else None,
+        executionunits=executionunits,
+        traceparent=traceparent,
+        tracestate=tracestate,
+        parentid=_encoded(parentid) if parentid else None,
+        domain=domain,
+        extensions=extensions,
+    )

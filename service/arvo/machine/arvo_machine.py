@@ -1,0 +1,279 @@
+"""Arvo machines: statecharts bound to an orchestrator contract and its service contracts (spec 11.2–11.3).
+
+Machines are written as Python dicts that mirror XState configs::
+
+    machine = setup_arvo_machine(
+        contracts={"self": order_contract.version("1.0.0"), "services": {"charge": charge.version("1.0.0")}},
+        actions={"remember_charge": assign(lambda args: {"charge_id": args.event["data"]["chargeId"]})},
+        guards={"is_paid": lambda args: args.context["paid"]},
+    ).create_machine({
+        "id": "order",
+        "context": lambda args: {"order": args.input["data"]},
+        "initial": "charging",
+        "states": {...},
+        "output": lambda args: {"status": "done"},
+    })
+
+Events reach the machine as the full event JSON (``event["type"]``, ``event["data"]``, …); the init
+event is not delivered as an event, it only feeds ``context`` (``args.input``). Outgoing events are
+produced with ``emit(...)`` or :func:`enqueue_arvo_event`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from service.arvo.contract import VersionedArvoContract
+from service.arvo.errors import ConfigViolation
+from service.arvo.event import ArvoEvent
+from service.arvo.machine.statechart import MachineStep, Statechart, assign
+from service.arvo.orchestration.input_validation import EventValidationResult, validate_input_event
+
+__all__ = [
+    "ARVO_CONTEXT_KEY",
+    "ArvoMachine",
+    "ArvoMachineSetup",
+    "enqueue_arvo_event",
+    "setup_arvo_machine",
+]
+
+ARVO_CONTEXT_KEY = "arvo$$"
+_VOLATILE_KEY = "volatile$$"
+_QUEUE_KEY = "eventQueue$$"
+_RESERVED_ACTION = "enqueueArvoEvent"
+
+
+def _appended_queue(context: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[str, Any]:
+    arvo = dict(context.get(ARVO_CONTEXT_KEY) or {})
+    volatile = dict(arvo.get(_VOLATILE_KEY) or {})
+    volatile[_QUEUE_KEY] = [*(volatile.get(_QUEUE_KEY) or []), dict(payload)]
+    arvo[_VOLATILE_KEY] = volatile
+    return {ARVO_CONTEXT_KEY: arvo}
+
+
+def enqueue_arvo_event(payload: Mapping[str, Any] | Callable[[Any], Mapping[str, Any]]) -> Any:
+    """Action that queues an Arvo event for emission (after every ``emit``-ted event of the step).
+
+    ``payload`` is a raw event dict (``type``, ``data``, optional ``domain``, ``to``, ``id`` …) or a
+    function of the action arguments returning one.
+    """
+
+    def update(args: Any) -> dict[str, Any]:
+        value = payload(args) if callable(payload) else payload
+        return _appended_queue(args.context, value)
+
+    return assign(update)
+
+
+def take_queued_events(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Remove and return the events queued by :func:`enqueue_arvo_event` (clears ``volatile$$``)."""
+    arvo = context.get(ARVO_CONTEXT_KEY)
+    if not isinstance(arvo, dict):
+        return []
+    volatile = arvo.pop(_VOLATILE_KEY, None)
+    if not isinstance(volatile, dict):
+        return []
+    queued = volatile.get(_QUEUE_KEY) or []
+    return [dict(item) for item in queued]
+
+
+def _enqueue_with_params(args: Any) -> dict[str, Any]:
+    params = getattr(args, "params", None)
+    if not isinstance(params, Mapping):
+        raise ConfigViolation(f"the '{_RESERVED_ACTION}' action needs params with the event to enqueue")
+    return _appended_queue(args.context, params)
+
+
+def _unsupported(feature: str, what: str) -> ConfigViolation:
+    return ConfigViolation(
+        f"Configuration Error: '{feature}' not supported in Arvo machines\n"
+        f"Arvo machines do not support XState {what} as they introduce asynchronous behavior.\n"
+        "To fix:\n"
+        f"1. Remove the '{feature}' configuration\n"
+        "2. Use Arvo's event-driven patterns instead for asynchronous operations"
+    )
+
+
+def validate_service_contracts(
+    self_contract: VersionedArvoContract, services: Mapping[str, VersionedArvoContract], owner: str
+) -> None:
+    """Service URIs must be unique and must not include the self contract (spec 11.2).
+
+    Raises:
+        ConfigViolation: with the original's message, naming ``owner`` (ArvoMachine/ArvoResumable).
+
+    """
+    seen: dict[str, str] = {}
+    for key, contract in services.items():
+        if contract.uri in seen:
+            raise ConfigViolation(
+                f"In {owner}, the service contracts must have unique URIs. Multiple versions of the same "
+                f"contract are not allow. The contracts '{key}' and '{seen[contract.uri]}' have the same "
+                f"URI '{contract.uri}'"
+            )
+        seen[contract.uri] = key
+        if contract.uri == self_contract.uri:
+            raise ConfigViolation(
+                f"In {owner}, Circular dependency detected: Machine with URI '{self_contract.uri}' is "
+                f"registered as service '{key}'. Self-referential services create execution loops and are "
+                "prohibited."
+            )
+
+
+def _has_parallel_states(node: Mapping[str, Any]) -> bool:
+    states = node.get("states")
+    if node.get("type") == "parallel" and isinstance(states, Mapping):
+        return True
+    if isinstance(states, Mapping):
+        return any(isinstance(child, Mapping) and _has_parallel_states(child) for child in states.values())
+    return False
+
+
+class ArvoMachine:
+    """A versioned statechart bound to its contracts; one per orchestrator contract version.
+
+    Attributes:
+        id: The machine id.
+        version: The self contract version this machine implements.
+        self_contract: The versioned orchestrator contract.
+        services: Service contracts by key.
+        requires_resource_locking: Kept for parity (spec 10.5); the pipeline always leases.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        version: str,
+        self_contract: VersionedArvoContract,
+        services: Mapping[str, VersionedArvoContract],
+        statechart: Statechart,
+        requires_resource_locking: bool = True,
+    ) -> None:
+        self.id = id
+        self.version = version
+        self.self_contract = self_contract
+        self.services: dict[str, VersionedArvoContract] = dict(services)
+        self.services_by_type: dict[str, VersionedArvoContract] = {
+            contract.accepts.type: contract for contract in services.values()
+        }
+        self.statechart = statechart
+        self.requires_resource_locking = requires_resource_locking
+
+    @property
+    def source(self) -> str:
+        """The init event type this machine consumes (``arvo.orc.<name>``)."""
+        return self.self_contract.accepts.type
+
+    @property
+    def contracts(self) -> dict[str, Any]:
+        """The contracts the machine was set up with."""
+        return {"self": self.self_contract, "services": dict(self.services)}
+
+    def validate_input(self, event: ArvoEvent) -> EventValidationResult:
+        """Resolve and validate ``event`` against the self and service contracts (spec 11.6)."""
+        return validate_input_event(event, self_contract=self.self_contract, service_contracts=self.services)
+
+    def start(self, init_event: ArvoEvent) -> MachineStep:
+        """Start a new execution from ``init_event`` (it only feeds ``context``)."""
+        return self.statechart.start(init_event.to_dict())
+
+    def send(self, snapshot: Mapping[str, Any], event: ArvoEvent) -> MachineStep:
+        """Resume from ``snapshot`` and process ``event``."""
+        return self.statechart.send(snapshot, event.to_dict())
+
+    def to_mermaid(self) -> str:
+        """The machine as a Mermaid ``stateDiagram-v2``."""
+        return self.statechart.to_mermaid()
+
+    def definition(self) -> dict[str, Any]:
+        """The JSON-able machine definition (functions named, not serialised)."""
+        return self.statechart.definition()
+
+
+class ArvoMachineSetup:
+    """Contracts, named actions and guards; :meth:`create_machine` builds machines from configs."""
+
+    def __init__(
+        self,
+        *,
+        self_contract: VersionedArvoContract,
+        services: Mapping[str, VersionedArvoContract],
+        actions: Mapping[str, Any],
+        guards: Mapping[str, Any],
+    ) -> None:
+        self.self_contract = self_contract
+        self.services = dict(services)
+        self.actions = {**actions, _RESERVED_ACTION: assign(_enqueue_with_params)}
+        self.guards = dict(guards)
+
+    def create_machine(self, config: Mapping[str, Any]) -> ArvoMachine:
+        """Validate ``config`` and build the :class:`ArvoMachine`.
+
+        Raises:
+            ConfigViolation: version mismatch, forbidden features (invoke, after, spawning), bad targets.
+
+        """
+        requested = config.get("version")
+        if requested is not None and requested != self.self_contract.version:
+            raise ConfigViolation(
+                f"Version mismatch: Machine version must be '{self.self_contract.version}' or undefined, "
+                f"received '{requested}'"
+            )
+        chart_config = {key: value for key, value in config.items() if key != "version"}
+        statechart = Statechart(chart_config, actions=self.actions, guards=self.guards)
+        requires_locking = _has_parallel_states(chart_config) or any(
+            len(contract.emits) > 1 for contract in self.services.values()
+        )
+        return ArvoMachine(
+            id=str(config.get("id", "machine")),
+            version=self.self_contract.version,
+            self_contract=self.self_contract,
+            services=self.services,
+            statechart=statechart,
+            requires_resource_locking=requires_locking,
+        )
+
+
+def setup_arvo_machine(
+    *,
+    contracts: Mapping[str, Any],
+    actions: Mapping[str, Any] | None = None,
+    guards: Mapping[str, Any] | None = None,
+    **unsupported: object,
+) -> ArvoMachineSetup:
+    """Bind contracts, named actions and guards for machines (spec 11.2).
+
+    Args:
+        contracts: ``{"self": <versioned orchestrator contract>, "services": {key: <versioned contract>}}``.
+        actions: Named actions (``assign(...)``, ``emit(...)``, or functions of the action arguments).
+        guards: Named guards (functions of the action arguments returning ``bool``).
+        **unsupported: ``actors`` and ``delays`` are rejected as in the original.
+
+    Raises:
+        ConfigViolation: actors/delays given, reserved action name used, duplicate or circular services.
+
+    """
+    if "actors" in unsupported:
+        raise _unsupported("actor", "actors")
+    if "delays" in unsupported:
+        raise _unsupported("delays", "delay transitions")
+    if unsupported:
+        raise ConfigViolation(f"setup_arvo_machine got unknown options: {', '.join(sorted(unsupported))}")
+    if actions and _RESERVED_ACTION in actions:
+        raise ConfigViolation(
+            f"Configuration Error: Reserved action name '{_RESERVED_ACTION}'. It is Arvo's built-in action "
+            "for queueing events; choose another name."
+        )
+    self_contract = contracts.get("self")
+    if not isinstance(self_contract, VersionedArvoContract) or not self_contract.is_orchestrator_contract:
+        raise ConfigViolation(
+            "setup_arvo_machine needs contracts['self'] = a versioned orchestrator contract"
+        )
+    services: Mapping[str, VersionedArvoContract] = contracts.get("services") or {}
+    validate_service_contracts(self_contract, services, "ArvoMachine")
+    return ArvoMachineSetup(
+        self_contract=self_contract, services=services, actions=actions or {}, guards=guards or {}
+    )

@@ -1,0 +1,144 @@
+"""Which contract an incoming event belongs to, and whether it honours it (spec 11.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+import pydantic
+
+from service.arvo.contract import (
+    WILDCARD_VERSION,
+    ArvoContract,
+    EventDataschemaUtil,
+    VersionedArvoContract,
+)
+from service.arvo.errors import ConfigViolation, ContractViolation
+from service.arvo.event import ArvoEvent
+from service.arvo.orchestration.emittables import validation_details
+
+__all__ = ["EventValidationKind", "EventValidationResult", "raise_for_invalid_input", "validate_input_event"]
+
+
+class EventValidationKind(StrEnum):
+    """Outcome kinds of :func:`validate_input_event`."""
+
+    VALID = "VALID"
+    CONTRACT_UNRESOLVED = "CONTRACT_UNRESOLVED"
+    INVALID = "INVALID"
+    INVALID_DATA = "INVALID_DATA"
+
+
+@dataclass(frozen=True, slots=True)
+class EventValidationResult:
+    """The validation outcome; ``contract`` is the resolved versioned contract when known."""
+
+    kind: EventValidationKind
+    contract_type: Literal["self", "service"] | None = None
+    contract: VersionedArvoContract | None = None
+    error: str | None = None
+
+
+def _resolve_self(self_contract: VersionedArvoContract | ArvoContract, version: str) -> VersionedArvoContract:
+    if isinstance(self_contract, VersionedArvoContract):
+        return self_contract
+    try:
+        return self_contract.version(version)
+    except ValueError as error:
+        raise ConfigViolation(
+            f"Invalid contract version: {version}. Available versions: "
+            f"{', '.join(self_contract.sorted_versions('ASC'))} ({error})"
+        ) from error
+
+
+def validate_input_event(
+    event: ArvoEvent,
+    *,
+    self_contract: VersionedArvoContract | ArvoContract,
+    service_contracts: Mapping[str, VersionedArvoContract],
+) -> EventValidationResult:
+    """Resolve the contract of ``event`` among self and services and validate it against it.
+
+    An unversioned self contract (resumables) takes the version from the event's dataschema; an
+    unknown version raises :class:`ConfigViolation` (the original turned it into a system error).
+    """
+    parsed = EventDataschemaUtil.parse(event)
+    if parsed is None:
+        return EventValidationResult(
+            kind=EventValidationKind.INVALID,
+            error=(
+                f"Event dataschema resolution failed: Unable to parse dataschema='{event.dataschema}' "
+                f"for event(id='{event.id}', type='{event.type}'). This makes the event opaque and does "
+                "not allow contract resolution"
+            ),
+        )
+    contract_type: Literal["self", "service"]
+    if event.type == self_contract.type:
+        contract_type = "self"
+        contract = _resolve_self(self_contract, parsed.version)
+    else:
+        contract_type = "service"
+        found = next(
+            (
+                candidate
+                for candidate in service_contracts.values()
+                if event.type in candidate.emits or event.type == candidate.system_error.type
+            ),
+            None,
+        )
+        if found is None:
+            return EventValidationResult(kind=EventValidationKind.CONTRACT_UNRESOLVED)
+        contract = found
+    if parsed.uri != contract.uri:
+        return EventValidationResult(
+            kind=EventValidationKind.INVALID,
+            contract_type=contract_type,
+            contract=contract,
+            error=(
+                f"Contract URI mismatch: {contract_type} Contract(uri='{contract.uri}', "
+                f"type='{contract.accepts.type}') does not match Event(dataschema='{event.dataschema}', "
+                f"type='{event.type}')"
+            ),
+        )
+    if parsed.version not in (WILDCARD_VERSION, contract.version):
+        return EventValidationResult(
+            kind=EventValidationKind.INVALID,
+            contract_type=contract_type,
+            contract=contract,
+            error=(
+                f"Contract version mismatch: {contract_type} Contract(version='{contract.version}', "
+                f"type='{contract.accepts.type}', uri={contract.uri}) does not match "
+                f"Event(dataschema='{event.dataschema}', type='{event.type}')"
+            ),
+        )
+    if contract_type == "self":
+        schema = contract.accepts.schema
+    else:
+        schema = contract.emits.get(event.type) or contract.system_error.schema
+    try:
+        schema.validate(event.data)
+    except (pydantic.ValidationError, ValueError, TypeError) as error:
+        return EventValidationResult(
+            kind=EventValidationKind.INVALID_DATA,
+            contract_type=contract_type,
+            contract=contract,
+            error=validation_details(error),
+        )
+    return EventValidationResult(
+        kind=EventValidationKind.VALID, contract_type=contract_type, contract=contract
+    )
+
+
+def raise_for_invalid_input(result: EventValidationResult, *, owner: str) -> None:
+    """Raise the violation of the original for a non-valid result (``owner``: machine/resumable)."""
+    if result.kind is EventValidationKind.CONTRACT_UNRESOLVED:
+        raise ConfigViolation(
+            "Contract validation failed - Event does not match any registered contract schemas in the "
+            f"{owner}"
+        )
+    if result.kind in (EventValidationKind.INVALID, EventValidationKind.INVALID_DATA):
+        raise ContractViolation(
+            f"Input validation failed - Event data does not meet contract requirements: {result.error}"
+        )

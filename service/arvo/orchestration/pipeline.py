@@ -1,0 +1,441 @@
+"""The execution pipeline of the seed sequence diagrams, shared by orchestrators and resumables.
+
+Per event: span → subject validation → ownership check → lease + state read (one memory call) →
+deduplication → failure short-circuit → init check → core function (machine or resumable) →
+emittable creation → commit + lease release (one memory call). The lease is released on every
+path that does not commit. Violations are raised; any other error becomes system error events and
+a failure record that keeps the previous record.
+
+Improvements over the original (documented in ``docs/differences.md``):
+
+* every emitted id and child subject is derived deterministically from the consumed event;
+* the record keeps a bounded ring of consumed ``(domain, id)`` keys: the last consumed event is
+  *replayed* (its stored emissions returned again, byte-identical), older duplicates are dropped;
+* the failure record is JSON (``errorName``, ``errorMessage``, ``errorStack``) and keeps the
+  previous record; completion is a flag, not an output comparison;
+* a redelivered or second init event never overwrites the stored parent subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from service.arvo.contract import VersionedArvoContract
+from service.arvo.errors import (
+    ExecutionViolation,
+    SubjectError,
+    TransactionViolation,
+    TransactionViolationCause,
+    is_violation_error,
+)
+from service.arvo.event import ArvoEvent, create_timestamp
+from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
+from service.arvo.memory import InstanceStatus, Lease, LeaseGrant, LeaseLostError, Memory, StateReadError
+from service.arvo.orchestration.emittables import EmissionContext, RawEvent, create_emittables
+from service.arvo.orchestration.system_errors import create_system_error_events, error_payload
+from service.arvo.subject import ArvoOrchestrationSubject, ParsedSubject
+from service.arvo.telemetry import (
+    current_trace_headers,
+    exception_to_span,
+    log_to_span,
+    parent_context_for,
+    set_event_attributes,
+    start_span,
+)
+
+__all__ = [
+    "CONSUMED_RING_SIZE",
+    "RECORD_SCHEMA_VERSION",
+    "CoreRequest",
+    "CoreResult",
+    "EmissionDomains",
+    "OrchestrationPipeline",
+    "consumed_key",
+]
+
+RECORD_SCHEMA_VERSION = 1
+CONSUMED_RING_SIZE = 64
+"""How many consumed event keys an instance remembers for deduplication."""
+DEFAULT_LEASE_TTL_MS = 30_000
+
+
+def consumed_key(event: ArvoEvent) -> str:
+    """The deduplication key of ``event``: ``<domain>/<id>`` (domains never contain ``/``)."""
+    return f"{event.domain or ''}/{event.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class EmissionDomains:
+    """Default domains of emissions that do not name their own (spec 6.1 / 7.1)."""
+
+    system_error: Sequence[str | None] = ("domain.orchestration.context",)
+    services: Sequence[str | None] = (None,)
+    complete: Sequence[str | None] = ("domain.orchestration.context",)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreRequest:
+    """Input of a core function (the machine run or the resumable handler)."""
+
+    event: ArvoEvent
+    subject: ParsedSubject
+    record: dict[str, Any] | None
+    parent_subject: str | None
+    init_event_id: str
+    span: Span
+
+
+@dataclass(slots=True)
+class CoreResult:
+    """Output of a core function: raw emissions plus the kind-specific part of the new record."""
+
+    raw_events: list[RawEvent]
+    self_contract: VersionedArvoContract
+    service_contracts: Mapping[str, VersionedArvoContract]
+    status: Literal["active", "done"]
+    completed: bool
+    fields: dict[str, Any] = field(default_factory=dict)
+    events_fields: dict[str, Any] = field(default_factory=dict)
+    outcome: ExecutionOutcome = ExecutionOutcome.EXECUTED
+    finalize_events_fields: Callable[[list[ArvoEvent]], dict[str, Any]] | None = None
+    """Computes further ``events.*`` record fields from the created events (resumables: expected ids)."""
+
+
+CoreFunction = Callable[[CoreRequest], Awaitable[CoreResult]]
+
+
+class OrchestrationPipeline:
+    """Runs one core function per event under a lease, with deduplication and an outbox record."""
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        kind: Literal["orchestrator", "resumable"],
+        memory: Memory,
+        core: CoreFunction,
+        error_contract: VersionedArvoContract,
+        executionunits: float,
+        domains: EmissionDomains,
+        span_attributes: Mapping[str, Any],
+        span_name: Callable[[ArvoEvent], str],
+        lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+        renew_lease: bool = False,
+        include_error_stack: bool = False,
+    ) -> None:
+        self.source = source
+        self.kind = kind
+        self.memory = memory
+        self._core = core
+        self._error_contract = error_contract
+        self._executionunits = executionunits
+        self.domains = domains
+        self._span_attributes = dict(span_attributes)
+        self._span_name = span_name
+        self.lease_ttl_ms = lease_ttl_ms
+        self._renew_lease = renew_lease
+        self.include_error_stack = include_error_stack
+
+    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
+        """Process ``event``; see the module docstring for the flow."""
+        parent = parent_context_for(
+            traceparent=event.traceparent, tracestate=event.tracestate, inherit_from=inherit_from
+        )
+        with start_span(
+            self._span_name(event), kind=SpanKind.PRODUCER, attributes=self._span_attributes, parent=parent
+        ) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(
+                    {"arvo.handler.execution.type": self.kind, "arvo.handler.execution.status": "normal"}
+                )
+                span.set_status(Status(StatusCode.OK))
+                set_event_attributes(span, "consumable.0", event)
+                log_to_span(span, "INFO", f"Starting execution for {event.type} on subject {event.subject}")
+            try:
+                result = await self._execute(event, span)
+            except BaseException as error:
+                if recording:
+                    span.set_attribute("arvo.handler.execution.status", "failure")
+                    exception_to_span(span, error)
+                    log_to_span(span, "CRITICAL", f"{self.kind} violation error: {error}")
+                raise
+            if recording:
+                for index, emitted in enumerate(result.events):
+                    set_event_attributes(span, f"emittables.{index}", emitted)
+                log_to_span(
+                    span,
+                    "INFO",
+                    f"Execution {result.outcome} and emitted {len(result.events)} events",
+                )
+            return result
+
+    def _parse_subject(self, event: ArvoEvent) -> ParsedSubject:
+        try:
+            return ArvoOrchestrationSubject.parse(event.subject)
+        except SubjectError as error:
+            raise ExecutionViolation(
+                f"Invalid event (id={event.id}) subject format. Expected an ArvoOrchestrationSubject but "
+                f"received '{event.subject}'. The subject must follow the format specified by "
+                "ArvoOrchestrationSubject schema"
+            ) from error
+
+    async def _lease(self, event: ArvoEvent, key: str) -> LeaseGrant:
+        try:
+            grant = await self.memory.lease_and_read(key, ttl_ms=self.lease_ttl_ms)
+        except StateReadError as error:
+            raise TransactionViolation(
+                cause=TransactionViolationCause.READ_FAILURE,
+                message=f"Error reading state for event (subject={event.subject}): {error}",
+                initiating_event=event,
+            ) from error
+        except Exception as error:
+            raise TransactionViolation(
+                cause=TransactionViolationCause.LOCK_FAILURE,
+                message=f"Error acquiring lock for event (subject={event.subject}): {error}",
+                initiating_event=event,
+            ) from error
+        if not grant.acquired or grant.lease is None:
+            raise TransactionViolation(
+                cause=TransactionViolationCause.LOCK_UNACQUIRED,
+                message="Lock acquisition denied - Unable to obtain exclusive access to event processing",
+                initiating_event=event,
+            )
+        return grant
+
+    async def _commit(
+        self, lease: Lease, record: Mapping[str, Any], status: InstanceStatus, event: ArvoEvent
+    ) -> None:
+        try:
+            await self.memory.commit_and_release(lease, record, status=status)
+        except LeaseLostError as error:
+            raise TransactionViolation(
+                cause=TransactionViolationCause.LEASE_LOST,
+                message=f"Lease lost before writing state for event (subject={event.subject}): {error}",
+                initiating_event=event,
+            ) from error
+        except Exception as error:
+            raise TransactionViolation(
+                cause=TransactionViolationCause.WRITE_FAILURE,
+                message=f"Error writing state for event (subject={event.subject}): {error}",
+                initiating_event=event,
+            ) from error
+
+    async def _release(self, lease: Lease, span: Span) -> None:
+        try:
+            await self.memory.release(lease)
+        except Exception as error:
+            log_to_span(span, "ERROR", f"Memory unlock operation failed - Possible resource leak: {error}")
+
+    async def _run_core(self, request: CoreRequest, lease: Lease) -> CoreResult:
+        if not self._renew_lease:
+            return await self._core(request)
+        # Long resumables keep their lease alive; renewal starts only if the core outlives a third
+        # of the TTL, so the common fast path schedules a timer and nothing else.
+        loop = asyncio.get_running_loop()
+        interval = self.lease_ttl_ms / 3000
+        renewals: list[asyncio.Task[None]] = []
+
+        async def keep_lease() -> None:
+            while await self.memory.renew(lease, ttl_ms=self.lease_ttl_ms):  # noqa: ASYNC110 - periodic
+                await asyncio.sleep(interval)
+
+        handle = loop.call_later(interval, lambda: renewals.append(loop.create_task(keep_lease())))
+        try:
+            return await self._core(request)
+        finally:
+            handle.cancel()
+            for task in renewals:
+                task.cancel()
+
+    async def _execute(self, event: ArvoEvent, span: Span) -> ExecutionResult:
+        parsed = self._parse_subject(event)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "arvo.parsed.subject.orchestrator.name": parsed.name,
+                    "arvo.parsed.subject.orchestrator.version": parsed.version,
+                }
+            )
+        if parsed.name != self.source:
+            log_to_span(
+                span, "WARNING", f"Event subject mismatch - expected '{self.source}' but got '{parsed.name}'"
+            )
+            return ExecutionResult([], ExecutionOutcome.IGNORED_FOREIGN_SUBJECT)
+        grant = await self._lease(event, parsed.instance_key)
+        lease = grant.lease
+        assert lease is not None
+        committed = False
+        try:
+            record = grant.record
+            key = consumed_key(event)
+            if record is not None:
+                ring: list[str] = record.get("consumedIds") or []
+                if ring and ring[-1] == key:
+                    produced = record.get("events", {}).get("produced") or []
+                    return ExecutionResult(
+                        [ArvoEvent.from_json(item) for item in produced], ExecutionOutcome.REPLAYED
+                    )
+                if key in ring:
+                    return ExecutionResult([], ExecutionOutcome.DUPLICATE_DROPPED)
+                if record.get("executionStatus") == "failure":
+                    message = (
+                        "The orchestration has failed in a previous event. Ignoring event id: "
+                        f"{event.id} with event subject: {event.subject}"
+                    )
+                    if span.is_recording():
+                        span.set_attribute("arvo.handler.execution.status", "failure")
+                        log_to_span(span, "WARNING", message)
+                        span.set_status(Status(StatusCode.ERROR, message))
+                    return ExecutionResult([], ExecutionOutcome.IGNORED_FAILED)
+                parent_subject: str | None = record.get("parentSubject")
+                init_event_id: str = record.get("initEventId") or event.id
+            elif event.type != self.source:
+                log_to_span(
+                    span,
+                    "WARNING",
+                    f"Invalid initialization event detected. Expected type '{self.source}' but received "
+                    f"'{event.type}'.",
+                )
+                return ExecutionResult([], ExecutionOutcome.IGNORED_NO_STATE)
+            else:
+                requested_parent = event.data.get("parentSubject$$")
+                parent_subject = (
+                    requested_parent if isinstance(requested_parent, str) and requested_parent else None
+                )
+                init_event_id = event.id
+            request = CoreRequest(
+                event=event,
+                subject=parsed,
+                record=record,
+                parent_subject=parent_subject,
+                init_event_id=init_event_id,
+                span=span,
+            )
+            traceparent, tracestate = current_trace_headers()
+            try:
+                result = await self._run_core(request, lease)
+                events = create_emittables(
+                    result.raw_events,
+                    EmissionContext(
+                        source=self.source,
+                        source_event=event,
+                        self_contract=result.self_contract,
+                        service_contracts=result.service_contracts,
+                        parent_subject=parent_subject,
+                        init_event_id=init_event_id,
+                        executionunits=self._executionunits,
+                        traceparent=traceparent,
+                        tracestate=tracestate,
+                    ),
+                    default_domains=self.domains.services,
+                )
+            except Exception as error:
+                if is_violation_error(error):
+                    raise
+                errors = create_system_error_events(
+                    error=error,
+                    event=event,
+                    source=self.source,
+                    self_contract=self._error_contract,
+                    kind=self.kind,
+                    domains=self.domains.system_error,
+                    parent_subject=parent_subject,
+                    init_event_id=init_event_id,
+                    executionunits=self._executionunits,
+                    traceparent=traceparent,
+                    tracestate=tracestate,
+                    include_stack=self.include_error_stack,
+                )
+                if span.is_recording():
+                    span.set_attribute("arvo.handler.execution.status", "failure")
+                    exception_to_span(span, error)
+                    log_to_span(span, "ERROR", f"{self.kind} execution failed: {error}")
+                failure = self._failure_record(
+                    event=event,
+                    parsed=parsed,
+                    record=record,
+                    error=error,
+                    errors=errors,
+                    parent_subject=parent_subject,
+                    init_event_id=init_event_id,
+                    key=key,
+                )
+                await self._commit(lease, failure, InstanceStatus.FAILED, event)
+                committed = True
+                return ExecutionResult(errors, ExecutionOutcome.SYSTEM_ERROR)
+            if span.is_recording():
+                span.set_attribute("arvo.orchestration.status", result.status)
+            new_record: dict[str, Any] = {
+                "schemaVersion": RECORD_SCHEMA_VERSION,
+                "kind": self.kind,
+                "executionStatus": "normal",
+                "status": result.status,
+                "completed": result.completed,
+                "subject": event.subject,
+                "parentSubject": parent_subject,
+                "initEventId": init_event_id,
+                "orchestrator": parsed.name,
+                "version": parsed.version,
+                **result.fields,
+                "events": {
+                    "consumed": event.to_dict(),
+                    "produced": [emitted.to_dict() for emitted in events],
+                    **result.events_fields,
+                    **(result.finalize_events_fields(events) if result.finalize_events_fields else {}),
+                },
+                "consumedIds": _push_ring(record, key),
+                "updatedAt": create_timestamp(),
+            }
+            status = InstanceStatus.DONE if result.status == "done" else InstanceStatus.ACTIVE
+            await self._commit(lease, new_record, status, event)
+            committed = True
+            return ExecutionResult(events, result.outcome)
+        finally:
+            if not committed:
+                await self._release(lease, span)
+
+    def _failure_record(
+        self,
+        *,
+        event: ArvoEvent,
+        parsed: ParsedSubject,
+        record: dict[str, Any] | None,
+        error: BaseException,
+        errors: list[ArvoEvent],
+        parent_subject: str | None,
+        init_event_id: str,
+        key: str,
+    ) -> dict[str, Any]:
+        previous = None
+        if record is not None:
+            previous = {name: value for name, value in record.items() if name != "previous"}
+        return {
+            "schemaVersion": RECORD_SCHEMA_VERSION,
+            "kind": self.kind,
+            "executionStatus": "failure",
+            "status": InstanceStatus.FAILED.value,
+            "completed": bool(record and record.get("completed")),
+            "subject": event.subject,
+            "parentSubject": parent_subject,
+            "initEventId": init_event_id,
+            "orchestrator": parsed.name,
+            "version": parsed.version,
+            # The record is internal: it always keeps the stack, events only when configured.
+            "error": error_payload(error, include_stack=True),
+            "previous": previous,
+            "events": {"consumed": event.to_dict(), "produced": [item.to_dict() for item in errors]},
+            "consumedIds": _push_ring(record, key),
+            "updatedAt": create_timestamp(),
+        }
+
+
+def _push_ring(record: Mapping[str, Any] | None, key: str) -> list[str]:
+    ring = list(record.get("consumedIds") or []) if record is not None else []
+    ring.append(key)
+    return ring[-CONSUMED_RING_SIZE:]

@@ -1,0 +1,93 @@
+"""System error events (spec 9.4): what a handler emits instead of raising a non-violation error."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from typing import Literal
+
+from service.arvo.contract import VersionedArvoContract
+from service.arvo.errors import is_violation_error
+from service.arvo.event import ARVO_DATA_CONTENT_TYPE, ArvoEvent, create_arvo_event
+from service.arvo.orchestration.domains import resolve_domains
+from service.arvo.orchestration.ids import system_error_event_id
+from service.arvo.subject import ArvoOrchestrationSubject
+
+__all__ = ["HandlerKind", "create_system_error_events", "error_payload"]
+
+HandlerKind = Literal["handler", "orchestrator", "resumable"]
+
+
+def error_payload(error: BaseException, *, include_stack: bool) -> dict[str, str | None]:
+    """The wire payload ``{errorName, errorMessage, errorStack}`` of ``error`` (spec 2.7).
+
+    The stack is included only when configured: it discloses internals across services (hazard 5).
+    """
+    name = getattr(error, "name", None) if is_violation_error(error) else None
+    stack = "".join(traceback.format_exception(error)) if include_stack else None
+    return {
+        "errorName": name if isinstance(name, str) else type(error).__name__,
+        "errorMessage": str(error),
+        "errorStack": stack,
+    }
+
+
+def _reply_target(kind: HandlerKind, event: ArvoEvent) -> str:
+    if kind == "handler":
+        return event.source
+    try:
+        return ArvoOrchestrationSubject.parse(event.subject).initiator
+    except ValueError:
+        return event.source
+
+
+def create_system_error_events(
+    *,
+    error: BaseException,
+    event: ArvoEvent,
+    source: str,
+    self_contract: VersionedArvoContract,
+    kind: HandlerKind,
+    domains: Sequence[str | None],
+    parent_subject: str | None,
+    init_event_id: str | None,
+    executionunits: float,
+    traceparent: str | None,
+    tracestate: str | None,
+    include_stack: bool,
+) -> list[ArvoEvent]:
+    """One ``sys.<type>.error`` event per distinct resolved domain, addressed to the initiator.
+
+    Handlers reply to ``event.source``; orchestrators and resumables to the subject's initiator,
+    on the parent's subject when they are a child orchestration (so the parent can transition).
+    """
+    data = error_payload(error, include_stack=include_stack)
+    to = _reply_target(kind, event)
+    subject = event.subject if kind == "handler" else (parent_subject or event.subject)
+    parentid = event.id if kind == "handler" else (init_event_id or event.id)
+    resolved = resolve_domains(
+        domains,
+        parent_subject=parent_subject,
+        triggering_event=event,
+        self_contract=self_contract,
+        event_contract=self_contract,
+    )
+    return [
+        create_arvo_event(
+            id=system_error_event_id(source=source, consumed=event, domain=domain),
+            source=source,
+            type=self_contract.system_error.type,
+            subject=subject,
+            data=data,
+            dataschema=self_contract.system_error.dataschema,
+            datacontenttype=ARVO_DATA_CONTENT_TYPE,
+            to=to,
+            accesscontrol=event.accesscontrol,
+            executionunits=executionunits,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            parentid=parentid,
+            domain=domain,
+        )
+        for domain in resolved
+    ]

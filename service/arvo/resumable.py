@@ -1,0 +1,280 @@
+"""Resumables (spec 7): imperative async functions that resume on every event of an orchestration.
+
+A resumable handler receives what happened so far and returns what to do next::
+
+    async def handle(ctx: ResumableContext) -> ResumableResult | None:
+        if ctx.input:                                   # the init event
+            return {"context": {...}, "services": [{"type": "com.bench.add", "data": {...}}]}
+        added = ctx.collected_events.get("evt.bench.add.success")
+        ...
+        return {"output": {"result": 42}}               # completes the orchestration
+
+It runs inside the same pipeline as orchestrators (lease, dedupe, outbox record); its lease is renewed
+while it awaits I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from opentelemetry.trace import Span
+
+from service.arvo.contract import ArvoContract, VersionedArvoContract
+from service.arvo.errors import ConfigViolation
+from service.arvo.event import ArvoEvent
+from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
+from service.arvo.machine.arvo_machine import validate_service_contracts
+from service.arvo.memory import Memory
+from service.arvo.orchestration.emittables import RawEvent
+from service.arvo.orchestration.input_validation import raise_for_invalid_input, validate_input_event
+from service.arvo.orchestration.pipeline import (
+    DEFAULT_LEASE_TTL_MS,
+    CoreRequest,
+    CoreResult,
+    EmissionDomains,
+    OrchestrationPipeline,
+)
+from service.arvo.orchestrator import completion_raw_event
+
+__all__ = [
+    "ArvoResumable",
+    "ResumableContext",
+    "ResumableHandler",
+    "ResumableResult",
+    "create_arvo_resumable",
+]
+
+
+class ResumableResult(TypedDict, total=False):
+    """What a resumable handler returns; every key optional."""
+
+    context: Any
+    """New custom state (kept as ``state$$``); omitted → the previous state is kept."""
+    output: Mapping[str, Any]
+    """Completion data; returning it completes the orchestration."""
+    services: list[RawEvent]
+    """Raw events to emit to services (``type``, ``data``, optional ``domain``, ``id``, …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumableContext:
+    """Everything a resumable handler sees for one event (spec 7.2).
+
+    Attributes:
+        event: The consumed event.
+        input: The init event as JSON when this is the init event, else ``None``.
+        service: The consumed event as JSON when it is a service response or error, else ``None``.
+        context: The custom state returned last time (``None`` at init).
+        collected_events: Replies to the latest emissions, grouped by event type.
+        metadata: The stored record, or ``None`` at init.
+        domain: ``{"event": event.domain, "self": self contract domain}``.
+        contracts: ``{"self": versioned self contract, "services": {key: versioned contract}}``.
+        span: The resumable's span.
+
+    """
+
+    event: ArvoEvent
+    input: dict[str, Any] | None
+    service: dict[str, Any] | None
+    context: Any
+    collected_events: dict[str, list[dict[str, Any]]]
+    metadata: dict[str, Any] | None
+    domain: dict[str, str | None]
+    contracts: dict[str, Any]
+    span: Span
+
+
+ResumableHandler = Callable[[ResumableContext], Awaitable[ResumableResult | None]]
+
+
+class ArvoResumable:
+    """An orchestrator whose logic is an async function per contract version."""
+
+    def __init__(
+        self,
+        *,
+        contract: ArvoContract,
+        services: Mapping[str, VersionedArvoContract],
+        memory: Memory,
+        handler: Mapping[str, ResumableHandler],
+        executionunits: float = 0,
+        domains: EmissionDomains | None = None,
+        span_attributes: Mapping[str, Any] | None = None,
+        span_name: Callable[[ArvoEvent], str] | None = None,
+        lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+        include_error_stack: bool = False,
+        requires_resource_locking: bool | None = None,
+    ) -> None:
+        if contract.metadata.get("contractType") != "ArvoOrchestratorContract":
+            raise ConfigViolation(f"ArvoResumable needs an orchestrator contract, got '{contract.uri}'")
+        latest = contract.version("latest")
+        validate_service_contracts(latest, services, "ArvoResumable")
+        self.contract = contract
+        self.services = dict(services)
+        self._services_by_type = {service.accepts.type: service for service in services.values()}
+        self.handler = dict(handler)
+        self.executionunits = executionunits
+        self.memory = memory
+        self.requires_resource_locking = (
+            requires_resource_locking if requires_resource_locking is not None else len(services) > 1
+        )
+        self.domains = domains or EmissionDomains()
+        self.span_attributes = {
+            "arvo.span.kind": "handler.orchestrator.imperative",
+            "openinference.span.kind": "CHAIN",
+            **(span_attributes or {}),
+            "arvo.handler.source": contract.type,
+            "arvo.contract.uri": contract.uri,
+        }
+        self._pipeline = OrchestrationPipeline(
+            source=contract.type,
+            kind="resumable",
+            memory=memory,
+            core=self._run_handler,
+            error_contract=latest,
+            executionunits=executionunits,
+            domains=self.domains,
+            span_attributes=self.span_attributes,
+            span_name=span_name or (lambda event: f"Resumable<{contract.uri}>@<{event.type}>"),
+            lease_ttl_ms=lease_ttl_ms,
+            renew_lease=True,
+            include_error_stack=include_error_stack,
+        )
+
+    @property
+    def source(self) -> str:
+        """The init event type this resumable consumes."""
+        return self.contract.type
+
+    @property
+    def domain(self) -> str | None:
+        """The self contract's domain."""
+        return self.contract.domain
+
+    @property
+    def system_error_schema(self) -> Any:
+        """``{type: sys.arvo.orc.<name>.error, schema}``."""
+        return self.contract.system_error
+
+    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
+        """Process one event of an orchestration (see :mod:`service.arvo.orchestration.pipeline`)."""
+        return await self._pipeline.execute(event, inherit_from=inherit_from)
+
+    async def _run_handler(self, request: CoreRequest) -> CoreResult:
+        event = request.event
+        version = request.subject.version
+        handler = self.handler.get(version)
+        if handler is None:
+            raise ConfigViolation(
+                "Handler resolution failed: No handler found matching orchestrator name="
+                f"'{request.subject.name}' and version='{version}'."
+            )
+        validation = validate_input_event(event, self_contract=self.contract, service_contracts=self.services)
+        raise_for_invalid_input(validation, owner="resumable")
+        try:
+            self_contract = self.contract.version(version)
+        except ValueError as error:
+            raise ConfigViolation(
+                f"Resumable version {version} is not a version of contract '{self.contract.uri}'"
+            ) from error
+        record = request.record or {}
+        previous_events: dict[str, Any] = record.get("events") or {}
+        expected: dict[str, list[dict[str, Any]]] | None = previous_events.get("expected")
+        if record.get("status") == "done":
+            return CoreResult(
+                raw_events=[],
+                self_contract=self_contract,
+                service_contracts=self._services_by_type,
+                status="done",
+                completed=True,
+                fields={"state$$": record.get("state$$")},
+                events_fields={"expected": expected},
+                outcome=ExecutionOutcome.IGNORED_DONE,
+            )
+        event_json = event.to_dict()
+        if (
+            expected is not None
+            and event.parentid is not None
+            and isinstance(expected.get(event.parentid), list)
+        ):
+            expected = {**expected, event.parentid: [*expected[event.parentid], event_json]}
+        collected: dict[str, list[dict[str, Any]]] = {}
+        for replies in (expected or {}).values():
+            for reply in replies:
+                collected.setdefault(str(reply.get("type")), []).append(reply)
+        is_init = event.type == self.source
+        result = (
+            await handler(
+                ResumableContext(
+                    event=event,
+                    input=event_json if is_init else None,
+                    service=None if is_init else event_json,
+                    context=record.get("state$$"),
+                    collected_events=collected,
+                    metadata=request.record,
+                    domain={"event": event.domain, "self": self.contract.domain},
+                    contracts={"self": self_contract, "services": dict(self.services)},
+                    span=request.span,
+                )
+            )
+            or ResumableResult()
+        )
+        raw_events: list[RawEvent] = list(result.get("services") or [])
+        output = result.get("output")
+        if output:
+            complete_type = self_contract.complete_event_type
+            assert complete_type is not None
+            raw_events.append(
+                completion_raw_event(
+                    complete_type=complete_type,
+                    output=output,
+                    to=request.subject.meta.get("redirectto") or request.subject.initiator,
+                    default_domains=self.domains.complete,
+                )
+            )
+        new_state = result["context"] if "context" in result else record.get("state$$")
+        previous_expected = expected
+
+        def expected_after(events: list[ArvoEvent]) -> dict[str, Any]:
+            if events:
+                return {"expected": {emitted.id: [] for emitted in events}}
+            return {"expected": previous_expected}
+
+        done = bool(output)
+        return CoreResult(
+            raw_events=raw_events,
+            self_contract=self_contract,
+            service_contracts=self._services_by_type,
+            status="done" if done else "active",
+            completed=done,
+            fields={"state$$": new_state},
+            finalize_events_fields=expected_after,
+        )
+
+
+def create_arvo_resumable(
+    *,
+    contract: ArvoContract,
+    services: Mapping[str, VersionedArvoContract],
+    memory: Memory,
+    handler: Mapping[str, ResumableHandler],
+    executionunits: float = 0,
+    domains: EmissionDomains | None = None,
+    lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+    include_error_stack: bool = False,
+    requires_resource_locking: bool | None = None,
+) -> ArvoResumable:
+    """Build a resumable (spec 7.1); see :class:`ArvoResumable`."""
+    return ArvoResumable(
+        contract=contract,
+        services=services,
+        memory=memory,
+        handler=handler,
+        executionunits=executionunits,
+        domains=domains,
+        lease_ttl_ms=lease_ttl_ms,
+        include_error_stack=include_error_stack,
+        requires_resource_locking=requires_resource_locking,
+    )

@@ -1,0 +1,121 @@
+"""Arvo span catalogue helpers (spec section 13), on the OpenTelemetry *API* only.
+
+Without an SDK every span is non-recording and these helpers cost next to nothing: attribute and
+log work is skipped unless ``span.is_recording()``. With an SDK (see ``service.runtime.otel``) the
+same calls produce the span names, kinds and attributes of the original, for dashboard parity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from service.arvo.event import ArvoEvent
+
+__all__ = [
+    "OTEL_NULL",
+    "LogLevel",
+    "TraceHeaders",
+    "arvo_tracer",
+    "current_trace_headers",
+    "exception_to_span",
+    "log_to_span",
+    "parent_context_for",
+    "set_event_attributes",
+    "start_span",
+]
+
+OTEL_NULL = "N/A"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+TraceHeaders = tuple[str | None, str | None]
+"""``(traceparent, tracestate)``; ``None`` where there is no valid span context."""
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACER_NAME = "arvo-instrumentation"
+_TRACER_VERSION = "1.0.0"
+
+
+def arvo_tracer() -> trace.Tracer:
+    """The tracer of the original (``arvo-instrumentation`` 1.0.0); follows the global provider."""
+    return trace.get_tracer(_TRACER_NAME, _TRACER_VERSION)
+
+
+def parent_context_for(
+    *, traceparent: str | None, tracestate: str | None, inherit_from: Literal["EVENT", "CONTEXT"]
+) -> otel_context.Context | None:
+    """The parent context of a handler span: the event's trace headers, else the active context."""
+    if inherit_from == "EVENT" and traceparent:
+        carrier = {"traceparent": traceparent}
+        if tracestate:
+            carrier["tracestate"] = tracestate
+        return _PROPAGATOR.extract(carrier)
+    return None
+
+
+def current_trace_headers() -> TraceHeaders:
+    """W3C headers of the active span (or the propagated parent when nothing records)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+@contextmanager
+def start_span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    parent: otel_context.Context | None = None,
+) -> Iterator[Span]:
+    """Start ``name`` as the active span; the caller records errors and sets the status."""
+    tracer = arvo_tracer()
+    with tracer.start_as_current_span(
+        name,
+        context=parent,
+        kind=kind,
+        attributes={"arvo.span.kind": "internal", **(attributes or {})},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def set_event_attributes(span: Span, prefix: str, event: ArvoEvent) -> None:
+    """Set ``<prefix>.<otel attribute>`` for every entry of ``event.otel_attributes``."""
+    if span.is_recording():
+        span.set_attributes({f"{prefix}.{key}": value for key, value in event.otel_attributes.items()})
+
+
+def log_to_span(span: Span, level: LogLevel, message: str, **attributes: str) -> None:
+    """Add a span event named ``log`` as the original does (wall-clock ``log.timestamp``, fixing 15.35)."""
+    if span.is_recording():
+        span.add_event(
+            "log",
+            {
+                "log.severity": level,
+                "log.message": message,
+                "log.timestamp": time.time() * 1000,
+                **attributes,
+            },
+        )
+
+
+def exception_to_span(span: Span, error: BaseException, *, status_message: str | None = None) -> None:
+    """Record ``error`` on ``span`` and set its status to ERROR."""
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "exception.type": getattr(error, "name", type(error).__name__),
+                "exception.message": str(error),
+            }
+        )
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, status_message or str(error)))

@@ -1,0 +1,828 @@
+"""Redis implementation of the :class:`~service.arvo.memory.Memory` port, plus :class:`LeaseKeeper`.
+
+Key layout (``<prefix>`` defaults to ``arvo``; ``<instance key>`` is ``"<orchestrator>:<execution id>"``)::
+
+    <prefix>:{<instance key>}:state    the record, stored as given (orjson bytes, never wrapped)
+    <prefix>:{<instance key>}:lock     lease token, with the lease TTL (PX)
+    <prefix>:{<instance key>}:fence    fencing counter, INCR on every granted lease
+    <prefix>:{<instance key>}:wfence   fence of the lease that wrote the current record
+    <prefix>:index:{<orchestrator>}:<status>   sorted set: execution id scored by update time (ms)
+    <prefix>:index:{<orchestrator>}:fences     hash: execution id -> fence of the last index move
+                                               (cluster mode only, see below)
+    <prefix>:orchestrators                     set of orchestrator names seen (for unfiltered listing)
+
+The ``{...}`` hash tags put all keys of one instance in one Redis Cluster slot, and all index keys of
+one orchestrator in another. ``{``, ``}`` and ``%`` inside a tag are percent-encoded so that a name
+containing braces can never end the tag early (which would split an instance over several slots).
+
+Round trips: :meth:`RedisMemory.lease_and_read`, :meth:`RedisMemory.commit_and_release`,
+:meth:`RedisMemory.release`, :meth:`RedisMemory.renew` and :meth:`RedisMemory.inspect` are one round
+trip each (``EVALSHA`` of a Lua script, or ``GET``), plus a one-off ``SCRIPT LOAD`` + retry when the
+server does not know the script yet (first use, restart, ``SCRIPT FLUSH``: redis-py's
+``register_script`` handles ``NOSCRIPT``).
+
+Standalone vs. cluster mode: in standalone mode the commit script also moves the instance between
+the status indexes, so state and index change atomically. In Redis Cluster a script may only touch
+keys of one slot, and the index keys of an orchestrator live in another slot than the instance's
+keys; so ``cluster_mode=True`` runs the index move as a second script on the index slot after the
+commit succeeded. That index is then eventually consistent: a worker dying between the two commands
+leaves a stale status until the next commit. A late index move of an older commit can never
+overwrite a newer one, because the move carries the writer's fence and the index slot remembers the
+highest fence it applied (the ``fences`` hash). A failing index move after a successful commit is
+logged, not raised: the record is committed, and raising would make the engine retry work that is
+already done.
+
+Connections, TLS and ACL: :meth:`RedisMemory.from_url` accepts everything redis-py's ``from_url``
+does: ``redis://user:password@host:6379/0`` (ACL user and password, percent-encoded),
+``rediss://...`` for TLS (``?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem`` and the other
+``ssl_*`` options as query arguments or keyword arguments), ``unix:///path/redis.sock``.
+
+Failures: every Redis or socket error is raised as :class:`RedisUnavailableError` (connection,
+timeout, server loading) or :class:`RedisMemoryError` (anything else, e.g. authentication or
+``NOPERM``), both subclasses of :class:`service.arvo.memory.MemoryError`, so the engine maps them to a
+``TransactionViolation`` and the consumer loop retries with backoff. The clients made by
+:meth:`RedisMemory.from_url` therefore do not retry on timeouts (a timed-out commit may have been
+applied; the caller's retry plus event-id dedupe handles it) and retry a ``ConnectionError`` once
+immediately, which re-opens a pooled connection that died with a Redis restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+import orjson
+import structlog
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    RedisClusterException,
+    RedisError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.arvo.memory import (
+    InstanceStatus,
+    InstanceSummary,
+    Lease,
+    LeaseGrant,
+    LeaseLostError,
+    Memory,
+    MemoryError,
+    StateReadError,
+    split_instance_key,
+)
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_SOCKET_TIMEOUT_S",
+    "InstanceKeys",
+    "LeaseKeeper",
+    "RedisMemory",
+    "RedisMemoryError",
+    "RedisUnavailableError",
+]
+
+_log = structlog.get_logger(__name__)
+
+DEFAULT_SOCKET_TIMEOUT_S: Final = 2.0
+"""Read/write timeout of clients made by :meth:`RedisMemory.from_url` (every call is one short script)."""
+
+DEFAULT_CONNECT_TIMEOUT_S: Final = 2.0
+"""Connect timeout of clients made by :meth:`RedisMemory.from_url`."""
+
+_STATUSES: Final = tuple(InstanceStatus)
+"""Fixed order of the status index keys handed to the scripts (position 1..4)."""
+
+_SET_STATUS_ATTEMPTS: Final = 5
+"""Compare-and-set attempts of :meth:`RedisMemory.set_status` when the record changes under it."""
+
+# --------------------------------------------------------------------------------------------------
+# Lua scripts. Every key a script touches is passed in KEYS (required by Redis Cluster and by ACL key
+# patterns). JSON is never decoded in Lua: cjson would rewrite numbers and turn [] into {}.
+
+_MOVE_INDEX_LUA: Final = """
+local function move_index(first, status_pos, member, score)
+  for i = 0, 3 do
+    if i + 1 == status_pos then
+      redis.call('ZADD', KEYS[first + i], score, member)
+    else
+      redis.call('ZREM', KEYS[first + i], member)
+    end
+  end
+end
+"""
+
+_LEASE_AND_READ_LUA: Final = """
+-- KEYS: lock, fence, state   ARGV: token, ttl_ms
+-- -> {0, holder pttl} when held by someone else, {1, fence, state or nil} when granted
+local holder_ttl = redis.call('PTTL', KEYS[1])
+if holder_ttl ~= -2 then
+  return {0, holder_ttl}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local fence = redis.call('INCR', KEYS[2])
+return {1, fence, redis.call('GET', KEYS[3])}
+"""
+
+_COMMIT_AND_RELEASE_LUA: Final = (
+    _MOVE_INDEX_LUA
+    + """
+-- KEYS: lock, wfence, state [, index x4 (status order), orchestrators]   (index keys: standalone only)
+-- ARGV: token, fence, record, status_pos, score_ms, execution_id, orchestrator
+-- -> 1 written and released, 0 lease not held (expired / taken over), -1 fenced out by a newer writer
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[2]) then
+  return -1
+end
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1])
+if #KEYS > 3 then
+  move_index(4, tonumber(ARGV[4]), ARGV[6], ARGV[5])
+  redis.call('SADD', KEYS[8], ARGV[7])
+end
+return 1
+"""
+)
+
+_RELEASE_LUA: Final = """
+-- KEYS: lock, wfence   ARGV: token, fence   -> 1 released, 0 not held by this lease
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+_RENEW_LUA: Final = """
+-- KEYS: lock, wfence   ARGV: token, fence, ttl_ms   -> 1 extended, 0 not held by this lease
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_SET_STATUS_LUA: Final = (
+    _MOVE_INDEX_LUA
+    + """
+-- KEYS: state [, index x4 (status order), orchestrators]   (index keys: standalone only)
+-- ARGV: mode ('keep' | 'absent' | 'replace'), expected record, new record,
+--       status_pos, score_ms, execution_id, orchestrator
+-- -> 1 applied, 0 the record changed since it was read (compare-and-set failed; caller re-reads)
+if ARGV[1] ~= 'keep' then
+  local current = redis.call('GET', KEYS[1])
+  if ARGV[1] == 'absent' then
+    if current then return 0 end
+  else
+    if current ~= ARGV[2] then return 0 end
+    redis.call('SET', KEYS[1], ARGV[3])
+  end
+end
+if #KEYS > 1 then
+  move_index(2, tonumber(ARGV[4]), ARGV[6], ARGV[5])
+  redis.call('SADD', KEYS[6], ARGV[7])
+end
+return 1
+"""
+)
+
+_CLUSTER_INDEX_MOVE_LUA: Final = (
+    _MOVE_INDEX_LUA
+    + """
+-- Cluster mode only, runs on the orchestrator's index slot after the instance-slot script.
+-- KEYS: index x4 (status order), fences
+-- ARGV: status_pos, score_ms, execution_id, fence ('' = operator move: unconditional)
+-- -> 1 applied, 0 skipped because a newer fence already moved this instance
+if ARGV[4] ~= '' then
+  local applied = tonumber(redis.call('HGET', KEYS[5], ARGV[3]) or '0')
+  if applied > tonumber(ARGV[4]) then
+    return 0
+  end
+  redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
+end
+move_index(1, tonumber(ARGV[1]), ARGV[3], ARGV[2])
+return 1
+"""
+)
+
+
+class RedisMemoryError(MemoryError):
+    """A Redis command of :class:`RedisMemory` failed (authentication, permissions, server error...).
+
+    Attributes:
+        operation: The :class:`RedisMemory` method that failed, e.g. ``"commit_and_release"``.
+        key: The instance key concerned, or ``None`` for listing and ping.
+
+    """
+
+    def __init__(self, message: str, *, operation: str, key: str | None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.key = key
+
+
+class RedisUnavailableError(RedisMemoryError):
+    """Redis could not be reached in time: connection refused or lost, timeout, server still loading."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceKeys:
+    """The Redis keys of one orchestration instance (all in one cluster slot).
+
+    Attributes:
+        state: The record (JSON bytes).
+        lock: The lease token, expiring with the lease.
+        fence: The fencing counter.
+        wfence: The fence of the lease that wrote the current record.
+
+    """
+
+    state: str
+    lock: str
+    fence: str
+    wfence: str
+
+
+def _tag(value: str) -> str:
+    """Escape ``value`` for use inside a ``{...}`` hash tag (no braces, reversible)."""
+    return value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_ttl(ttl_ms: int) -> None:
+    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
+        raise ValueError(f"ttl_ms must be a positive integer of milliseconds, got {ttl_ms!r}")
+
+
+class RedisMemory:
+    """:class:`~service.arvo.memory.Memory` on Redis (standalone, Sentinel-managed or Cluster).
+
+    Semantics are those of :class:`~service.arvo.memory.InMemoryMemory` (the shared contract tests in
+    ``tests/unit/test_memory_contract.py`` run against both); the module docstring documents the key
+    layout, round trips, cluster mode and error mapping.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` (or ``redis.asyncio.RedisCluster`` with ``cluster_mode``).
+            Use raw bytes responses (the default ``decode_responses=False``); ``True`` also works.
+            :meth:`close` closes this client.
+        key_prefix: First component of every key; lets several deployments share one Redis.
+            Must be non-empty and free of ``{``, ``}`` and whitespace.
+        cluster_mode: Keep every script within one hash slot (index update as a second command).
+
+    """
+
+    def __init__(
+        self, *, client: Redis | RedisCluster, key_prefix: str = "arvo", cluster_mode: bool = False
+    ) -> None:
+        if not key_prefix or any(ch in key_prefix for ch in "{} \t\r\n"):
+            raise ValueError(
+                f"key_prefix must be non-empty without braces or whitespace, got {key_prefix[:80]!r}"
+            )
+        self._client = client
+        self._prefix = key_prefix
+        self._cluster_mode = cluster_mode
+        self._lease_script: AsyncScript = client.register_script(_LEASE_AND_READ_LUA)
+        self._commit_script: AsyncScript = client.register_script(_COMMIT_AND_RELEASE_LUA)
+        self._release_script: AsyncScript = client.register_script(_RELEASE_LUA)
+        self._renew_script: AsyncScript = client.register_script(_RENEW_LUA)
+        self._set_status_script: AsyncScript = client.register_script(_SET_STATUS_LUA)
+        self._index_move_script: AsyncScript = client.register_script(_CLUSTER_INDEX_MOVE_LUA)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, key_prefix: str = "arvo", cluster_mode: bool = False, **kwargs: Any
+    ) -> RedisMemory:
+        """Connect to ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; ACL user in the URL).
+
+        Args:
+            url: Redis URL, e.g. ``rediss://worker:s3cret@redis.example:6380/0?ssl_ca_certs=/ca.pem``.
+            key_prefix: See :class:`RedisMemory`.
+            cluster_mode: Build a ``RedisCluster`` client and keep scripts within one slot.
+            **kwargs: Passed to ``Redis.from_url`` / ``RedisCluster.from_url``; they override the
+                defaults here (2 s socket and connect timeouts, no retry on timeout, one immediate
+                reconnect on a dead connection).
+
+        Returns:
+            A memory owning the new client (:meth:`close` closes it).
+
+        """
+        options: dict[str, Any] = {
+            "socket_timeout": DEFAULT_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT_S,
+        }
+        client: Redis | RedisCluster
+        if cluster_mode:
+            # The cluster client keeps its own retry policy: it is what follows MOVED/ASK redirects
+            # and re-reads the topology after a failover.
+            client = RedisCluster.from_url(url, **(options | kwargs))
+        else:
+            options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+            client = Redis.from_url(url, **(options | kwargs))
+        return cls(client=client, key_prefix=key_prefix, cluster_mode=cluster_mode)
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The underlying redis-py client."""
+        return self._client
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of every key of this memory."""
+        return self._prefix
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Whether scripts are kept within one hash slot (see the module docstring)."""
+        return self._cluster_mode
+
+    def instance_keys(self, key: str) -> InstanceKeys:
+        """Return the Redis keys of instance ``key`` (for tooling and tests).
+
+        Raises:
+            ValueError: ``key`` is not ``"<orchestrator>:<execution id>"``.
+
+        """
+        split_instance_key(key)
+        base = f"{self._prefix}:{{{_tag(key)}}}"
+        return InstanceKeys(
+            state=f"{base}:state", lock=f"{base}:lock", fence=f"{base}:fence", wfence=f"{base}:wfence"
+        )
+
+    def index_key(self, orchestrator: str, status: InstanceStatus) -> str:
+        """Return the sorted-set key listing ``orchestrator``'s instances in ``status``."""
+        return f"{self._prefix}:index:{{{_tag(orchestrator)}}}:{status.value}"
+
+    @property
+    def orchestrators_key(self) -> str:
+        """The set of orchestrator names that have indexed instances."""
+        return f"{self._prefix}:orchestrators"
+
+    def _index_fences_key(self, orchestrator: str) -> str:
+        return f"{self._prefix}:index:{{{_tag(orchestrator)}}}:fences"
+
+    def _index_keys(self, orchestrator: str) -> list[str]:
+        return [self.index_key(orchestrator, status) for status in _STATUSES]
+
+    @contextlib.asynccontextmanager
+    async def _redis_errors(self, operation: str, key: str | None) -> AsyncIterator[None]:
+        """Re-raise Redis and socket failures as :class:`RedisMemoryError` subclasses."""
+        try:
+            yield
+        except (AuthenticationError, AuthorizationError) as exc:
+            raise RedisMemoryError(
+                f"redis {operation} of {key!r} failed: {type(exc).__name__}: {exc}",
+                operation=operation,
+                key=key,
+            ) from exc
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise RedisUnavailableError(
+                f"redis {operation} of {key!r} failed, Redis unavailable: {type(exc).__name__}: {exc}",
+                operation=operation,
+                key=key,
+            ) from exc
+        except (RedisError, RedisClusterException) as exc:
+            raise RedisMemoryError(
+                f"redis {operation} of {key!r} failed: {type(exc).__name__}: {exc}",
+                operation=operation,
+                key=key,
+            ) from exc
+
+    # ------------------------------------------------------------------------------------------
+    # Memory port
+
+    async def lease_and_read(self, key: str, *, ttl_ms: int) -> LeaseGrant:
+        """Take the lease of ``key`` and read its record in one round trip.
+
+        A denied lease reports the holder's remaining TTL (``None`` if the lock has no expiry). If
+        the stored record cannot be decoded, the fresh lease is released again (best effort) and
+        :class:`StateReadError` is raised, so the instance is not blocked for a whole TTL.
+
+        Raises:
+            ValueError: ``key`` is not an instance key or ``ttl_ms`` is not positive.
+            StateReadError: the stored record is not a JSON object.
+            RedisMemoryError: Redis failed (:class:`RedisUnavailableError` when unreachable).
+
+        """
+        keys = self.instance_keys(key)
+        _check_ttl(ttl_ms)
+        token = secrets.token_hex(16)
+        async with self._redis_errors("lease_and_read", key):
+            reply = await self._lease_script(keys=[keys.lock, keys.fence, keys.state], args=[token, ttl_ms])
+        if int(reply[0]) == 0:
+            holder_ttl = int(reply[1])
+            return LeaseGrant(
+                acquired=False, lease=None, record=None, holder_ttl_ms=holder_ttl if holder_ttl >= 0 else None
+            )
+        lease = Lease(key=key, token=token, fence=int(reply[1]))
+        raw = reply[2] if len(reply) > 2 else None
+        if raw is None:
+            return LeaseGrant(acquired=True, lease=lease, record=None)
+        try:
+            record = self._decode_record(key, keys.state, raw)
+        except StateReadError:
+            with contextlib.suppress(MemoryError):
+                await self.release(lease)
+            raise
+        return LeaseGrant(acquired=True, lease=lease, record=record)
+
+    async def commit_and_release(
+        self, lease: Lease, record: Mapping[str, Any], *, status: InstanceStatus
+    ) -> None:
+        """Write ``record`` and release ``lease`` in one round trip, if the lease still holds.
+
+        In ``cluster_mode`` the status index is updated by a second command (see module docstring).
+
+        Raises:
+            LeaseLostError: the lease expired, was taken over or a newer fence wrote; nothing written.
+            RedisMemoryError: Redis failed (:class:`RedisUnavailableError` when unreachable); the
+                commit may or may not have been applied.
+
+        """
+        keys = self.instance_keys(lease.key)
+        orchestrator, execution_id = split_instance_key(lease.key)
+        payload = orjson.dumps(record if isinstance(record, dict) else dict(record))
+        score = _now_ms()
+        status_pos = _STATUSES.index(InstanceStatus(status)) + 1
+        script_keys = [keys.lock, keys.wfence, keys.state]
+        if not self._cluster_mode:
+            script_keys += [*self._index_keys(orchestrator), self.orchestrators_key]
+        async with self._redis_errors("commit_and_release", lease.key):
+            outcome = int(
+                await self._commit_script(
+                    keys=script_keys,
+                    args=[lease.token, lease.fence, payload, status_pos, score, execution_id, orchestrator],
+                )
+            )
+        if outcome == 0:
+            raise LeaseLostError(
+                f"lease on {lease.key!r} (fence {lease.fence}) expired or was taken over before the commit;"
+                " nothing was written"
+            )
+        if outcome < 0:
+            raise LeaseLostError(
+                f"lease on {lease.key!r} (fence {lease.fence}) was fenced out by a newer writer;"
+                " nothing was written"
+            )
+        if self._cluster_mode:
+            await self._cluster_index_move(orchestrator, execution_id, status_pos, score, fence=lease.fence)
+
+    async def release(self, lease: Lease) -> bool:
+        """Release ``lease`` without writing (compare-and-delete on the token, one round trip).
+
+        Raises:
+            RedisMemoryError: Redis failed (:class:`RedisUnavailableError` when unreachable).
+
+        """
+        keys = self.instance_keys(lease.key)
+        async with self._redis_errors("release", lease.key):
+            released = await self._release_script(
+                keys=[keys.lock, keys.wfence], args=[lease.token, lease.fence]
+            )
+        return int(released) == 1
+
+    async def renew(self, lease: Lease, *, ttl_ms: int) -> bool:
+        """Extend ``lease`` to ``ttl_ms`` from now (compare-and-PEXPIRE, one round trip).
+
+        Raises:
+            ValueError: ``ttl_ms`` is not positive.
+            RedisMemoryError: Redis failed (:class:`RedisUnavailableError` when unreachable).
+
+        """
+        keys = self.instance_keys(lease.key)
+        _check_ttl(ttl_ms)
+        async with self._redis_errors("renew", lease.key):
+            renewed = await self._renew_script(
+                keys=[keys.lock, keys.wfence], args=[lease.token, lease.fence, ttl_ms]
+            )
+        return int(renewed) == 1
+
+    async def inspect(self, key: str) -> dict[str, Any] | None:
+        """Read the record of ``key`` without a lease (one ``GET``).
+
+        Raises:
+            StateReadError: the stored record is not a JSON object.
+            RedisMemoryError: Redis failed (:class:`RedisUnavailableError` when unreachable).
+
+        """
+        keys = self.instance_keys(key)
+        async with self._redis_errors("inspect", key):
+            raw = await self._client.get(keys.state)
+        if raw is None:
+            return None
+        return self._decode_record(key, keys.state, raw)
+
+    async def set_status(self, key: str, status: InstanceStatus, *, reason: str | None = None) -> None:
+        """Move ``key`` to ``status`` outside a lease; write ``reason`` into an existing record.
+
+        The reason goes to ``"parkedReason"`` for :attr:`InstanceStatus.PARKED`, else to
+        ``"statusReason"`` (as :class:`~service.arvo.memory.InMemoryMemory`). It is a read plus a
+        compare-and-set script (retried if a commit lands in between); in standalone mode the script
+        also moves the index atomically, in cluster mode the index move is a second command.
+
+        Raises:
+            ValueError: ``key`` is not an instance key.
+            StateReadError: ``reason`` is given and the stored record is not a JSON object.
+            RedisMemoryError: Redis failed, or the record kept changing during 5 attempts.
+
+        """
+        keys = self.instance_keys(key)
+        orchestrator, execution_id = split_instance_key(key)
+        status = InstanceStatus(status)
+        status_pos = _STATUSES.index(status) + 1
+        script_keys = [keys.state]
+        if not self._cluster_mode:
+            script_keys += [*self._index_keys(orchestrator), self.orchestrators_key]
+        score = _now_ms()
+        for _attempt in range(_SET_STATUS_ATTEMPTS):
+            mode, expected, updated = "keep", b"", b""
+            if reason is not None:
+                async with self._redis_errors("set_status", key):
+                    current: bytes | str | None = await self._client.get(keys.state)
+                if current is None:
+                    mode = "absent"
+                else:
+                    record = self._decode_record(key, keys.state, current)
+                    record["parkedReason" if status is InstanceStatus.PARKED else "statusReason"] = reason
+                    expected = current.encode() if isinstance(current, str) else current
+                    mode, updated = "replace", orjson.dumps(record)
+            async with self._redis_errors("set_status", key):
+                applied = await self._set_status_script(
+                    keys=script_keys,
+                    args=[mode, expected, updated, status_pos, score, execution_id, orchestrator],
+                )
+            if int(applied) == 1:
+                break
+        else:
+            raise RedisMemoryError(
+                f"set_status of {key!r} to {status.value!r} gave up: the record changed during"
+                f" {_SET_STATUS_ATTEMPTS} compare-and-set attempts",
+                operation="set_status",
+                key=key,
+            )
+        if self._cluster_mode:
+            await self._cluster_index_move(orchestrator, execution_id, status_pos, score, fence=None)
+
+    async def list_instances(
+        self,
+        *,
+        orchestrator: str | None = None,
+        status: InstanceStatus | None = None,
+        limit: int = 1000,
+    ) -> list[InstanceSummary]:
+        """List instances, most recently updated first (one pipelined round trip, plus ``SMEMBERS``).
+
+        Raises:
+            ValueError: ``limit`` is negative.
+            RedisMemoryError: Redis failed (:class:`RedisUnavailableError` when unreachable).
+
+        """
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit!r}")
+        if limit == 0:
+            return []
+        statuses = _STATUSES if status is None else (InstanceStatus(status),)
+        async with self._redis_errors("list_instances", None):
+            if orchestrator is None:
+                names = sorted(_text(name) for name in await self._client.smembers(self.orchestrators_key))
+            else:
+                names = [orchestrator]
+            queries = [(name, st) for name in names for st in statuses]
+            if not queries:
+                return []
+            pipe: Any = (
+                self._client.pipeline() if self._cluster_mode else self._client.pipeline(transaction=False)
+            )
+            for name, st in queries:
+                pipe.zrevrange(self.index_key(name, st), 0, limit - 1, withscores=True)
+            replies: list[list[tuple[bytes | str, float]]] = await pipe.execute()
+        newest: dict[str, InstanceSummary] = {}
+        for (name, st), rows in zip(queries, replies, strict=True):
+            for member, score in rows:
+                execution_id = _text(member)
+                row = InstanceSummary(
+                    key=f"{name}:{execution_id}",
+                    orchestrator=name,
+                    execution_id=execution_id,
+                    status=st,
+                    updated_at_ms=int(score),
+                )
+                seen = newest.get(row.key)
+                if seen is None or seen.updated_at_ms < row.updated_at_ms:
+                    newest[row.key] = row
+        return sorted(newest.values(), key=lambda row: row.updated_at_ms, reverse=True)[:limit]
+
+    # ------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def ping(self) -> bool:
+        """Return whether Redis answers ``PING`` (``False`` on any failure; for readiness probes)."""
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, RedisClusterException, OSError):
+            return False
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------------------------
+    # Internals
+
+    async def _cluster_index_move(
+        self, orchestrator: str, execution_id: str, status_pos: int, score: int, *, fence: int | None
+    ) -> None:
+        try:
+            async with self._redis_errors("index update", f"{orchestrator}:{execution_id}"):
+                await self._index_move_script(
+                    keys=[*self._index_keys(orchestrator), self._index_fences_key(orchestrator)],
+                    args=[status_pos, score, execution_id, "" if fence is None else fence],
+                )
+                await self._client.sadd(self.orchestrators_key, orchestrator)
+        except RedisMemoryError as exc:
+            # The record is committed; the index is secondary and heals with the next commit.
+            _log.warning(
+                "redis_memory.index_update_failed",
+                orchestrator=orchestrator,
+                execution_id=execution_id,
+                status=_STATUSES[status_pos - 1].value,
+                error=str(exc),
+            )
+
+    @staticmethod
+    def _decode_record(key: str, redis_key: str, raw: bytes | str) -> dict[str, Any]:
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise StateReadError(
+                f"record of {key!r} (redis key {redis_key!r}) is not valid JSON: {exc}"
+                f" (first bytes {bytes(raw[:40]) if isinstance(raw, bytes) else raw[:40]!r})"
+            ) from exc
+        if not isinstance(record, dict):
+            raise StateReadError(
+                f"record of {key!r} (redis key {redis_key!r}) is a JSON {type(record).__name__},"
+                " expected a JSON object"
+            )
+        return record
+
+
+class LeaseKeeper:
+    """Renews a lease in the background while long work (e.g. a resumable doing I/O) runs under it.
+
+    Works with any :class:`~service.arvo.memory.Memory`. Use as an async context manager right after
+    the lease was granted; check :attr:`lost` (or call :meth:`raise_if_lost`) before relying on the
+    lease, and pass ``on_lost`` to react at once (e.g. cancel the work). A renewal answered ``False``
+    means the lease is gone for good. A renewal that *fails* (Redis unreachable) is retried at the
+    next interval; the lease is declared lost once it may have expired, i.e. ``ttl_ms`` after the
+    start of the last successful renewal (or after entering, for the first).
+
+    Args:
+        memory: The memory that granted the lease.
+        lease: The lease to keep.
+        ttl_ms: TTL set by every renewal.
+        interval_ms: Time between renewals; default a third of ``ttl_ms``. Must be below ``ttl_ms``.
+        on_lost: Called once, from the renewal task, when the lease is detected as lost.
+        clock: Monotonic clock in seconds, for the expiry estimate on failed renewals.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        memory: Memory,
+        lease: Lease,
+        ttl_ms: int,
+        interval_ms: int | None = None,
+        on_lost: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        _check_ttl(ttl_ms)
+        interval = ttl_ms // 3 if interval_ms is None else interval_ms
+        if interval <= 0 or interval >= ttl_ms:
+            raise ValueError(
+                f"interval_ms must be positive and below ttl_ms={ttl_ms}, got {interval_ms!r}"
+                " (renewals must land before the lease expires)"
+            )
+        self._memory = memory
+        self._lease = lease
+        self._ttl_ms = ttl_ms
+        self._interval_s = interval / 1000
+        self._on_lost = on_lost
+        self._clock = clock
+        self._lost = False
+        self._renewals = 0
+        self._last_error: Exception | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lease(self) -> Lease:
+        """The lease being kept."""
+        return self._lease
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease is known (or must be assumed) to be lost."""
+        return self._lost
+
+    @property
+    def renewals(self) -> int:
+        """How many renewals succeeded so far."""
+        return self._renewals
+
+    @property
+    def last_error(self) -> Exception | None:
+        """The exception of the last failed renewal attempt, if any."""
+        return self._last_error
+
+    def raise_if_lost(self) -> None:
+        """Raise :class:`LeaseLostError` if the lease was lost.
+
+        Raises:
+            LeaseLostError: renewal was refused, or failed until the lease may have expired.
+
+        """
+        if self._lost:
+            raise LeaseLostError(
+                f"lease on {self._lease.key!r} (fence {self._lease.fence}) was lost while the work ran"
+            )
+
+    async def __aenter__(self) -> Self:
+        if self._task is not None:
+            raise RuntimeError("LeaseKeeper is already running; use a new keeper per lease")
+        self._task = asyncio.create_task(self._keep(), name=f"lease-keeper:{self._lease.key}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep(self) -> None:
+        valid_until = self._clock() + self._ttl_ms / 1000
+        while True:
+            await asyncio.sleep(self._interval_s)
+            started = self._clock()
+            try:
+                renewed = await self._memory.renew(self._lease, ttl_ms=self._ttl_ms)
+            except Exception as exc:  # any failure is retried until the lease may have expired
+                self._last_error = exc
+                if self._clock() >= valid_until:
+                    self._mark_lost()
+                    return
+                continue
+            if not renewed:
+                self._mark_lost()
+                return
+            self._renewals += 1
+            valid_until = started + self._ttl_ms / 1000
+
+    def _mark_lost(self) -> None:
+        self._lost = True
+        _log.warning("lease_keeper.lease_lost", key=self._lease.key, fence=self._lease.fence)
+        if self._on_lost is not None:
+            self._on_lost()
