@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench run fault-test clean interop-deps
+.PHONY: install test lint bench run fault-test clean
 
 install: $(STAMP)
 
@@ -36,4 +36,4 @@ fault-test: install
 	$(BIN)/python -m tests.fault.crash_test --workflows 300 --kills 5
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/interop/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/interop/*/node_modules

@@ -167,34 +167,19 @@ def subject_encode(
 # --------------------------------------------------------------------------- arvo event
 
 
-def _event_problems(raw: bytes) -> list[ValidationProblem]:
-    """Every problem that keeps ``raw`` from being a valid ArvoEvent (empty when it is valid)."""
-    import orjson
+def _event_problems(raw: bytes) -> tuple[ValidationProblem, ...]:
+    """Every problem that keeps ``raw`` from being a valid ArvoEvent (empty when it is valid).
 
-    from service.arvo.errors import ArvoValidationError, ValidationProblem, truncate_value
+    Invalid JSON and non-object documents are one problem each, at path ``$``.
+    """
+    from service.arvo.errors import ArvoValidationError
     from service.arvo.event import ArvoEvent
 
     try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        preview = raw[:80].decode("utf-8", errors="replace")
-        return [ValidationProblem(path="(document)", rule="json", message=f"not JSON: {exc}", value=preview)]
-    if not isinstance(document, dict):
-        return [
-            ValidationProblem(
-                path="(document)",
-                rule="json-object",
-                message="an ArvoEvent must be a JSON object",
-                value=truncate_value(document),
-            )
-        ]
-    try:
         ArvoEvent.from_json(raw)
     except ArvoValidationError as exc:
-        return list(exc.problems)
-    except ValueError as exc:
-        return [ValidationProblem(path="(document)", rule="event", message=str(exc), value="")]
-    return []
+        return exc.problems
+    return ()
 
 
 @event_app.command("validate")

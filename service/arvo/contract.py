@@ -151,7 +151,7 @@ def validation_problems(error: ValidationError, *, path: str = "data") -> list[V
 
 
 class ArvoErrorSchema(BaseModel):
-    """Data of every system error event (spec 2.7, WIRE): all three keys required."""
+    """The data of a system error event: error name, message and stack (all keys required)."""
 
     errorName: str  # noqa: N815 - wire name
     """The error's class name (``ViolationError<Type>`` for violations)."""

@@ -1,8 +1,8 @@
-"""Format rules shared by events, contracts and subjects, and the JSON-data checks (spec 1.3-1.6, App. C).
+r"""Format rules shared by events, contracts and subjects, and the JSON-data checks (spec 1.3-1.6, App. C).
 
-The regexes behave like their JavaScript originals: they are ASCII-only (``\\d`` is ``[0-9]``) and the
-final ``$`` is compiled as ``\\Z`` so a trailing newline does not match (Python's ``$`` would accept
-``"com.a.b\\n"``). The ``*_PATTERN`` strings keep the original JavaScript sources, for JSON Schema and
+The regexes behave like their JavaScript originals: they are ASCII-only (``\d`` is ``[0-9]``) and the
+final ``$`` is compiled as ``\Z`` so a trailing newline does not match (Python's ``$`` would accept
+``"com.a.b\n"``). The ``*_PATTERN`` strings keep the original JavaScript sources, for JSON Schema and
 pydantic ``pattern=`` (which anchor the same way).
 
 The JSON checks return lists of :class:`~service.arvo.errors.ValidationProblem` so callers can collect
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from service.arvo.errors import ValidationProblem, truncate_value
 
@@ -40,6 +40,7 @@ __all__ = [
     "TYPE_RE",
     "is_json_number",
     "is_parsed_json_clean",
+    "is_parsed_scalar_clean",
     "is_safe_integer",
     "is_valid_datetime",
     "is_valid_domain",
@@ -77,7 +78,7 @@ MAX_JSON_DEPTH: Final = 64
 
 
 def _js_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a JavaScript ``^...$`` source with JavaScript's anchoring and ASCII ``\\d``."""
+    r"""Compile a JavaScript ``^...$`` source with JavaScript's anchoring and ASCII ``\d``."""
     assert pattern.startswith("^")
     assert pattern.endswith("$")
     return re.compile(pattern[:-1] + r"\Z", re.ASCII)
@@ -182,7 +183,8 @@ def string_problem(value: str, path: str, *, label: str = "Value") -> Validation
         return make_problem(
             path,
             "utf8",
-            f"{label} must not contain lone surrogates (U+{ord(value[error.start]):04X} at index {error.start})",
+            f"{label} must not contain lone surrogates"
+            f" (U+{ord(value[error.start]):04X} at index {error.start})",
             value,
         )
     return None
@@ -299,32 +301,33 @@ def json_object_problems(
     return problems
 
 
-def _is_clean(container: dict[object, object] | list[object], depth: int, max_depth: int) -> bool:
+def _is_clean(container: Any, depth: int, max_depth: int) -> bool:
     """Fast boolean form of :func:`_collect` for the common, valid case (full checks)."""
     if depth > max_depth:
         return False
+    values: Any
     if type(container) is dict:
         for key in container:
-            if type(key) is not str or not key.isascii() and string_problem(key, "") is not None:
+            if type(key) is not str or (not key.isascii() and string_problem(key, "") is not None):
                 return False
         values = container.values()
     elif type(container) is list:
-        values = container  # type: ignore[assignment]
+        values = container
     else:
         return False
     for item in values:
         kind = type(item)
         if kind is str:
-            if not item.isascii() and string_problem(item, "") is not None:  # type: ignore[attr-defined]
+            if not item.isascii() and string_problem(item, "") is not None:
                 return False
         elif kind is int:
-            if not _MIN_SAFE <= item <= _MAX_SAFE:  # type: ignore[operator]
+            if not _MIN_SAFE <= item <= _MAX_SAFE:
                 return False
         elif kind is float:
-            if not math.isfinite(item):  # type: ignore[arg-type]
+            if not math.isfinite(item):
                 return False
         elif kind is dict or kind is list:
-            if not _is_clean(item, depth + 1, max_depth):  # type: ignore[arg-type]
+            if not _is_clean(item, depth + 1, max_depth):
                 return False
         elif kind is not bool and item is not None:
             # Subclasses (StrEnum, OrderedDict...) and foreign types: let the full check decide.
@@ -336,7 +339,7 @@ def _is_clean(container: dict[object, object] | list[object], depth: int, max_de
 _SUSPECT_FLOAT: Final = 2.0**63
 
 
-def is_parsed_json_clean(value: dict[str, object] | list[object], max_depth: int = MAX_JSON_DEPTH) -> bool:
+def is_parsed_json_clean(value: dict[str, Any] | list[Any], max_depth: int = MAX_JSON_DEPTH) -> bool:
     """Fast check of a container produced by ``orjson.loads``.
 
     The parser already guarantees ``str`` keys, valid UTF-8 and no NaN/Infinity, so only integer range
@@ -355,17 +358,29 @@ def is_parsed_json_clean(value: dict[str, object] | list[object], max_depth: int
     return _is_parsed_clean(value, 1, max_depth)
 
 
-def _is_parsed_clean(container: dict[str, object] | list[object], depth: int, max_depth: int) -> bool:
+def is_parsed_scalar_clean(value: Any) -> bool:
+    """:func:`is_parsed_json_clean` for one parsed scalar: not an unsafe int, not a suspect float."""
+    kind = type(value)
+    if kind is int:
+        return bool(_MIN_SAFE <= value <= _MAX_SAFE)
+    if kind is float:
+        return not (abs(value) >= _SUSPECT_FLOAT and value.is_integer())
+    return True
+
+
+def _is_parsed_clean(container: Any, depth: int, max_depth: int) -> bool:
     if depth > max_depth:
         return False
-    for item in container.values() if type(container) is dict else container:  # type: ignore[union-attr]
+    for item in container.values() if type(container) is dict else container:
         kind = type(item)
+        if kind is str:
+            continue
         if kind is int:
-            if not _MIN_SAFE <= item <= _MAX_SAFE:  # type: ignore[operator]
+            if not _MIN_SAFE <= item <= _MAX_SAFE:
                 return False
         elif kind is dict or kind is list:
-            if not _is_parsed_clean(item, depth + 1, max_depth):  # type: ignore[arg-type]
+            if not _is_parsed_clean(item, depth + 1, max_depth):
                 return False
-        elif kind is float and abs(item) >= _SUSPECT_FLOAT and item.is_integer():  # type: ignore[arg-type, attr-defined]
+        elif kind is float and abs(item) >= _SUSPECT_FLOAT and item.is_integer():
             return False
     return True

@@ -37,7 +37,9 @@ def main() -> int:
         module.run(results)
     target = os.environ.get("BENCH_JSON")
     if target:
-        pathlib.Path(target).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        pathlib.Path(target).write_bytes(
+            orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        )
         print(f"wrote {len(results)} figures to {target}")
     return 0
 

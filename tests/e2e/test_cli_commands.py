@@ -37,9 +37,7 @@ def arvo_script() -> Path:
 
 
 def _run(script: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [str(script), *args], input=stdin, capture_output=True, timeout=60, check=False
-    )
+    return subprocess.run([str(script), *args], input=stdin, capture_output=True, timeout=60, check=False)
 
 
 def _event(subject: str) -> bytes:

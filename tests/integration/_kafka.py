@@ -14,14 +14,13 @@ Tansu quirks these helpers account for (see docs/design test-infrastructure):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,18 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-
-from service.runtime.kafka_admin import ensure_topics
+from service.runtime.kafka_admin import ensure_topics, topic_partitions
 from service.runtime.settings import ServiceSettings, load_settings
 
 __all__ = [
     "KafkaNames",
-    "consume_topic",
+    "create_test_topics",
     "kafka_bootstrap",
     "kafka_names",
     "kafka_test_settings",
     "produce_records",
+    "read_topic",
+    "record_tp",
     "unique_name",
     "wait_for_port",
 ]
@@ -87,7 +87,7 @@ def kafka_bootstrap() -> Iterator[str]:
     url = f"tcp://127.0.0.1:{port}"
     log_path = Path(tempfile.gettempdir()) / f"tansu-{port}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed binary path from the installed package
+        process = subprocess.Popen(
             [_broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -179,59 +179,52 @@ async def produce_records(
         await producer.stop()
 
 
-@contextlib.asynccontextmanager
-async def _assigned_consumer(bootstrap: str, topic: str) -> AsyncIterator[AIOKafkaConsumer]:
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    min_records: int = 0,
+    timeout_s: float = 30.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` up to its end, waiting until there are at least ``min_records``.
+
+    Reads with manual assignment (no group, nothing committed) at least up to the end offsets of the
+    last check, so once the producers are stopped the result is exact and a test can assert that
+    nothing more (no duplicate) was written.
+    """
+    settings = load_settings(env_file=None, kafka_bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + timeout_s
+    partitions: list[int] = []
+    while not partitions:
+        partitions = await topic_partitions(settings, topic)
+        if not partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic!r} does not exist")
+            await asyncio.sleep(0.05)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        auto_offset_reset="earliest",
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
     )
     await consumer.start()
     try:
-        partitions = None
-        deadline = time.monotonic() + 10
-        while not partitions:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"topic {topic!r} has no partitions")
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                await asyncio.sleep(0.05)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, partition) for partition in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        yield consumer
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while True:
+            end: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            while any([await consumer.position(tp) < end[tp] for tp in tps]):
+                batch = await consumer.getmany(timeout_ms=100)
+                for tp_records in batch.values():
+                    records.extend(tp_records)
+            if len(records) >= min_records:
+                return records
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {len(records)} of {min_records} records after {timeout_s} s")
+            await asyncio.sleep(0.05)
     finally:
         await consumer.stop()
 
 
-async def consume_topic(
-    bootstrap: str,
-    topic: str,
-    *,
-    expected: int,
-    timeout_s: float = 30.0,
-    settle_s: float = 0.0,
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the beginning (manual assignment, no group) until ``expected`` records.
-
-    After ``expected`` records arrived, keeps reading for ``settle_s`` more seconds so that tests can
-    also assert that nothing *more* (a duplicate) shows up. Raises ``TimeoutError`` with what was seen
-    when fewer records arrive within ``timeout_s``.
-    """
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    async with _assigned_consumer(bootstrap, topic) as consumer:
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: got {len(records)} of {expected} records within {timeout_s} s")
-            batch = await consumer.getmany(timeout_ms=100)
-            for tp_records in batch.values():
-                records.extend(tp_records)
-        settle_until = time.monotonic() + settle_s
-        while time.monotonic() < settle_until:
-            batch = await consumer.getmany(timeout_ms=50)
-            for tp_records in batch.values():
-                records.extend(tp_records)
-    return records
+def record_tp(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
+    """The topic-partition of ``record``."""
+    return TopicPartition(record.topic, record.partition)

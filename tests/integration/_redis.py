@@ -86,26 +86,39 @@ class CountingRedis(redis.asyncio.Redis):
         super().__init__(**kwargs)
         self.commands: Counter[str] = Counter()
 
+    @classmethod
+    def for_url(cls, url: str) -> CountingRedis:
+        """A counting client for ``url``."""
+        client = cls.from_url(url)
+        assert isinstance(client, cls)
+        return client
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         self.commands[str(args[0]).upper()] += 1
-        return await super().execute_command(*args, **options)
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
     @property
     def round_trips(self) -> int:
-        """Commands sent since the last :meth:`reset`."""
+        """Commands sent since the last :meth:`reset_counts`."""
         return sum(self.commands.values())
 
-    def reset(self) -> None:
+    def reset_counts(self) -> None:
         """Forget the commands counted so far."""
         self.commands.clear()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(*, below: int = 55_536) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Ports stay below 55536 by default: a cluster-enabled Redis also listens on ``port + 10000``.
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port < below:
+            return port
+    raise RuntimeError(f"no free port below {below} found")
 
 
 def redis_server_binary() -> str | None:

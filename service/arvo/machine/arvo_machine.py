@@ -78,8 +78,7 @@ def take_queued_events(context: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(item) for item in queued]
 
 
-def _enqueue_with_params(args: Any) -> dict[str, Any]:
-    params = getattr(args, "params", None)
+def _enqueue_with_params(args: Any, params: Any) -> dict[str, Any]:
     if not isinstance(params, Mapping):
         raise ConfigViolation(f"the '{_RESERVED_ACTION}' action needs params with the event to enqueue")
     return _appended_queue(args.context, params)

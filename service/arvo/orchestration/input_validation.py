@@ -75,7 +75,10 @@ def validate_input_event(
             ),
         )
     contract_type: Literal["self", "service"]
-    if event.type == self_contract.type:
+    self_type = (
+        self_contract.accepts.type if isinstance(self_contract, VersionedArvoContract) else self_contract.type
+    )
+    if event.type == self_type:
         contract_type = "self"
         contract = _resolve_self(self_contract, parsed.version)
     else:

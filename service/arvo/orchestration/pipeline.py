@@ -35,9 +35,10 @@ from service.arvo.errors import (
 )
 from service.arvo.event import ArvoEvent, create_timestamp
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
+from service.arvo.factory import error_data
 from service.arvo.memory import InstanceStatus, Lease, LeaseGrant, LeaseLostError, Memory, StateReadError
 from service.arvo.orchestration.emittables import EmissionContext, RawEvent, create_emittables
-from service.arvo.orchestration.system_errors import create_system_error_events, error_payload
+from service.arvo.orchestration.system_errors import create_system_error_events
 from service.arvo.subject import ArvoOrchestrationSubject, ParsedSubject
 from service.arvo.telemetry import (
     current_trace_headers,
@@ -427,7 +428,7 @@ class OrchestrationPipeline:
             "orchestrator": parsed.name,
             "version": parsed.version,
             # The record is internal: it always keeps the stack, events only when configured.
-            "error": error_payload(error, include_stack=True),
+            "error": error_data(error, include_stack=True),
             "previous": previous,
             "events": {"consumed": event.to_dict(), "produced": [item.to_dict() for item in errors]},
             "consumedIds": _push_ring(record, key),

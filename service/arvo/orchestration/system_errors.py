@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Sequence
 from typing import Literal
 
 from service.arvo.contract import VersionedArvoContract
-from service.arvo.errors import is_violation_error
 from service.arvo.event import ARVO_DATA_CONTENT_TYPE, ArvoEvent, create_arvo_event
+from service.arvo.factory import error_data
 from service.arvo.orchestration.domains import resolve_domains
 from service.arvo.orchestration.ids import system_error_event_id
 from service.arvo.subject import ArvoOrchestrationSubject
 
-__all__ = ["HandlerKind", "create_system_error_events", "error_payload"]
+__all__ = ["HandlerKind", "create_system_error_events"]
 
 HandlerKind = Literal["handler", "orchestrator", "resumable"]
-
-
-def error_payload(error: BaseException, *, include_stack: bool) -> dict[str, str | None]:
-    """The wire payload ``{errorName, errorMessage, errorStack}`` of ``error`` (spec 2.7).
-
-    The stack is included only when configured: it discloses internals across services (hazard 5).
-    """
-    name = getattr(error, "name", None) if is_violation_error(error) else None
-    stack = "".join(traceback.format_exception(error)) if include_stack else None
-    return {
-        "errorName": name if isinstance(name, str) else type(error).__name__,
-        "errorMessage": str(error),
-        "errorStack": stack,
-    }
 
 
 def _reply_target(kind: HandlerKind, event: ArvoEvent) -> str:
@@ -61,7 +46,7 @@ def create_system_error_events(
     Handlers reply to ``event.source``; orchestrators and resumables to the subject's initiator,
     on the parent's subject when they are a child orchestration (so the parent can transition).
     """
-    data = error_payload(error, include_stack=include_stack)
+    data = error_data(error, include_stack=include_stack)
     to = _reply_target(kind, event)
     subject = event.subject if kind == "handler" else (parent_subject or event.subject)
     parentid = event.id if kind == "handler" else (init_event_id or event.id)

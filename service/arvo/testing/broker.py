@@ -94,6 +94,8 @@ class InMemoryBroker:
         def unsubscribe() -> None:
             if listener in listeners:
                 listeners.remove(listener)
+            if not listeners and self._subscribers.get((topic, domain)) is listeners:
+                del self._subscribers[(topic, domain)]
 
         return unsubscribe
 
@@ -164,7 +166,9 @@ class InMemoryBroker:
             BrokerError: ``event.source`` is itself a subscribed topic.
 
         """
-        if any(topic == event.source for topic, _domain in self._subscribers):
+        if any(
+            topic == event.source and listeners for (topic, _domain), listeners in self._subscribers.items()
+        ):
             raise BrokerError(
                 "The event source cannot be one of the handlers in the broker. Please update the "
                 f"event.source, the given is '{event.source}'"

@@ -48,7 +48,7 @@ const UNICODE_DATA = {
   quote: 'she said "hi"\\ and left\n\ttab',
   control: '\u0001\u001f\u007f',
   separators: 'line\u2028para\u2029end',
-  numbers: [0, -1, 1.5, 0.1, 12345678901234],
+  numbers: [0, -1, 1.5, 0.1, 12345678901234, 9007199254740991],
   nested: { empty: {}, list: [], flag: false, nothing: null },
 };
 

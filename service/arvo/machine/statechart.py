@@ -1,0 +1,666 @@
+"""Pure-Python statechart interpreter with XState v5 (5.24.0) semantics for the subset Arvo allows.
+
+A :class:`Statechart` is built once from a config that mirrors an XState machine config (plain dicts and
+Python functions) and then runs *stateless steps* over JSON snapshots::
+
+    chart = Statechart(config, actions={...}, guards={...})
+    step = chart.start(input)                       # initial configuration, eventless transitions
+    step = chart.send(step.snapshot, {"type": "evt.x", ...})
+
+Snapshots are plain JSON dicts ``{"status", "value", "context", "output"}`` (``value`` in XState's
+StateValue format), so they can be persisted between steps. Restoring a snapshot runs no user code: no
+entry actions and no eventless transitions are evaluated until the next event is processed.
+
+Semantics follow XState v5.24.0's ``macrostep``/``microstep`` (a port of its SCXML-style algorithm, checked
+by the differential test ``tests/interop/test_xstate_conformance.py``): transition selection walks the
+state value depth-first (descendants before ancestors; all regions of a parallel state), conflicting
+transitions are resolved in selection order, exit actions run deepest-first, then transition actions,
+then entry actions in document order; ``assign`` updates the context immediately; after every event the
+eventless (``always``) transitions and internal ``xstate.done.state.*`` events are processed to a fixed
+point. Supported config keys: ``id``, ``initial``, ``states``, ``type`` (``atomic``/``compound``/
+``parallel``/``final``), ``context``, ``on`` (exact, ``*`` and ``prefix.*`` descriptors), ``always``,
+``entry``, ``exit``, ``onDone``, ``output``, ``description``, ``meta``, ``tags`` (and ``version``,
+``types``, ``schemas`` on the root). ``invoke``, ``after``, ``delays``, actors and history states are
+rejected with :class:`~service.arvo.errors.ConfigViolation` when the chart is built.
+
+Errors raised by user code (actions, guards, ``context``, ``output``) propagate unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from service.arvo.machine._actions import (
+    ActionArgs,
+    ActionImpl,
+    Assign,
+    Emit,
+    GuardCombinator,
+    GuardImpl,
+    GuardRef,
+    and_,
+    assign,
+    emit,
+    not_,
+    or_,
+)
+from service.arvo.machine._model import (
+    COMPOUND,
+    FINAL,
+    PARALLEL,
+    MachineModel,
+    Node,
+    RunState,
+    Transition,
+    compute_entry_set,
+)
+from service.arvo.machine._render import jsonable_definition, render_mermaid
+
+__all__ = [
+    "MAX_MICROSTEPS",
+    "ActionArgs",
+    "ActionImpl",
+    "Assign",
+    "Emit",
+    "GuardCombinator",
+    "GuardImpl",
+    "GuardRef",
+    "InvalidSnapshotError",
+    "MachineLoopError",
+    "MachineStep",
+    "Statechart",
+    "and_",
+    "assign",
+    "emit",
+    "not_",
+    "or_",
+]
+
+MAX_MICROSTEPS: Final = 1000
+"""Safety bound: microsteps allowed in one macrostep before :class:`MachineLoopError` is raised."""
+
+_ACTIVE: Final = "active"
+_DONE: Final = "done"
+_CACHE_LIMIT: Final = 4096
+_CANDIDATE_CACHE_LIMIT: Final = 1024
+
+
+class MachineStep(NamedTuple):
+    """Result of :meth:`Statechart.start` / :meth:`Statechart.send`.
+
+    Attributes:
+        snapshot: ``{"status": "active"|"done", "value": str|dict, "context": dict, "output": Any}``.
+        emitted: Events emitted with :func:`emit`, in emission order.
+
+    """
+
+    snapshot: dict[str, Any]
+    emitted: list[dict[str, Any]]
+
+
+class InvalidSnapshotError(ValueError):
+    """A snapshot passed to :meth:`Statechart.send` does not fit the machine (bad shape or state value)."""
+
+
+class MachineLoopError(RuntimeError):
+    """Eventless transitions / internal events did not settle within :data:`MAX_MICROSTEPS` microsteps."""
+
+
+class _Configuration:
+    """An ordered active configuration (XState's ``_nodes``) with derived lookups, cached per order."""
+
+    __slots__ = ("adj", "atomics", "node_set", "nodes", "value")
+
+    def __init__(self, nodes: tuple[Node, ...], root: Node) -> None:
+        self.nodes = nodes
+        self.node_set = frozenset(nodes)
+        adj: dict[Node, list[Node]] = {n: [] for n in nodes}
+        for n in nodes:
+            if n.parent is not None:
+                adj.setdefault(n.parent, []).append(n)
+        self.adj = adj
+        self.atomics = tuple(n for n in nodes if n.is_atomic)
+        self.value: str | dict[str, Any] = _value_from_adj(root, adj)
+
+
+def _value_from_adj(node: Node, adj: Mapping[Node, list[Node]]) -> Any:
+    """XState ``getValueFromAdj``."""
+    children = adj.get(node)
+    if children is None:
+        return {}
+    if node.type == COMPOUND:
+        if not children:
+            return {}
+        if children[0].is_atomic:
+            return children[0].key
+    return {child.key: _value_from_adj(child, adj) for child in children}
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    return {key: _copy_value(child) for key, child in value.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    try:
+        return orjson.loads(orjson.dumps(value, default=_plain))
+    except orjson.JSONEncodeError as exc:
+        raise InvalidSnapshotError(f"snapshot {what} must be JSON-serialisable: {exc}") from None
+
+
+def _wildcard_matches(descriptor: str, event_type: str) -> bool:
+    """XState ``getCandidates`` partial-descriptor matching (``*`` and ``prefix.*``)."""
+    if descriptor == "*":
+        return True
+    if not descriptor.endswith(".*"):
+        return False
+    event_tokens = event_type.split(".")
+    partial_tokens = descriptor.split(".")
+    last = len(partial_tokens) - 1
+    for index, token in enumerate(partial_tokens):
+        if token == "*":  # noqa: S105 - not a password
+            return index == last
+        if index >= len(event_tokens) or token != event_tokens[index]:
+            return False
+    return True  # pragma: no cover - a descriptor ending in '.*' always reaches its '*' token
+
+
+def _candidates(node: Node, event_type: str) -> tuple[Transition, ...]:
+    exact = node.transitions.get(event_type)
+    if exact is not None:
+        return exact
+    matching = [d for d in node.transitions if _wildcard_matches(d, event_type)]
+    matching.sort(key=len, reverse=True)  # stable: equal lengths keep document order
+    return tuple(t for d in matching for t in node.transitions[d])
+
+
+def _is_in_final_state(active: Mapping[Node, None], node: Node) -> bool:
+    """XState ``isInFinalState``."""
+    if node.type == COMPOUND:
+        return any(child.type == FINAL and child in active for child in node.children)
+    if node.type == PARALLEL:
+        return all(_is_in_final_state(active, child) for child in node.children)
+    return node.type == FINAL
+
+
+class Statechart:
+    """A compiled statechart; stateless, thread-safe to share, cheap to step.
+
+    Args:
+        config: The machine config (see the module docstring for the supported keys).
+        actions: Named actions (``fn(args)``/``fn(args, params)``, :func:`assign`, :func:`emit`).
+        guards: Named guard implementations: ``fn(args)``/``fn(args, params)`` or a combinator.
+
+    Raises:
+        ConfigViolation: If the config uses a forbidden or unknown feature, an unknown state-node key, a
+            missing/unknown initial state, an unresolvable target or an unimplemented named action/guard.
+
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        actions: Mapping[str, ActionImpl] | None = None,
+        guards: Mapping[str, GuardImpl] | None = None,
+    ) -> None:
+        self._config = config
+        self._model = MachineModel(config, actions=dict(actions or {}), guards=dict(guards or {}))
+        self._root = self._model.root
+        self._has_always = self._model.has_always
+        self._value_cache: dict[str | bytes, _Configuration] = {}
+        self._order_cache: dict[tuple[Node, ...], _Configuration] = {}
+        self._pre_initial = _Configuration((self._root,), self._root)
+        self._definition: dict[str, Any] | None = None
+        self._mermaid: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The machine id (``config["id"]``, or ``"(machine)"`` like XState)."""
+        return self._model.id
+
+    # -- public API --------------------------------------------------------------------------------
+
+    def start(self, input: Any = None) -> MachineStep:
+        """Create the initial snapshot: build the context, enter the initial configuration, settle.
+
+        Args:
+            input: The machine input, available to a callable ``context`` as ``args.input``.
+
+        Returns:
+            The settled initial step (``status`` is ``"done"`` when a top-level final state was reached).
+
+        """
+        init_event = {"type": "xstate.init", "input": input}
+        run = RunState(self._initial_context(input, init_event))
+        configuration, _ = self._microstep(
+            [self._model.init_transition], self._pre_initial, run, init_event, initial=True
+        )
+        configuration = self._macrostep(configuration, run, init_event, external=False)
+        return self._result(configuration, run)
+
+    def send(self, snapshot: Mapping[str, Any], event: Mapping[str, Any]) -> MachineStep:
+        """Process one event as a macrostep on a restored snapshot.
+
+        The snapshot is not mutated; its context is deep-copied (JSON round trip). A ``done`` snapshot
+        ignores events (returned unchanged, nothing emitted).
+
+        Args:
+            snapshot: A snapshot previously returned by ``start``/``send`` (possibly JSON round-tripped).
+            event: The event; must be a mapping with a string ``type``.
+
+        Returns:
+            The next settled step.
+
+        Raises:
+            ValueError: If the event has no string ``type`` or uses the wildcard type ``*``.
+            InvalidSnapshotError: If the snapshot does not fit this machine.
+
+        """
+        if not isinstance(event, Mapping):
+            # A malformed event is a ValueError by contract (TRY004 prefers TypeError).
+            raise ValueError(f"event must be a mapping with a 'type', got {type(event).__name__}")  # noqa: TRY004
+        event_type = event.get("type")
+        if not isinstance(event_type, str):
+            raise ValueError(f"event.type must be a string, got {event_type!r}")  # noqa: TRY004
+        if event_type == "*":
+            raise ValueError("An event cannot have the wildcard type ('*')")
+        if not isinstance(snapshot, Mapping):
+            raise InvalidSnapshotError(f"snapshot must be a mapping, got {type(snapshot).__name__}")
+        status = snapshot.get("status")
+        if status == _DONE:
+            return MachineStep(
+                {
+                    "status": _DONE,
+                    "value": _json_copy(snapshot.get("value"), "value"),
+                    "context": _json_copy(snapshot.get("context"), "context"),
+                    "output": _json_copy(snapshot.get("output"), "output"),
+                },
+                [],
+            )
+        if status != _ACTIVE:
+            raise InvalidSnapshotError(f"snapshot.status must be 'active' or 'done', got {status!r}")
+        configuration = self._restore(snapshot.get("value"))
+        context = snapshot.get("context")
+        if not isinstance(context, Mapping):
+            raise InvalidSnapshotError(f"snapshot.context must be a mapping, got {type(context).__name__}")
+        run = RunState(_json_copy(context, "context"))
+        configuration = self._macrostep(configuration, run, event, external=True)
+        return self._result(configuration, run)
+
+    def to_mermaid(self) -> str:
+        """Render the machine as a Mermaid ``stateDiagram-v2`` (targetless transitions are omitted)."""
+        if self._mermaid is None:
+            self._mermaid = render_mermaid(self._root)
+        return self._mermaid
+
+    def definition(self) -> dict[str, Any]:
+        """The config as JSON-able data; functions appear as their name or ``"<inline>"``."""
+        if self._definition is None:
+            self._definition = jsonable_definition(self._config)
+        result: dict[str, Any] = orjson.loads(orjson.dumps(self._definition))
+        return result
+
+    # -- configuration handling --------------------------------------------------------------------
+
+    def _initial_context(self, input: Any, init_event: Mapping[str, Any]) -> dict[str, Any]:
+        factory = self._model.context
+        if factory is None:
+            return {}
+        if callable(factory):
+            produced = factory(ActionArgs(context={}, event=init_event, input=input))
+            if produced is None:
+                return {}
+            if not isinstance(produced, Mapping):
+                raise TypeError(f"context factory must return a mapping, got {type(produced).__name__}")
+            return dict(produced)
+        context: dict[str, Any] = _json_copy(factory, "context")
+        return context
+
+    def _configuration(self, nodes: tuple[Node, ...]) -> _Configuration:
+        cached = self._order_cache.get(nodes)
+        if cached is None:
+            if len(self._order_cache) >= _CACHE_LIMIT:
+                self._order_cache.clear()
+            cached = self._order_cache[nodes] = _Configuration(nodes, self._root)
+        return cached
+
+    def _restore(self, value: Any) -> _Configuration:
+        if isinstance(value, str):
+            key: str | bytes = value
+        elif isinstance(value, Mapping):
+            try:
+                key = orjson.dumps(value, default=_plain)
+            except orjson.JSONEncodeError as exc:
+                raise InvalidSnapshotError(f"snapshot.value is not a state value: {exc}") from None
+        else:
+            raise InvalidSnapshotError(f"snapshot.value must be a string or a mapping, got {value!r}")
+        cached = self._value_cache.get(key)
+        if cached is None:
+            nodes = self._nodes_from_value(value)
+            if len(self._value_cache) >= _CACHE_LIMIT:
+                self._value_cache.clear()
+            cached = self._value_cache[key] = self._configuration(tuple(nodes))
+        return cached
+
+    def _nodes_from_value(self, value: Any) -> list[Node]:
+        """XState ``getAllStateNodes(getStateNodes(root, value))``, then a consistency check."""
+        root = self._root
+
+        def child_of(node: Node, key: Any) -> Node:
+            child = node.states.get(key) if isinstance(key, str) else None
+            if child is None:
+                raise InvalidSnapshotError(
+                    f"snapshot.value: state {key!r} does not exist on '#{node.id}' of machine '{self.id}'"
+                )
+            return child
+
+        def state_nodes(node: Node, sub_value: Any) -> list[Node]:
+            if isinstance(sub_value, str):
+                return [node, child_of(node, sub_value)]
+            if not isinstance(sub_value, Mapping):
+                raise InvalidSnapshotError(
+                    f"snapshot.value: expected a string or a mapping, got {sub_value!r}"
+                )
+            keys = list(sub_value)
+            children = [child_of(node, key) for key in keys]
+            result = [root, node, *children]
+            for key, child in zip(keys, children, strict=True):
+                result.extend(state_nodes(child, sub_value[key]))
+            return result
+
+        listed = list(dict.fromkeys(state_nodes(root, value)))
+        present = set(listed)
+        adjacency: dict[Node, list[Node]] = {}
+        for n in listed:
+            adjacency.setdefault(n, [])
+            if n.parent is not None:
+                adjacency.setdefault(n.parent, []).append(n)
+
+        def add(n: Node) -> None:
+            if n not in present:
+                present.add(n)
+                listed.append(n)
+
+        index = 0
+        while index < len(listed):
+            n = listed[index]
+            index += 1
+            if n.type == COMPOUND and not adjacency.get(n):
+                for initial in self._model._initial_nodes(n):
+                    add(initial)
+            elif n.type == PARALLEL:
+                for child in n.children:
+                    if child not in present:
+                        for initial in self._model._initial_nodes(child):
+                            add(initial)
+        index = 0
+        while index < len(listed):
+            for ancestor in listed[index].ancestors:
+                add(ancestor)
+            index += 1
+        for n in listed:
+            if n.type == COMPOUND and sum(1 for c in n.children if c in present) != 1:
+                raise InvalidSnapshotError(
+                    f"snapshot.value: compound state '#{n.id}' must have exactly one active child"
+                )
+        return listed
+
+    def _result(self, configuration: _Configuration, run: RunState) -> MachineStep:
+        return MachineStep(
+            {
+                "status": run.status,
+                "value": _copy_value(configuration.value),
+                "context": run.ctx,
+                "output": run.output,
+            },
+            run.emitted,
+        )
+
+    # -- the algorithm (XState v5 macrostep / microstep) -------------------------------------------
+
+    def _macrostep(
+        self, configuration: _Configuration, run: RunState, event: Mapping[str, Any], *, external: bool
+    ) -> _Configuration:
+        if external:
+            selected = self._select(self._root, configuration.adj, run, event, event["type"])
+            if selected:
+                configuration, _ = self._microstep(selected, configuration, run, event)
+        queue = run.queue
+        current_event = event
+        select_eventless = True
+        microsteps = 0
+        while run.status == _ACTIVE:
+            enabled = (
+                self._select_eventless(configuration, run, current_event)
+                if select_eventless and self._has_always
+                else []
+            )
+            eventless = bool(enabled)
+            if not eventless:
+                if not queue:
+                    break
+                current_event = queue.pop(0)
+                enabled = (
+                    self._select(self._root, configuration.adj, run, current_event, current_event["type"])
+                    or []
+                )
+            microsteps += 1
+            if microsteps > MAX_MICROSTEPS:
+                raise MachineLoopError(
+                    f"Machine '{self.id}' did not settle after {MAX_MICROSTEPS} microsteps in one step: "
+                    "eventless ('always') transitions or internal done events loop forever"
+                )
+            if enabled:
+                configuration, changed = self._microstep(enabled, configuration, run, current_event)
+            else:
+                changed = False
+            # XState re-selects eventless transitions after an eventless microstep only if the snapshot
+            # changed (context assigned or configuration changed); always after an internal event.
+            select_eventless = changed if eventless else True
+        return configuration
+
+    def _select(
+        self,
+        node: Node,
+        adj: Mapping[Node, list[Node]],
+        run: RunState,
+        event: Mapping[str, Any],
+        event_type: str,
+    ) -> list[Transition] | None:
+        """XState ``transitionNode``: deepest enabled transitions per region, else the node's own."""
+        children = adj[node]
+        if len(children) == 1:
+            found = self._select(children[0], adj, run, event, event_type)
+            if found:
+                return found
+        elif children:
+            collected: list[Transition] = []
+            for child in children:
+                inner = self._select(child, adj, run, event, event_type)
+                if inner:
+                    collected.extend(inner)
+            if collected:
+                return collected
+        candidates = node.candidates.get(event_type)
+        if candidates is None:
+            candidates = _candidates(node, event_type)
+            if len(node.candidates) < _CANDIDATE_CACHE_LIMIT:
+                node.candidates[event_type] = candidates
+        context = run.ctx
+        for transition in candidates:
+            guard = transition.guard
+            if guard is None or guard(context, event):
+                return [transition]
+        return None
+
+    def _select_eventless(
+        self, configuration: _Configuration, run: RunState, event: Mapping[str, Any]
+    ) -> list[Transition]:
+        """XState ``selectEventlessTransitions``."""
+        enabled: list[Transition] = []
+        for atomic in configuration.atomics:
+            for node in atomic.always_chain:
+                chosen = None
+                for transition in node.always:
+                    guard = transition.guard
+                    if guard is None or guard(run.ctx, event):
+                        chosen = transition
+                        break
+                if chosen is not None:
+                    if chosen not in enabled:
+                        enabled.append(chosen)
+                    break
+        if len(enabled) > 1:
+            return self._remove_conflicts(enabled, configuration.nodes)
+        return enabled
+
+    @staticmethod
+    def _exit_set(transitions: list[Transition], nodes: tuple[Node, ...]) -> list[Node]:
+        """XState ``computeExitSet``, sorted deepest/last first."""
+        exits: dict[Node, None] = {}
+        for t in transitions:
+            if not t.targets:
+                continue
+            domain = t.domain
+            if t.reenter and t.source is domain:
+                exits[domain] = None
+            for n in nodes:
+                if domain is None or domain in n.ancestor_set:
+                    exits[n] = None
+        return sorted(exits, key=lambda n: n.order, reverse=True)
+
+    def _remove_conflicts(self, enabled: list[Transition], nodes: tuple[Node, ...]) -> list[Transition]:
+        """XState ``removeConflictingTransitions`` (earlier selection wins unless a descendant source)."""
+        filtered: list[Transition] = []
+        exit_sets: dict[Transition, set[Node]] = {}
+        for t1 in enabled:
+            exit1 = exit_sets.setdefault(t1, set(self._exit_set([t1], nodes)))
+            preempted = False
+            to_remove: list[Transition] = []
+            for t2 in filtered:
+                if exit1 & exit_sets[t2]:
+                    if t2.source in t1.source.ancestor_set:
+                        to_remove.append(t2)
+                    else:
+                        preempted = True
+                        break
+            if not preempted:
+                for t3 in to_remove:
+                    filtered.remove(t3)
+                filtered.append(t1)
+        return filtered
+
+    def _microstep(
+        self,
+        transitions: list[Transition],
+        configuration: _Configuration,
+        run: RunState,
+        event: Mapping[str, Any],
+        *,
+        initial: bool = False,
+    ) -> tuple[_Configuration, bool]:
+        """XState ``microstep``; returns the next configuration and whether the snapshot changed."""
+        if len(transitions) > 1:
+            transitions = self._remove_conflicts(transitions, configuration.nodes)
+        run.assigned = False
+        active = dict.fromkeys(configuration.nodes)
+        if not initial:
+            for node in self._exit_set(transitions, configuration.nodes):
+                for action in node.exit:
+                    action(run, event)
+                del active[node]
+        for t in transitions:
+            for action in t.actions:
+                action(run, event)
+        self._enter_states(transitions, active, run, event)
+        done = run.status != _ACTIVE
+        ordered: list[Node] | None = None
+        if done:
+            ordered = sorted(active, key=lambda n: n.order, reverse=True)
+            for node in ordered:
+                for action in node.exit:
+                    action(run, event)
+        node_set = configuration.node_set
+        if len(active) == len(node_set) and all(n in node_set for n in active):
+            next_configuration = configuration
+        else:
+            next_configuration = self._configuration(tuple(ordered if ordered is not None else active))
+        return next_configuration, run.assigned or done or next_configuration is not configuration
+
+    def _enter_states(
+        self,
+        transitions: list[Transition],
+        active: dict[Node, None],
+        run: RunState,
+        event: Mapping[str, Any],
+    ) -> None:
+        """XState ``enterStates`` (entry actions, done events, machine completion and output)."""
+        if len(transitions) == 1:
+            t = transitions[0]
+            to_enter = t.entry_sorted
+            if to_enter is None:
+                to_enter = t.entry_sorted = tuple(sorted(compute_entry_set([t]), key=lambda n: n.order))
+        else:
+            to_enter = tuple(sorted(compute_entry_set(transitions), key=lambda n: n.order))
+        completed: set[Node] = set()
+        for node in to_enter:
+            active[node] = None
+            for action in node.entry:
+                action(run, event)
+            if node.type != FINAL:
+                continue
+            parent = node.parent
+            marker: Node | None
+            if parent is None:
+                marker = None
+            else:
+                marker = parent if parent.type == PARALLEL else parent.parent
+            completion = marker or node
+            if parent is not None and parent.type == COMPOUND:
+                output = self._resolve_output(node.output, run.ctx, event) if node.has_output else None
+                run.queue.append({"type": parent.done_type, "output": output})
+            while (
+                marker is not None
+                and marker.type == PARALLEL
+                and marker not in completed
+                and _is_in_final_state(active, marker)
+            ):
+                completed.add(marker)
+                run.queue.append({"type": marker.done_type, "output": None})
+                completion = marker
+                marker = marker.parent
+            if marker is not None:
+                continue
+            run.status = _DONE
+            run.output = self._machine_output(run, event, completion)
+
+    def _machine_output(self, run: RunState, event: Mapping[str, Any], completion: Node) -> Any:
+        root = self._root
+        if not root.has_output:
+            return None
+        inner = (
+            self._resolve_output(completion.output, run.ctx, event)
+            if completion.has_output and completion.parent is not None
+            else None
+        )
+        done_event = {"type": completion.done_type, "output": inner}
+        return self._resolve_output(root.output, run.ctx, done_event)
+
+    @staticmethod
+    def _resolve_output(mapper: Any, context: Mapping[str, Any], event: Mapping[str, Any]) -> Any:
+        if callable(mapper):
+            output_fn: Callable[[ActionArgs], Any] = mapper
+            return output_fn(ActionArgs(context=context, event=event))
+        return copy.deepcopy(mapper)

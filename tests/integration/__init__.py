@@ -1,0 +1,1 @@
+"""Integration tests: real Redis and the Kafka-protocol test broker."""

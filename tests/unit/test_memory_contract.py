@@ -1,0 +1,535 @@
+"""The Memory contract: the same assertions against InMemoryMemory and RedisMemory.
+
+Every test takes the ``harness`` fixture, parametrised over both implementations; the Redis cases
+carry the ``integration`` marker (deselect with ``-m "not integration"``) and use the shared Redis
+with a unique key prefix. Lease expiry is driven by the injected clock for InMemoryMemory and by
+real time (short TTLs) for Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from service.arvo.memory import (
+    InMemoryMemory,
+    InstanceStatus,
+    Lease,
+    LeaseLostError,
+    Memory,
+    MemoryError,
+)
+from service.runtime.redis_memory import LeaseKeeper, RedisMemory
+
+from tests.integration._redis import delete_keys_with_prefix, require_shared_redis, unique_prefix
+
+SHORT_TTL_MS = 40
+LONG_TTL_MS = 30_000
+
+
+class FakeClock:
+    """Monotonic seconds that only move when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Harness:
+    memory: Memory
+    clock: FakeClock | None
+
+    @property
+    def is_redis(self) -> bool:
+        return isinstance(self.memory, RedisMemory)
+
+    async def pass_time(self, ms: float) -> None:
+        """Let ``ms`` pass for lease TTLs (fake clock, or real time for Redis)."""
+        if self.clock is not None:
+            self.clock.advance(ms / 1000)
+        else:
+            await asyncio.sleep(ms / 1000)
+
+    async def expire(self, lease: Lease, ttl_ms: int = SHORT_TTL_MS) -> None:
+        """Wait until ``lease`` (granted with ``ttl_ms``) has expired."""
+        await self.pass_time(ttl_ms + 5)
+        if isinstance(self.memory, RedisMemory):
+            lock = self.memory.instance_keys(lease.key).lock
+            for _ in range(200):
+                if not await self.memory.client.exists(lock):
+                    return
+                await asyncio.sleep(0.005)
+            pytest.fail(f"lock {lock} did not expire")
+
+    async def lease(self, key: str, ttl_ms: int = LONG_TTL_MS) -> Lease:
+        grant = await self.memory.lease_and_read(key, ttl_ms=ttl_ms)
+        assert grant.acquired, f"lease on {key} unexpectedly denied"
+        assert grant.lease is not None
+        return grant.lease
+
+    async def commit(
+        self, key: str, record: dict[str, Any], status: InstanceStatus = InstanceStatus.ACTIVE
+    ) -> None:
+        lease = await self.lease(key)
+        await self.memory.commit_and_release(lease, record, status=status)
+
+
+async def next_millisecond() -> None:
+    """Make sure the next write gets a later wall-clock millisecond (update-time ordering)."""
+    start = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 <= start:
+        await asyncio.sleep(0.001)
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture(params=["in_memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    if request.param == "in_memory":
+        clock = FakeClock()
+        yield Harness(memory=InMemoryMemory(clock=clock), clock=clock)
+        return
+    url = require_shared_redis()
+    prefix = unique_prefix()
+    memory = RedisMemory.from_url(url, key_prefix=prefix)
+    try:
+        yield Harness(memory=memory, clock=None)
+    finally:
+        await delete_keys_with_prefix(memory.client, prefix)  # type: ignore[arg-type]
+        await memory.close()
+
+
+KEY = "orc.checkout:exec-1"
+
+
+# --- leases ------------------------------------------------------------------------------------
+
+
+async def test_first_lease_is_granted_without_a_record(harness: Harness) -> None:
+    grant = await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)
+    assert grant.acquired
+    assert grant.lease is not None
+    assert grant.lease.key == KEY
+    assert grant.lease.token
+    assert grant.lease.fence >= 1
+    assert grant.record is None
+    assert grant.holder_ttl_ms is None
+
+
+async def test_lease_is_denied_while_held_and_reports_holder_ttl(harness: Harness) -> None:
+    await harness.lease(KEY, ttl_ms=LONG_TTL_MS)
+    denied = await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)
+    assert not denied.acquired
+    assert denied.lease is None
+    assert denied.record is None
+    assert denied.holder_ttl_ms is not None
+    assert 0 < denied.holder_ttl_ms <= LONG_TTL_MS
+
+
+async def test_leases_on_different_instances_are_independent(harness: Harness) -> None:
+    await harness.lease(KEY)
+    other = await harness.memory.lease_and_read("orc.checkout:exec-2", ttl_ms=LONG_TTL_MS)
+    assert other.acquired
+
+
+async def test_lease_is_granted_again_after_expiry(harness: Harness) -> None:
+    first = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    await harness.expire(first)
+    second = await harness.lease(KEY)
+    assert second.token != first.token
+
+
+async def test_fence_strictly_increases_with_every_granted_lease(harness: Harness) -> None:
+    fences = []
+    lease = await harness.lease(KEY)
+    fences.append(lease.fence)
+    assert await harness.memory.release(lease)
+    lease = await harness.lease(KEY)
+    fences.append(lease.fence)
+    await harness.memory.commit_and_release(lease, {"n": 1}, status=InstanceStatus.ACTIVE)
+    lease = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    fences.append(lease.fence)
+    await harness.expire(lease)
+    denied_then_granted = await harness.lease(KEY)
+    fences.append(denied_then_granted.fence)
+    assert fences == sorted(set(fences)), fences
+
+
+async def test_denied_lease_does_not_advance_the_fence(harness: Harness) -> None:
+    lease = await harness.lease(KEY)
+    for _ in range(3):
+        assert not (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
+    await harness.memory.release(lease)
+    assert (await harness.lease(KEY)).fence == lease.fence + 1
+
+
+async def test_lease_rejects_a_key_without_orchestrator_and_execution_id(harness: Harness) -> None:
+    with pytest.raises(ValueError, match="instance key"):
+        await harness.memory.lease_and_read("no-separator", ttl_ms=LONG_TTL_MS)
+
+
+# --- commit ------------------------------------------------------------------------------------
+
+
+async def test_commit_with_a_valid_lease_writes_the_record_and_releases(harness: Harness) -> None:
+    lease = await harness.lease(KEY)
+    await harness.memory.commit_and_release(
+        lease, {"schemaVersion": 1, "step": 1}, status=InstanceStatus.ACTIVE
+    )
+    assert await harness.memory.inspect(KEY) == {"schemaVersion": 1, "step": 1}
+    again = await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)
+    assert again.acquired, "commit must release the lease"
+    assert again.record == {"schemaVersion": 1, "step": 1}
+
+
+async def test_commit_after_expiry_raises_lease_lost_and_writes_nothing(harness: Harness) -> None:
+    await harness.commit(KEY, {"step": 1})
+    lease = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    await harness.expire(lease)
+    with pytest.raises(LeaseLostError, match=KEY):
+        await harness.memory.commit_and_release(lease, {"step": 2}, status=InstanceStatus.DONE)
+    assert await harness.memory.inspect(KEY) == {"step": 1}
+    assert [row.status for row in await harness.memory.list_instances()] == [InstanceStatus.ACTIVE]
+
+
+async def test_zombie_commit_after_takeover_is_rejected_and_the_new_record_stands(harness: Harness) -> None:
+    zombie = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    await harness.expire(zombie)
+    successor = await harness.lease(KEY)
+    assert successor.fence > zombie.fence
+    await harness.memory.commit_and_release(successor, {"writer": "B"}, status=InstanceStatus.DONE)
+    with pytest.raises(LeaseLostError):
+        await harness.memory.commit_and_release(zombie, {"writer": "A"}, status=InstanceStatus.ACTIVE)
+    assert await harness.memory.inspect(KEY) == {"writer": "B"}
+    rows = await harness.memory.list_instances()
+    assert [(row.key, row.status) for row in rows] == [(KEY, InstanceStatus.DONE)]
+
+
+async def test_zombie_commit_while_the_successor_still_holds_is_rejected(harness: Harness) -> None:
+    zombie = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    await harness.expire(zombie)
+    successor = await harness.lease(KEY)
+    with pytest.raises(LeaseLostError):
+        await harness.memory.commit_and_release(zombie, {"writer": "A"}, status=InstanceStatus.ACTIVE)
+    assert await harness.memory.inspect(KEY) is None
+    await harness.memory.commit_and_release(successor, {"writer": "B"}, status=InstanceStatus.ACTIVE)
+    assert await harness.memory.inspect(KEY) == {"writer": "B"}
+
+
+async def test_zombie_commit_after_successor_released_without_writing_is_rejected(harness: Harness) -> None:
+    await harness.commit(KEY, {"writer": "origin"})
+    zombie = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    await harness.expire(zombie)
+    successor = await harness.lease(KEY)
+    assert await harness.memory.release(successor)
+    with pytest.raises(LeaseLostError):
+        await harness.memory.commit_and_release(zombie, {"writer": "A"}, status=InstanceStatus.DONE)
+    assert await harness.memory.inspect(KEY) == {"writer": "origin"}
+    later = await harness.lease(KEY)
+    assert later.fence > successor.fence
+
+
+async def test_second_commit_with_the_same_lease_is_rejected(harness: Harness) -> None:
+    lease = await harness.lease(KEY)
+    await harness.memory.commit_and_release(lease, {"n": 1}, status=InstanceStatus.ACTIVE)
+    with pytest.raises(LeaseLostError):
+        await harness.memory.commit_and_release(lease, {"n": 2}, status=InstanceStatus.ACTIVE)
+    assert await harness.memory.inspect(KEY) == {"n": 1}
+
+
+async def test_commit_preserves_json_values_exactly(harness: Harness) -> None:
+    record = {
+        "schemaVersion": 1,
+        "empty_list": [],
+        "empty_object": {},
+        "nested": {"list": [1, 2.5, "x", None, True, False, {"deep": []}]},
+        "big": 9_007_199_254_740_993,
+        "negative": -12,
+        "float": 0.1,
+        "text": 'ünïcødé ✓ "quoted" \n newline',
+        "zero": 0,
+    }
+    await harness.commit(KEY, record)
+    assert await harness.memory.inspect(KEY) == record
+    grant = await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)
+    assert grant.record == record
+
+
+# --- release and renew -------------------------------------------------------------------------
+
+
+async def test_release_only_by_the_holder_token(harness: Harness) -> None:
+    lease = await harness.lease(KEY)
+    forged = Lease(key=KEY, token="not-the-token", fence=lease.fence)
+    assert not await harness.memory.release(forged)
+    assert not (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
+    with pytest.raises(LeaseLostError):
+        await harness.memory.commit_and_release(forged, {"forged": True}, status=InstanceStatus.ACTIVE)
+    assert await harness.memory.release(lease)
+    assert not await harness.memory.release(lease), "a second release finds nothing to release"
+    assert (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
+    assert await harness.memory.inspect(KEY) is None
+
+
+async def test_release_after_expiry_and_takeover_does_not_free_the_successor(harness: Harness) -> None:
+    zombie = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    await harness.expire(zombie)
+    await harness.lease(KEY)
+    assert not await harness.memory.release(zombie)
+    assert not (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
+
+
+async def test_renew_extends_the_lease_beyond_its_first_ttl(harness: Harness) -> None:
+    lease = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    assert await harness.memory.renew(lease, ttl_ms=LONG_TTL_MS)
+    await harness.pass_time(SHORT_TTL_MS * 2)
+    denied = await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)
+    assert not denied.acquired
+    assert denied.holder_ttl_ms is not None
+    assert denied.holder_ttl_ms > SHORT_TTL_MS
+    await harness.memory.commit_and_release(lease, {"renewed": True}, status=InstanceStatus.ACTIVE)
+    assert await harness.memory.inspect(KEY) == {"renewed": True}
+
+
+async def test_renew_fails_after_the_lease_was_lost(harness: Harness) -> None:
+    lease = await harness.lease(KEY, ttl_ms=SHORT_TTL_MS)
+    await harness.expire(lease)
+    assert not await harness.memory.renew(lease, ttl_ms=LONG_TTL_MS)
+    successor = await harness.lease(KEY)
+    assert not await harness.memory.renew(lease, ttl_ms=LONG_TTL_MS)
+    assert await harness.memory.renew(successor, ttl_ms=LONG_TTL_MS)
+
+
+async def test_renew_fails_after_release(harness: Harness) -> None:
+    lease = await harness.lease(KEY)
+    assert await harness.memory.release(lease)
+    assert not await harness.memory.renew(lease, ttl_ms=LONG_TTL_MS)
+    assert (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
+
+
+# --- inspect -----------------------------------------------------------------------------------
+
+
+async def test_inspect_of_an_unknown_instance_is_none(harness: Harness) -> None:
+    assert await harness.memory.inspect("orc.checkout:missing") is None
+
+
+async def test_inspect_returns_a_copy(harness: Harness) -> None:
+    record: dict[str, Any] = {"nested": {"list": [1]}, "flag": False}
+    lease = await harness.lease(KEY)
+    await harness.memory.commit_and_release(lease, record, status=InstanceStatus.ACTIVE)
+    record["nested"]["list"].append("mutated after commit")
+    seen = await harness.memory.inspect(KEY)
+    assert seen == {"nested": {"list": [1]}, "flag": False}
+    assert seen is not None
+    seen["nested"]["list"].append(2)
+    seen["flag"] = True
+    assert await harness.memory.inspect(KEY) == {"nested": {"list": [1]}, "flag": False}
+
+
+async def test_leased_record_is_a_copy(harness: Harness) -> None:
+    await harness.commit(KEY, {"items": [1]})
+    grant = await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)
+    assert grant.record is not None
+    grant.record["items"].append(2)
+    assert await harness.memory.inspect(KEY) == {"items": [1]}
+
+
+async def test_inspect_does_not_take_the_lease(harness: Harness) -> None:
+    await harness.commit(KEY, {"n": 1})
+    await harness.memory.inspect(KEY)
+    assert (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
+
+
+# --- listing and status ------------------------------------------------------------------------
+
+
+async def _populate(harness: Harness) -> None:
+    """o1:a active, o1:b done, o2:c active, o1:d active — written in that order."""
+    for key, status in [
+        ("o1:a", InstanceStatus.ACTIVE),
+        ("o1:b", InstanceStatus.DONE),
+        ("o2:c", InstanceStatus.ACTIVE),
+        ("o1:d", InstanceStatus.ACTIVE),
+    ]:
+        await harness.commit(key, {"key": key}, status)
+        await next_millisecond()
+
+
+async def test_list_instances_most_recently_updated_first(harness: Harness) -> None:
+    await _populate(harness)
+    rows = await harness.memory.list_instances()
+    assert [row.key for row in rows] == ["o1:d", "o2:c", "o1:b", "o1:a"]
+    assert [row.updated_at_ms for row in rows] == sorted((row.updated_at_ms for row in rows), reverse=True)
+    first = rows[0]
+    assert (first.orchestrator, first.execution_id, first.status) == ("o1", "d", InstanceStatus.ACTIVE)
+    assert abs(first.updated_at_ms - time.time() * 1000) < 60_000
+
+
+async def test_list_instances_by_orchestrator_and_status(harness: Harness) -> None:
+    await _populate(harness)
+    memory = harness.memory
+    assert [r.key for r in await memory.list_instances(orchestrator="o1")] == ["o1:d", "o1:b", "o1:a"]
+    assert [r.key for r in await memory.list_instances(status=InstanceStatus.ACTIVE)] == [
+        "o1:d",
+        "o2:c",
+        "o1:a",
+    ]
+    assert [r.key for r in await memory.list_instances(orchestrator="o1", status=InstanceStatus.ACTIVE)] == [
+        "o1:d",
+        "o1:a",
+    ]
+    assert [r.key for r in await memory.list_instances(status=InstanceStatus.DONE)] == ["o1:b"]
+    assert await memory.list_instances(status=InstanceStatus.PARKED) == []
+    assert await memory.list_instances(orchestrator="unknown") == []
+
+
+async def test_list_instances_limit(harness: Harness) -> None:
+    await _populate(harness)
+    assert [r.key for r in await harness.memory.list_instances(limit=2)] == ["o1:d", "o2:c"]
+    assert [r.key for r in await harness.memory.list_instances(orchestrator="o1", limit=1)] == ["o1:d"]
+    assert await harness.memory.list_instances(limit=0) == []
+
+
+async def test_leased_but_never_committed_instance_is_not_listed(harness: Harness) -> None:
+    await harness.lease(KEY)
+    assert await harness.memory.list_instances() == []
+
+
+async def test_commit_moves_the_instance_between_status_indexes(harness: Harness) -> None:
+    await harness.commit(KEY, {"step": 1}, InstanceStatus.ACTIVE)
+    await harness.commit(KEY, {"step": 2}, InstanceStatus.DONE)
+    assert await harness.memory.list_instances(status=InstanceStatus.ACTIVE) == []
+    rows = await harness.memory.list_instances()
+    assert [(r.key, r.status) for r in rows] == [(KEY, InstanceStatus.DONE)]
+
+
+async def test_set_status_moves_between_indexes_and_records_the_reason(harness: Harness) -> None:
+    await harness.commit(KEY, {"step": 1}, InstanceStatus.ACTIVE)
+    await harness.memory.set_status(KEY, InstanceStatus.PARKED, reason="poison message")
+    assert await harness.memory.list_instances(status=InstanceStatus.ACTIVE) == []
+    assert [r.key for r in await harness.memory.list_instances(status=InstanceStatus.PARKED)] == [KEY]
+    assert await harness.memory.inspect(KEY) == {"step": 1, "parkedReason": "poison message"}
+
+    await harness.memory.set_status(KEY, InstanceStatus.FAILED, reason="operator gave up")
+    assert await harness.memory.list_instances(status=InstanceStatus.PARKED) == []
+    assert [r.status for r in await harness.memory.list_instances()] == [InstanceStatus.FAILED]
+    assert await harness.memory.inspect(KEY) == {
+        "step": 1,
+        "parkedReason": "poison message",
+        "statusReason": "operator gave up",
+    }
+
+    await harness.memory.set_status(KEY, InstanceStatus.ACTIVE)
+    assert [r.status for r in await harness.memory.list_instances()] == [InstanceStatus.ACTIVE]
+    assert (await harness.memory.inspect(KEY) or {}).get("statusReason") == "operator gave up"
+
+
+async def test_set_status_refreshes_the_update_time(harness: Harness) -> None:
+    await _populate(harness)
+    await harness.memory.set_status("o1:a", InstanceStatus.PARKED)
+    rows = await harness.memory.list_instances()
+    assert (rows[0].key, rows[0].status) == ("o1:a", InstanceStatus.PARKED)
+
+
+async def test_set_status_without_a_record_lists_the_instance(harness: Harness) -> None:
+    await harness.memory.set_status(KEY, InstanceStatus.PARKED, reason="never started")
+    assert [(r.key, r.status) for r in await harness.memory.list_instances()] == [
+        (KEY, InstanceStatus.PARKED)
+    ]
+    assert await harness.memory.inspect(KEY) is None
+
+
+async def test_set_status_does_not_touch_the_lease(harness: Harness) -> None:
+    lease = await harness.lease(KEY)
+    await harness.memory.set_status(KEY, InstanceStatus.PARKED)
+    assert not (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
+    await harness.memory.commit_and_release(lease, {"n": 1}, status=InstanceStatus.ACTIVE)
+    assert [r.status for r in await harness.memory.list_instances()] == [InstanceStatus.ACTIVE]
+
+
+# --- LeaseKeeper (generic over the Memory protocol) ---------------------------------------------
+
+
+async def test_lease_keeper_renews_while_the_work_runs(harness: Harness) -> None:
+    lease = await harness.lease(KEY, ttl_ms=1_000)
+    async with LeaseKeeper(memory=harness.memory, lease=lease, ttl_ms=1_000, interval_ms=10) as keeper:
+        await wait_until(lambda: keeper.renewals >= 3, "three renewals")
+        assert not keeper.lost
+        keeper.raise_if_lost()
+    await harness.memory.commit_and_release(lease, {"kept": True}, status=InstanceStatus.ACTIVE)
+    assert await harness.memory.inspect(KEY) == {"kept": True}
+
+
+async def test_lease_keeper_reports_a_lost_lease_once(harness: Harness) -> None:
+    lease = await harness.lease(KEY, ttl_ms=1_000)
+    lost_calls: list[str] = []
+    keeper = LeaseKeeper(
+        memory=harness.memory,
+        lease=lease,
+        ttl_ms=1_000,
+        interval_ms=10,
+        on_lost=lambda: lost_calls.append("lost"),
+    )
+    async with keeper:
+        await harness.memory.release(lease)
+        await harness.lease(KEY)  # another worker takes over
+        await wait_until(lambda: keeper.lost, "the keeper to notice the takeover")
+        await asyncio.sleep(0.03)
+    assert lost_calls == ["lost"]
+    with pytest.raises(LeaseLostError, match=KEY):
+        keeper.raise_if_lost()
+
+
+async def test_lease_keeper_stops_renewing_on_exit(harness: Harness) -> None:
+    lease = await harness.lease(KEY, ttl_ms=1_000)
+    async with LeaseKeeper(memory=harness.memory, lease=lease, ttl_ms=1_000, interval_ms=10) as keeper:
+        await wait_until(lambda: keeper.renewals >= 1, "one renewal")
+    count = keeper.renewals
+    await asyncio.sleep(0.05)
+    assert keeper.renewals == count
+
+
+class _RenewFails(InMemoryMemory):
+    """Renewal raises like an unreachable Redis."""
+
+    async def renew(self, lease: Lease, *, ttl_ms: int) -> bool:
+        raise MemoryError("redis unavailable (simulated)")
+
+
+async def test_lease_keeper_declares_the_lease_lost_when_renewals_fail_past_the_ttl() -> None:
+    clock = FakeClock()
+    memory = _RenewFails(clock=clock)
+    lease = (await memory.lease_and_read(KEY, ttl_ms=1_000)).lease
+    assert lease is not None
+    async with LeaseKeeper(memory=memory, lease=lease, ttl_ms=1_000, interval_ms=5, clock=clock) as keeper:
+        await wait_until(lambda: keeper.last_error is not None, "a failed renewal")
+        assert not keeper.lost, "a failed renewal alone does not lose a lease that is still valid"
+        clock.advance(1.0)
+        await wait_until(lambda: keeper.lost, "the keeper to give the lease up")
+    assert isinstance(keeper.last_error, MemoryError)
+
+
+@pytest.mark.parametrize(("ttl_ms", "interval_ms"), [(1_000, 0), (1_000, 1_000), (1_000, 5_000), (0, None)])
+def test_lease_keeper_rejects_intervals_that_cannot_keep_a_lease(
+    ttl_ms: int, interval_ms: int | None
+) -> None:
+    lease = Lease(key=KEY, token="t", fence=1)
+    with pytest.raises(ValueError, match=r"ttl_ms|interval_ms"):
+        LeaseKeeper(memory=InMemoryMemory(), lease=lease, ttl_ms=ttl_ms, interval_ms=interval_ms)
