@@ -203,3 +203,53 @@ def event_validate(
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+_APP_HELP = "Workflow app as module:attribute (default: the embedded examples)."
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the example workflows in memory and print every hop and each final outcome."""
+    import asyncio
+
+    from rich.console import Console
+
+    from service.demo_runner import run_demo
+
+    if not asyncio.run(run_demo(Console(highlight=False))):
+        raise typer.Exit(1)
+
+
+@app.command("graph")
+def graph(
+    orchestrator: Annotated[str, typer.Argument(help="Orchestrator type (arvo.orc.order) or name (order).")],
+    version: Annotated[str | None, typer.Option(help="Machine version (default: every version).")] = None,
+    app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None,
+) -> None:
+    """Print an orchestrator's statechart as a Mermaid diagram."""
+    from service.apps import DEFAULT_APP, AppLoadError, build_handlers
+    from service.arvo.memory import InMemoryMemory
+    from service.arvo.orchestrator import ArvoOrchestrator
+
+    wanted = orchestrator if orchestrator.startswith("arvo.orc.") else f"arvo.orc.{orchestrator}"
+    try:
+        handlers = build_handlers(app_spec or DEFAULT_APP, InMemoryMemory())
+    except AppLoadError as error:
+        _fail(str(error))
+    match = next((handler for handler in handlers if handler.source == wanted), None)
+    if match is None:
+        known = ", ".join(sorted(h.source for h in handlers if h.source.startswith("arvo.orc.")))
+        _fail(f"no orchestrator {wanted!r} in the app (known: {known})")
+    if not isinstance(match, ArvoOrchestrator):
+        _fail(f"{wanted!r} is a resumable: only statechart orchestrators have a graph")
+    machines = [m for m in match.registry.machines if version is None or m.version == version]
+    if not machines:
+        _fail(f"{wanted!r} has no machine version {version!r}")
+    for machine in machines:
+        if len(machines) > 1:
+            typer.echo(f"%% {wanted} {machine.version}")
+        typer.echo(machine.to_mermaid())

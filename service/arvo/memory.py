@@ -17,8 +17,9 @@ Contract of every implementation (the Redis one does each call in a single round
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -185,6 +186,9 @@ class InMemoryMemory:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._instances: dict[str, _StoredInstance] = {}
+        # Unique per process run and per grant: a random prefix and a counter (cheaper than uuid4).
+        self._token_prefix = os.urandom(6).hex()
+        self._token_counter = itertools.count(1)
 
     def _held(self, stored: _StoredInstance, now: float) -> bool:
         return stored.lease_token is not None and stored.lease_expires_at > now
@@ -201,7 +205,7 @@ class InMemoryMemory:
                 holder_ttl_ms=int((stored.lease_expires_at - now) * 1000),
             )
         stored.fence += 1
-        stored.lease_token = uuid.uuid4().hex
+        stored.lease_token = f"{self._token_prefix}-{next(self._token_counter)}"
         stored.lease_expires_at = now + ttl_ms / 1000
         record = orjson.loads(stored.record) if stored.record is not None else None
         return LeaseGrant(

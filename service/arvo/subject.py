@@ -328,9 +328,11 @@ def _node_base64_decode(subject: str) -> bytes:
     """Decode like Node's ``Buffer.from(s, "base64")``.
 
     URL-safe characters are mapped to the standard alphabet, characters outside the alphabet are
-    skipped, decoding stops at the first ``=``, and padding is optional. One difference: Node reads
-    a non-ASCII character as its UTF-16 code unit truncated to 8 bits; we skip it as junk.
+    skipped, decoding stops at the first ``=``, and padding is optional. Like Node, a non-ASCII
+    character is read as its UTF-16 code units truncated to 8 bits (``"\u0144"`` reads as ``"D"``).
     """
+    if not subject.isascii():
+        subject = subject.encode("utf-16-le", "surrogatepass")[::2].decode("latin-1")
     end = subject.find("=")
     body = subject if end < 0 else subject[:end]
     body = _NOT_BASE64_CHAR_RE.sub("", body.translate(_URL_SAFE_TO_STANDARD))

@@ -8,8 +8,8 @@ same calls produce the span names, kinds and attributes of the original, for das
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
@@ -30,6 +30,7 @@ __all__ = [
     "log_to_span",
     "parent_context_for",
     "set_event_attributes",
+    "start_internal_span",
     "start_span",
 ]
 
@@ -43,9 +44,13 @@ _TRACER_NAME = "arvo-instrumentation"
 _TRACER_VERSION = "1.0.0"
 
 
+# A proxy until a provider is installed, then the real tracer: safe to create once at import.
+_TRACER = trace.get_tracer(_TRACER_NAME, _TRACER_VERSION)
+
+
 def arvo_tracer() -> trace.Tracer:
     """The tracer of the original (``arvo-instrumentation`` 1.0.0); follows the global provider."""
-    return trace.get_tracer(_TRACER_NAME, _TRACER_VERSION)
+    return _TRACER
 
 
 def parent_context_for(
@@ -67,25 +72,35 @@ def current_trace_headers() -> TraceHeaders:
     return carrier.get("traceparent"), carrier.get("tracestate")
 
 
-@contextmanager
 def start_span(
     name: str,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
     parent: otel_context.Context | None = None,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """Start ``name`` as the active span; the caller records errors and sets the status."""
-    tracer = arvo_tracer()
-    with tracer.start_as_current_span(
+    return _TRACER.start_as_current_span(
         name,
         context=parent,
         kind=kind,
         attributes={"arvo.span.kind": "internal", **(attributes or {})},
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        yield span
+    )
+
+
+def start_internal_span(
+    name: str, *, attributes: Mapping[str, Any] | None = None
+) -> AbstractContextManager[Span]:
+    """An INTERNAL child span, or nothing when the active span does not record (no SDK, not sampled).
+
+    A child of a non-recording span would not be recorded either (parent-based sampling), so the
+    hot path skips creating it.
+    """
+    if not trace.get_current_span().is_recording():
+        return nullcontext(trace.INVALID_SPAN)
+    return start_span(name, attributes=attributes)
 
 
 def set_event_attributes(span: Span, prefix: str, event: ArvoEvent) -> None:

@@ -58,6 +58,7 @@ from service.runtime.binding import (
 )
 from service.runtime.dlq import DeadLetter, DeadLetterPublisher
 from service.runtime.kafka_admin import ensure_topics
+from service.runtime.producer import is_permanent_publish_error
 from service.runtime.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class Outcome:
     """Dead-lettered at once (undecodable, permanent violation, no handler)."""
     PARKED: Final = "parked"
     """Transient failures exhausted the retries; dead-lettered with reason ``parked``."""
+    UNPUBLISHABLE: Final = "unpublishable"
+    """Dead-letter reason: the emissions can never be published (too large, illegal topic)."""
 
 
 def classify_error(error: BaseException) -> str | None:
@@ -601,7 +604,12 @@ class ConsumerLoop:
                 )
                 await lane.sleep(delay)
                 continue
-            await self._publish(lane, result.events)
+            unpublishable = await self._publish(lane, result.events)
+            if unpublishable is not None:
+                await self._dead_letter(
+                    lane, record, reason=Outcome.UNPUBLISHABLE, error=unpublishable, attempts=attempts
+                )
+                return Outcome.DEAD_LETTERED
             return str(result.outcome.value)
 
     async def _execute(self, record: Any, handler: ArvoHandler, event: ArvoEvent) -> ExecutionResult:
@@ -634,13 +642,17 @@ class ConsumerLoop:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
 
-    async def _publish(self, lane: _Lane, events: list[ArvoEvent]) -> None:
+    async def _publish(self, lane: _Lane, events: list[ArvoEvent]) -> BaseException | None:
+        """Publish until acknowledged; return the error if it can never succeed (nothing retried)."""
         if not events:
-            return
+            return None
         for delay in self._publish_retry.unbounded_delays():
             try:
                 await self._producer.publish(events)
-            except Exception as exc:  # broker trouble: wait and retry, never drop
+            except Exception as exc:
+                if is_permanent_publish_error(exc):
+                    return exc
+                # Broker trouble: wait and retry, never drop.
                 self.stats.publish_retries += 1
                 self._hooks.on_publish_retry(type(exc).__name__)
                 _log.warning("publish failed; retrying", error=repr(exc), events=len(events))
@@ -650,7 +662,8 @@ class ConsumerLoop:
                 topic = self._router.route_event(event)
                 self.stats.produced[(topic, event.type)] += 1
                 self._hooks.on_produced(topic, event.type)
-            return
+            return None
+        return None  # pragma: no cover - unbounded_delays never ends
 
     async def _dead_letter(
         self, lane: _Lane, record: Any, *, reason: str, error: BaseException, attempts: int
@@ -670,7 +683,15 @@ class ConsumerLoop:
         for delay in self._publish_retry.unbounded_delays():
             try:
                 await self._dlq.publish(letter)
-            except Exception as exc:  # broker trouble: wait and retry, never drop
+            except Exception as exc:
+                if is_permanent_publish_error(exc):
+                    if letter.payload_dropped_bytes is not None:
+                        _log.error("dead letter cannot be written; dropping it", error=repr(exc))
+                        break
+                    # Too large for the dead-letter topic: keep the diagnostics, drop the payload.
+                    letter = letter.without_payload()
+                    continue
+                # Broker trouble: wait and retry, never drop.
                 self.stats.publish_retries += 1
                 self._hooks.on_publish_retry(type(exc).__name__)
                 _log.warning("dead-letter publish failed; retrying", error=repr(exc))

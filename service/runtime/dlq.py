@@ -4,12 +4,15 @@ A dead letter is the original record, byte for byte (key, value, headers), plus 
 
 ======================== ===========================================================================
 ``arvo-dlq-reason``      why: a decode reason (``not_json``, ``oversized``...), ``contract``, ``config``,
-                         ``execution``, ``parked`` (transient failures exhausted) or ``no_handler``
+                         ``execution``, ``parked`` (transient failures exhausted), ``unpublishable``
+                         (emissions too large or unroutable) or ``no_handler``
 ``arvo-dlq-error-class`` the exception class (e.g. ``ContractViolation``)
 ``arvo-dlq-error-message`` its message, truncated to 1 KiB of UTF-8
 ``arvo-dlq-origin-topic`` / ``-partition`` / ``-offset`` / ``-timestamp``  where the record came from
 ``arvo-dlq-attempts``    how many times processing was attempted
 ``arvo-dlq-time``        when it was dead-lettered (ms since the epoch)
+``arvo-dlq-payload-dropped`` only when the original record was too large to dead-letter: its size;
+                         key and diagnostics are kept, value and original headers are not
 ======================== ===========================================================================
 
 Earlier ``arvo-dlq-*`` headers (a replayed record that failed again) are replaced, not repeated.
@@ -18,6 +21,7 @@ Earlier ``arvo-dlq-*`` headers (a replayed record that failed again) are replace
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +57,7 @@ H_ORIGIN_OFFSET: Final = "arvo-dlq-origin-offset"
 H_ORIGIN_TIMESTAMP: Final = "arvo-dlq-origin-timestamp"
 H_ATTEMPTS: Final = "arvo-dlq-attempts"
 H_TIME: Final = "arvo-dlq-time"
+H_PAYLOAD_DROPPED: Final = "arvo-dlq-payload-dropped"
 
 
 def _truncate_utf8(text: str, limit: int) -> bytes:
@@ -78,6 +83,7 @@ class DeadLetter:
     origin_timestamp: int | None
     attempts: int = 1
     dead_lettered_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    payload_dropped_bytes: int | None = None
 
     @classmethod
     def from_error(
@@ -128,7 +134,14 @@ class DeadLetter:
         ]
         if self.origin_timestamp is not None:
             diagnostic.append((H_ORIGIN_TIMESTAMP, str(self.origin_timestamp).encode()))
+        if self.payload_dropped_bytes is not None:
+            diagnostic.append((H_PAYLOAD_DROPPED, str(self.payload_dropped_bytes).encode()))
         return kept + diagnostic
+
+    def without_payload(self) -> DeadLetter:
+        """This letter without value and original headers (for records too large to dead-letter)."""
+        size = len(self.value or b"") + sum(len(name) + len(raw or b"") for name, raw in self.headers)
+        return dataclasses.replace(self, value=None, headers=(), payload_dropped_bytes=size)
 
 
 class DeadLetterPublisher:
@@ -170,6 +183,8 @@ class DeadLetterEntry:
     origin_timestamp: int | None
     attempts: int | None
     dead_lettered_at_ms: int | None
+    payload_dropped_bytes: int | None = None
+    """Set when the original was too large to keep: its size (value and headers are missing)."""
 
     @classmethod
     def from_record(
@@ -211,6 +226,7 @@ class DeadLetterEntry:
             origin_timestamp=number(H_ORIGIN_TIMESTAMP),
             attempts=number(H_ATTEMPTS),
             dead_lettered_at_ms=number(H_TIME),
+            payload_dropped_bytes=number(H_PAYLOAD_DROPPED),
         )
 
 
@@ -287,9 +303,14 @@ async def replay(entry: DeadLetterEntry, *, producer: EventProducer) -> None:
     """Re-publish ``entry``'s original key, value and headers to its origin topic.
 
     Raises:
-        ValueError: the entry has no origin topic header.
+        ValueError: the entry has no origin topic header, or its payload was dropped.
 
     """
+    if entry.payload_dropped_bytes is not None:
+        raise ValueError(
+            f"dead letter {entry.topic}/{entry.partition}@{entry.offset} lost its payload "
+            f"({entry.payload_dropped_bytes} bytes were too large to dead-letter); nothing to replay"
+        )
     if not entry.origin_topic:
         raise ValueError(
             f"dead letter {entry.topic}/{entry.partition}@{entry.offset} has no "

@@ -15,6 +15,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 
 from service.runtime.binding import encode_event
 
@@ -23,7 +30,27 @@ if TYPE_CHECKING:
     from service.runtime.routing import TopicRouter
     from service.runtime.settings import ServiceSettings
 
-__all__ = ["EventProducer"]
+__all__ = ["EventProducer", "is_permanent_publish_error"]
+
+_PERMANENT_PUBLISH_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    UnsupportedForMessageFormatError,
+    ValueError,  # includes RoutingError: the event names no legal topic
+    TypeError,
+)
+
+
+def is_permanent_publish_error(error: BaseException) -> bool:
+    """Whether retrying a failed publish cannot help (record too large, illegal topic, bad input).
+
+    Everything else (timeouts, connection loss, leader changes, authorization) is treated as broker
+    trouble worth waiting out: aiokafka's ``retriable`` flag is not used because it is ``False`` on
+    ``KafkaTimeoutError``, which is exactly what an unreachable broker produces.
+    """
+    return isinstance(error, _PERMANENT_PUBLISH_ERRORS)
 
 
 class EventProducer:

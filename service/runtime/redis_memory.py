@@ -19,7 +19,10 @@ Round trips: :meth:`RedisMemory.lease_and_read`, :meth:`RedisMemory.commit_and_r
 :meth:`RedisMemory.release`, :meth:`RedisMemory.renew` and :meth:`RedisMemory.inspect` are one round
 trip each (``EVALSHA`` of a Lua script, or ``GET``), plus a one-off ``SCRIPT LOAD`` + retry when the
 server does not know the script yet (first use, restart, ``SCRIPT FLUSH``: redis-py's
-``register_script`` handles ``NOSCRIPT``).
+``register_script`` handles ``NOSCRIPT``). :meth:`RedisMemory.set_status` is one script, plus a
+``GET`` before it when a reason is written; :meth:`RedisMemory.list_instances` is one pipeline, plus
+``SMEMBERS`` without an orchestrator filter. ``tests/integration/test_redis_memory.py`` pins these
+counts.
 
 Standalone vs. cluster mode: in standalone mode the commit script also moves the instance between
 the status indexes, so state and index change atomically. In Redis Cluster a script may only touch
@@ -283,7 +286,7 @@ def _check_ttl(ttl_ms: int) -> None:
 
 
 class RedisMemory:
-    """:class:`~service.arvo.memory.Memory` on Redis (standalone, Sentinel-managed or Cluster).
+    """:class:`~service.arvo.memory.Memory` on Redis (standalone server or Redis Cluster).
 
     Semantics are those of :class:`~service.arvo.memory.InMemoryMemory` (the shared contract tests in
     ``tests/unit/test_memory_contract.py`` run against both); the module docstring documents the key
@@ -326,8 +329,9 @@ class RedisMemory:
             url: Redis URL, e.g. ``rediss://worker:s3cret@redis.example:6380/0?ssl_ca_certs=/ca.pem``.
             key_prefix: See :class:`RedisMemory`.
             cluster_mode: Build a ``RedisCluster`` client and keep scripts within one slot.
-            **kwargs: Passed to ``Redis.from_url`` / ``RedisCluster.from_url``; they override the
-                defaults here (2 s socket and connect timeouts, no retry on timeout, one immediate
+            **kwargs: Passed to ``Redis.from_url`` / ``RedisCluster.from_url`` (query arguments in
+                ``url`` win over them); they override the defaults here (2 s socket and connect
+                timeouts, no retry on timeout, one immediate
                 reconnect on a dead connection).
 
         Returns:

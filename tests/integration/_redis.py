@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+
 from service.runtime.redis_memory import RedisMemory
 
 __all__ = [

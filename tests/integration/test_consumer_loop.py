@@ -169,7 +169,9 @@ async def test_events_flow_end_to_end_to_the_routed_topic_keyed_by_subject(
         assert loop.stats.produced[(kafka_names.topic(SINK), SINK)] == len(inputs)
     records = await read_topic(settings.kafka_bootstrap_servers, kafka_names.topic(SINK))
     assert len(records) == len(inputs)
-    by_consumed = {event.data["consumed"]: (record, event) for record, event in zip(records, sink_events(records))}
+    by_consumed = {
+        event.data["consumed"]: (record, event) for record, event in zip(records, sink_events(records))
+    }
     for source_event in inputs:
         record, event = by_consumed[source_event.id]
         assert record.key == source_event.subject.encode()
@@ -184,8 +186,12 @@ async def test_events_flow_end_to_end_to_the_routed_topic_keyed_by_subject(
 
 
 async def test_poison_records_are_dead_lettered_while_later_records_still_flow(
-    settings: ServiceSettings, kafka_names: KafkaNames
+    kafka_bootstrap: str, kafka_names: KafkaNames
 ) -> None:
+    settings = kafka_test_settings(kafka_bootstrap, kafka_names, max_event_bytes=4_096)
+    await create_test_topics(
+        settings, [kafka_names.topic(ECHO), kafka_names.topic(SINK), settings.dead_letter_topic_name]
+    )
     first, last = echo_event("same-key", n=1), echo_event("same-key", n=2)
     invalid = orjson.loads(echo_event("same-key").to_json())
     invalid["type"] = "Not A Type"

@@ -19,6 +19,7 @@ import pytest
 import redis
 import redis.asyncio
 from redis.crc import key_slot
+
 from service.arvo.memory import InstanceStatus, LeaseLostError, MemoryError, StateReadError
 from service.runtime.redis_memory import (
     DEFAULT_SOCKET_TIMEOUT_S,
@@ -27,7 +28,6 @@ from service.runtime.redis_memory import (
     RedisMemoryError,
     RedisUnavailableError,
 )
-
 from tests.integration._redis import (
     CountingRedis,
     PrivateRedisServer,
@@ -155,6 +155,8 @@ async def test_each_lease_call_is_one_round_trip_in_standalone_mode(
     grant = await measure("lease_and_read (with record)", memory.lease_and_read(KEY, ttl_ms=TTL_MS))
     await measure("release", memory.release(grant.lease))  # type: ignore[attr-defined]
     await measure("inspect", memory.inspect(KEY))
+    await measure("set_status", memory.set_status(KEY, InstanceStatus.PARKED))
+    await measure("set_status (with reason)", memory.set_status(KEY, InstanceStatus.PARKED, reason="r"))
 
     assert measured == {
         "lease_and_read": 1,
@@ -164,6 +166,8 @@ async def test_each_lease_call_is_one_round_trip_in_standalone_mode(
         "lease_and_read (with record)": 1,
         "release": 1,
         "inspect": 1,
+        "set_status": 1,
+        "set_status (with reason)": 2,  # GET, then compare-and-set script
     }, measured
     assert set(client.commands) <= {"EVALSHA", "GET"}
 
@@ -410,7 +414,7 @@ def single_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         admin = redis.Redis.from_url(server.url)
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + 30
-        while b"cluster_state:ok" not in admin.cluster("INFO"):
+        while admin.cluster("INFO").get("cluster_state") != "ok":
             if time.monotonic() > deadline:
                 pytest.fail("single-node cluster did not reach cluster_state:ok")
             time.sleep(0.02)
@@ -505,14 +509,30 @@ async def test_concurrent_read_modify_write_loses_no_update(redis_memory: RedisM
 
 
 async def test_lease_keeper_holds_a_redis_lease_beyond_its_ttl(redis_memory: RedisMemory) -> None:
-    ttl_ms = 150
+    ttl_ms = 300
     grant = await redis_memory.lease_and_read(KEY, ttl_ms=ttl_ms)
     assert grant.lease is not None
     async with LeaseKeeper(memory=redis_memory, lease=grant.lease, ttl_ms=ttl_ms, interval_ms=30) as keeper:
         for _ in range(1000):
-            if keeper.renewals >= 10:  # at least 300 ms: twice the TTL
+            if keeper.renewals >= 20:  # at least 600 ms: twice the TTL
                 break
             await asyncio.sleep(0.01)
         assert not keeper.lost
     await redis_memory.commit_and_release(grant.lease, {"long": "work"}, status=InstanceStatus.DONE)
     assert await redis_memory.inspect(KEY) == {"long": "work"}
+
+
+async def test_a_client_decoding_responses_works_too(shared_redis_url: str, redis_key_prefix: str) -> None:
+    async with RedisMemory.from_url(
+        shared_redis_url, key_prefix=redis_key_prefix, decode_responses=True
+    ) as memory:
+        grant = await memory.lease_and_read(KEY, ttl_ms=TTL_MS)
+        assert grant.lease is not None
+        await memory.commit_and_release(grant.lease, {"text": "ünï"}, status=InstanceStatus.ACTIVE)
+        again = await memory.lease_and_read(KEY, ttl_ms=TTL_MS)
+        assert again.record == {"text": "ünï"}
+        assert again.lease is not None
+        assert await memory.release(again.lease)
+        await memory.set_status(KEY, InstanceStatus.PARKED, reason="why")
+        assert await memory.inspect(KEY) == {"text": "ünï", "parkedReason": "why"}
+        assert [(r.key, r.status) for r in await memory.list_instances()] == [(KEY, InstanceStatus.PARKED)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from service.arvo.memory import (
     InMemoryMemory,
     InstanceStatus,
@@ -24,10 +25,9 @@ from service.arvo.memory import (
     MemoryError,
 )
 from service.runtime.redis_memory import LeaseKeeper, RedisMemory
-
 from tests.integration._redis import delete_keys_with_prefix, require_shared_redis, unique_prefix
 
-SHORT_TTL_MS = 40
+SHORT_TTL_MS = 100  # long enough that a loaded machine still renews/commits before it runs out
 LONG_TTL_MS = 30_000
 
 

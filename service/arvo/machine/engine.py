@@ -8,7 +8,7 @@ from typing import Any
 
 from service.arvo.event import ArvoEvent
 from service.arvo.machine.arvo_machine import ArvoMachine, take_queued_events
-from service.arvo.telemetry import start_span
+from service.arvo.telemetry import start_internal_span
 
 __all__ = ["MachineExecutionEngine", "MachineExecutionResult"]
 
@@ -34,7 +34,7 @@ class MachineExecutionEngine:
             ValueError: starting (no snapshot) with an event that is not the machine's init type.
 
         """
-        with start_span(
+        with start_internal_span(
             "Execute Machine",
             attributes={"arvo.machine.type": machine.source, "arvo.machine.version": machine.version},
         ) as span:
