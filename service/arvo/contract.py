@@ -269,7 +269,9 @@ class ArvoContract:
             _raise_invalid("uri", "non-empty", "URI must be a non-empty string", uri)
         if not is_uri_valid(uri):
             _raise_invalid("uri", "uri", "The URI must a valid URI string", uri)
-        if not isinstance(type, str) or TYPE_RE.fullmatch(type) is None:
+        if not isinstance(type, str) or not type:
+            _raise_invalid("type", "non-empty", "Type must be a non-empty string", type)
+        if TYPE_RE.fullmatch(type) is None:
             _raise_invalid("type", "type-format", "Type should be prefixed with a reverse-DNS name", type)
         _check_domain("domain", domain)
         if not isinstance(versions, Mapping):
@@ -280,7 +282,7 @@ class ArvoContract:
                 _raise_invalid(
                     f"versions.{version}",
                     "semver",
-                    "The version must be a semantic version MAJOR.MINOR.PATCH",
+                    "Invalid version format of the semantic version",
                     version,
                 )
             if version == WILDCARD_VERSION:
@@ -593,11 +595,12 @@ class ArvoOrchestratorEventTypeGen:
 
 
 def _reserved_type_error(uri: str, source: str, event_type: str, version: str | None) -> ValueError:
+    # Three lines, as the original's cleanString() leaves them.
     version_part = f", version={version}" if version else ""
     return ValueError(
-        f"In contract (uri={uri}{version_part}), the '{source}' event (type={event_type}) must not start "
-        f"with '{ArvoOrchestratorEventTypeGen.prefix}' because this is a reserved pattern for Arvo "
-        "orchestrators."
+        f"In contract (uri={uri}{version_part}), the '{source}' event (type={event_type}) must not start\n"
+        f"with '{ArvoOrchestratorEventTypeGen.prefix}' because this is a reserved pattern\n"
+        "for Arvo orchestrators."
     )
 
 

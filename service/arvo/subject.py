@@ -383,7 +383,7 @@ def _content_problems(content: object, *, require_domain_key: bool) -> list[Vali
                 _problem(
                     "orchestrator.version",
                     "semver",
-                    "Version must be a semantic version MAJOR.MINOR.PATCH (0.0.0 = any version)",
+                    "Invalid version format of the semantic version",
                     version,
                 )
             )
@@ -398,12 +398,14 @@ def _content_problems(content: object, *, require_domain_key: bool) -> list[Vali
                 _problem("execution.id", "non-empty", "ID must be a non-empty string", execution_id)
             )
         elif ";" in execution_id:
-            problems.append(_problem("execution.id", "no-semicolon", "ID must not contain ';'", execution_id))
+            problems.append(
+                _problem("execution.id", "no-semicolon", "ID must not contain semicolon", execution_id)
+            )
         _check_type_string(
             problems,
             execution.get("initiator"),
             "execution.initiator",
-            "Initiator should be prefixed with a reverse-DNS name",
+            "Orchestration initiator should be prefixed with a reverse-DNS name",
         )
         if "domain" in execution:
             domain = execution["domain"]

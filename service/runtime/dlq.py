@@ -139,7 +139,7 @@ class DeadLetter:
         return kept + diagnostic
 
     def without_payload(self) -> DeadLetter:
-        """This letter without value and original headers (for records too large to dead-letter)."""
+        """A copy without value and original headers, for records too large to dead-letter."""
         size = len(self.value or b"") + sum(len(name) + len(raw or b"") for name, raw in self.headers)
         return dataclasses.replace(self, value=None, headers=(), payload_dropped_bytes=size)
 

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+
 from service.runtime.kafka_admin import ensure_topics, topic_partitions
 from service.runtime.settings import ServiceSettings, load_settings
 

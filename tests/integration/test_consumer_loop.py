@@ -170,7 +170,8 @@ async def test_events_flow_end_to_end_to_the_routed_topic_keyed_by_subject(
     records = await read_topic(settings.kafka_bootstrap_servers, kafka_names.topic(SINK))
     assert len(records) == len(inputs)
     by_consumed = {
-        event.data["consumed"]: (record, event) for record, event in zip(records, sink_events(records))
+        event.data["consumed"]: (record, event)
+        for record, event in zip(records, sink_events(records), strict=True)
     }
     for source_event in inputs:
         record, event = by_consumed[source_event.id]
@@ -214,7 +215,7 @@ async def test_poison_records_are_dead_lettered_while_later_records_still_flow(
     assert [event.data["consumed"] for event in outputs] == [first.id, last.id]
     letters = await read_dead_letters(settings)
     assert [letter.reason for letter in letters] == [reason for reason, _ in poison]
-    for letter, (_, value) in zip(letters, poison):
+    for letter, (_, value) in zip(letters, poison, strict=True):
         assert letter.key == b"same-key"
         assert letter.value == value
         assert letter.original_headers == headers
@@ -388,6 +389,4 @@ async def test_backpressure_pauses_a_full_partition_and_keeps_order_per_key(
     for record in sorted(outputs, key=lambda record: (record.partition, record.offset)):
         assert record.key is not None
         sequences[record.key].append(ArvoEvent.from_json(record.value).data["echo"]["seq"])
-    assert {key: seq for key, seq in sequences.items()} == {
-        f"key-{k}".encode(): list(range(20)) for k in range(3)
-    }
+    assert dict(sequences) == {f"key-{k}".encode(): list(range(20)) for k in range(3)}

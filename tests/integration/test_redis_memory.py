@@ -20,7 +20,7 @@ import redis
 import redis.asyncio
 from redis.crc import key_slot
 
-from service.arvo.memory import InstanceStatus, LeaseLostError, MemoryError, StateReadError
+from service.arvo.memory import InstanceStatus, LeaseLostError, Memory, MemoryError, StateReadError
 from service.runtime.redis_memory import (
     DEFAULT_SOCKET_TIMEOUT_S,
     LeaseKeeper,
@@ -536,3 +536,8 @@ async def test_a_client_decoding_responses_works_too(shared_redis_url: str, redi
         await memory.set_status(KEY, InstanceStatus.PARKED, reason="why")
         assert await memory.inspect(KEY) == {"text": "ünï", "parkedReason": "why"}
         assert [(r.key, r.status) for r in await memory.list_instances()] == [(KEY, InstanceStatus.PARKED)]
+
+
+def test_redis_memory_implements_the_memory_port() -> None:
+    memory: Memory = RedisMemory(client=redis.asyncio.Redis(), key_prefix="arvo")
+    assert isinstance(memory, Memory)

@@ -336,6 +336,7 @@ class MachineGenerator:
                 )
             child = GenNode(key=key, type=child_type, parent=node)
             if self.rng.random() < 0.08:
+                self.counter += 1
                 child.custom_id = f"id{self.counter}x"
             node.children.append(child)
             if child_type in ("compound", "parallel"):
@@ -414,7 +415,9 @@ class MachineGenerator:
 
     def transition(self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> Any:
         if self.rng.random() < 0.1:
-            return self.pick_targets(source, nodes, parallels)  # bare target string / list
+            bare = self.pick_targets(source, nodes, parallels)
+            if isinstance(bare, str):
+                return bare  # a bare target string (a list would mean several candidate transitions)
         t: dict[str, Any] = {}
         if self.rng.random() < 0.75:
             t["target"] = self.pick_targets(source, nodes, parallels)

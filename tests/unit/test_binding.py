@@ -6,6 +6,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from service.arvo.event import ArvoEvent, create_arvo_event
 from service.runtime.binding import (
     STRUCTURED_CONTENT_TYPE,

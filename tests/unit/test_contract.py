@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from service.arvo.contract import (
     ARVO_ORCHESTRATOR_CONTRACT_TYPE,
     PARENT_SUBJECT_KEY,
@@ -214,7 +215,11 @@ def test_contract_metadata_is_read_only() -> None:
         ({"domain": ""}, "Domain must be non-empty string"),
         ({"domain": "test.TEST"}, "Domain must contain only lowercase letters, numbers, and dots"),
         ({"domain": 5}, "Domain must be a string or null"),
-        ({"versions": {"1.0": {"accepts": Value, "emits": {}}}}, "semantic version"),
+        ({"type": ""}, "Type must be a non-empty string"),
+        (
+            {"versions": {"1.0": {"accepts": Value, "emits": {}}}},
+            "Invalid version format of the semantic version",
+        ),
         ({"versions": {"1.0.0": {"accepts": Value, "emits": {"evt.bad": Result}}}}, "reverse-DNS"),
     ],
 )
@@ -400,8 +405,9 @@ def test_create_arvo_contract_rejects_an_accepts_type_with_the_orchestrator_pref
             versions={"1.0.0": {"accepts": Value, "emits": {}}},
         )
     assert str(caught.value) == (
-        "In contract (uri=#/x), the 'accepts' event (type=arvo.orc.something) must not start with 'arvo.orc' "
-        "because this is a reserved pattern for Arvo orchestrators."
+        "In contract (uri=#/x), the 'accepts' event (type=arvo.orc.something) must not start\n"
+        "with 'arvo.orc' because this is a reserved pattern\n"
+        "for Arvo orchestrators."
     )
 
 

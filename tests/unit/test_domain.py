@@ -8,6 +8,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
+
 from service.arvo.contract import VersionedArvoContract, create_arvo_contract
 from service.arvo.domain import ArvoDomain, resolve_event_domain
 from service.arvo.event import ArvoEvent, create_arvo_event

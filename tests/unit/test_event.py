@@ -457,13 +457,13 @@ def test_setting_a_public_attribute_raises() -> None:
 def test_setting_a_private_slot_raises() -> None:
     event = make()
     with pytest.raises(AttributeError, match="immutable"):
-        event._source = "other"  # noqa: SLF001
+        event._source = "other"
 
 
 def test_deleting_an_attribute_raises() -> None:
     event = make()
     with pytest.raises(AttributeError, match="immutable"):
-        del event._id  # noqa: SLF001
+        del event._id
 
 
 def test_event_has_no_instance_dict() -> None:

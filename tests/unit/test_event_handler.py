@@ -51,7 +51,7 @@ async def greet(context: HandlerContext) -> Any:
 
 def make_handler(fn: Any = greet, *, contract: Any = CONTRACT, **kwargs: Any) -> ArvoEventHandler:
     return ArvoEventHandler(
-        contract=contract, executionunits=100, handler={v: fn for v in contract.sorted_versions()}, **kwargs
+        contract=contract, executionunits=100, handler=dict.fromkeys(contract.sorted_versions(), fn), **kwargs
     )
 
 

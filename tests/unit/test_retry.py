@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from service.runtime.retry import RetryPolicy
 from service.runtime.settings import load_settings
 

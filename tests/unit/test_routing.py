@@ -6,6 +6,7 @@ import types
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from service.arvo.event import create_arvo_event
 from service.runtime.routing import (
     MAX_TOPIC_CHARS,

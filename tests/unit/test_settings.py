@@ -4,6 +4,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+
 from service.runtime.settings import ServiceSettings, SettingsError, env_var_name, load_settings
 
 

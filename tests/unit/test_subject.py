@@ -11,6 +11,7 @@ import zlib
 from typing import Any
 
 import pytest
+
 from service.arvo import subject as subject_module
 from service.arvo.errors import SubjectError
 from service.arvo.subject import (
@@ -273,12 +274,12 @@ def test_from_parent_rejects_an_invalid_child_name() -> None:
         (
             valid_content(execution={"id": "a;b", "initiator": "com.a.b", "domain": None}),
             "execution.id",
-            "ID must not contain ';'",
+            "ID must not contain semicolon",
         ),
         (
             valid_content(execution={"id": "a", "initiator": "test", "domain": None}),
             "execution.initiator",
-            "Initiator should be prefixed with a reverse-DNS name",
+            "Orchestration initiator should be prefixed with a reverse-DNS name",
         ),
         (
             valid_content(execution={"id": "a", "initiator": "com.a.b", "domain": ""}),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from service.arvo import subject as subject_module
 from service.arvo.errors import SubjectError
 from service.arvo.subject import (
