@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
+
 from service.arvo.contract import create_arvo_orchestrator_contract, create_simple_arvo_contract
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
 from service.arvo.contract import create_arvo_orchestrator_contract, create_simple_arvo_contract
 
 __all__ = [

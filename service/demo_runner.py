@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.bench import bench_machine_contract, bench_resumable_contract
-from contracts.demo import order_contract
 from rich.console import Console
 
+from contracts.bench import bench_machine_contract, bench_resumable_contract
+from contracts.demo import order_contract
 from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from service.arvo.errors import ConfigViolation
 from service.arvo.event import ArvoEvent
@@ -136,8 +136,8 @@ class ArvoOrchestrator:
         previous_snapshot = record.get("state") if record is not None else None
         already_completed = bool(record and record.get("completed"))
         result = self._engine.execute(machine=machine, snapshot=previous_snapshot, event=event)
-        raw_events: list[RawEvent] = result.events
-        status = "done" if result.snapshot.get("status") == "done" else "active"
+        raw_events: list[RawEvent] = list(result.events)
+        status: Literal["active", "done"] = "done" if result.snapshot.get("status") == "done" else "active"
         outcome = ExecutionOutcome.EXECUTED
         if already_completed:
             # A done machine ignores events; the completion was emitted once already.

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.bench import add_contract, bench_machine_contract, bench_resumable_contract, double_contract
-
 from service.arvo.handler import ArvoEventHandler, HandlerContext, HandlerOutput
 from service.arvo.machine.arvo_machine import ArvoMachine, setup_arvo_machine
 from service.arvo.machine.statechart import ActionArgs, assign, emit

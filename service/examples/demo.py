@@ -21,7 +21,6 @@ from contracts.demo import (
     shipping_book_contract,
     shipping_quote_contract,
 )
-
 from service.arvo.handler import ArvoEventHandler, HandlerContext, HandlerOutput
 from service.arvo.machine.arvo_machine import ArvoMachine, setup_arvo_machine
 from service.arvo.machine.statechart import ActionArgs, assign, emit

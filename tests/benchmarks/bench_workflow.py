@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+
 from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory

@@ -92,7 +92,15 @@ def test_valid_event_exposes_every_attribute_with_defaults() -> None:
     assert event.data == {"result": 4}
     assert event.time == TIME
     assert event.to == "arvo.orc.inc"
-    for name in ("accesscontrol", "redirectto", "executionunits", "traceparent", "tracestate", "parentid", "domain"):
+    for name in (
+        "accesscontrol",
+        "redirectto",
+        "executionunits",
+        "traceparent",
+        "tracestate",
+        "parentid",
+        "domain",
+    ):
         assert getattr(event, name) is None
     assert event.extensions == {}
 
@@ -314,7 +322,13 @@ def test_executionunits_accepts_finite_numbers(value: float) -> None:
 
 @pytest.mark.parametrize(
     ("value", "rule"),
-    [(True, "number"), ("1", "number"), (math.nan, "finite-number"), (math.inf, "finite-number"), (2**53, "safe-integer")],
+    [
+        (True, "number"),
+        ("1", "number"),
+        (math.nan, "finite-number"),
+        (math.inf, "finite-number"),
+        (2**53, "safe-integer"),
+    ],
 )
 def test_executionunits_rejects_non_numbers_non_finite_and_unsafe_values(value: object, rule: str) -> None:
     problem = only_problem(executionunits=value)
@@ -423,10 +437,25 @@ def test_extension_key_colliding_with_an_event_attribute_is_rejected(key: str) -
 
 
 def test_reserved_keys_cover_core_arvo_and_otel_attributes() -> None:
-    assert {"id", "type", "source", "data", "time", "subject", "specversion", "dataschema", "datacontenttype"} <= (
-        RESERVED_EXTENSION_KEYS
-    )
-    assert {"to", "accesscontrol", "redirectto", "executionunits", "parentid", "domain"} <= RESERVED_EXTENSION_KEYS
+    assert {
+        "id",
+        "type",
+        "source",
+        "data",
+        "time",
+        "subject",
+        "specversion",
+        "dataschema",
+        "datacontenttype",
+    } <= (RESERVED_EXTENSION_KEYS)
+    assert {
+        "to",
+        "accesscontrol",
+        "redirectto",
+        "executionunits",
+        "parentid",
+        "domain",
+    } <= RESERVED_EXTENSION_KEYS
     assert {"traceparent", "tracestate"} <= RESERVED_EXTENSION_KEYS
 
 
@@ -435,7 +464,9 @@ def test_extension_value_that_is_not_a_scalar_is_rejected(value: object, rule: s
     assert only_problem(extensions={"custom": value}).rule == rule
 
 
-@pytest.mark.parametrize(("value", "rule"), [(math.nan, "finite-number"), (2**53, "safe-integer"), ("\udc80", "utf8")])
+@pytest.mark.parametrize(
+    ("value", "rule"), [(math.nan, "finite-number"), (2**53, "safe-integer"), ("\udc80", "utf8")]
+)
 def test_extension_value_follows_the_number_and_string_rules(value: object, rule: str) -> None:
     assert only_problem(extensions={"custom": value}).rule == rule
 
@@ -597,7 +628,9 @@ def test_otel_attributes_use_na_for_null_values() -> None:
 
 def test_otel_attributes_keep_executionunits_as_a_number() -> None:
     assert make(executionunits=0).otel_attributes["cloudevents.arvo.event_executionunits"] == 0
-    attributes = make(executionunits=2.5, dataschema="#/x/1.0.0", parentid="p", domain="eu", redirectto="r").otel_attributes
+    attributes = make(
+        executionunits=2.5, dataschema="#/x/1.0.0", parentid="p", domain="eu", redirectto="r"
+    ).otel_attributes
     assert attributes["cloudevents.arvo.event_executionunits"] == 2.5
     assert attributes["cloudevents.event_dataschema"] == "#/x/1.0.0"
     assert attributes["cloudevents.arvo.event_parentid"] == "p"
@@ -678,7 +711,13 @@ def test_from_json_reports_invalid_json(raw: bytes | str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "kind"),
-    [(b"[]", "an array"), (b"null", "null"), (b"1", "a number"), (b'"x"', "a string"), (b"true", "a boolean")],
+    [
+        (b"[]", "an array"),
+        (b"null", "null"),
+        (b"1", "a number"),
+        (b'"x"', "a string"),
+        (b"true", "a boolean"),
+    ],
 )
 def test_from_json_reports_a_document_that_is_not_an_object(raw: bytes, kind: str) -> None:
     [problem] = decode_problems(raw)
@@ -699,7 +738,9 @@ def test_from_json_rejects_an_unsafe_integer_naming_its_path() -> None:
     assert (problem.path, problem.rule) == ("data.items[2].count", "safe-integer")
 
 
-@pytest.mark.parametrize("literal", [b"18446744073709551616", b"-9223372036854775809", b"123456789012345678901234567890"])
+@pytest.mark.parametrize(
+    "literal", [b"18446744073709551616", b"-9223372036854775809", b"123456789012345678901234567890"]
+)
 def test_from_json_rejects_integer_literals_beyond_64_bits(literal: bytes) -> None:
     raw = orjson.dumps(wire(data={"x": 0})).replace(b'"x":0', b'"x":' + literal)
     [problem] = decode_problems(raw)
@@ -825,7 +866,9 @@ def test_create_arvo_event_turns_empty_optional_uris_into_null() -> None:
 
 
 def test_create_arvo_event_rejects_an_uppercase_domain() -> None:
-    with pytest.raises(ArvoEventValidationError, match="Domain must contain only lowercase letters, numbers, and dots"):
+    with pytest.raises(
+        ArvoEventValidationError, match="Domain must contain only lowercase letters, numbers, and dots"
+    ):
         create(domain="test.test.TEST")
 
 

@@ -43,7 +43,8 @@ def test_patterns_are_the_original_javascript_sources() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["com.hello.world", "evt.value.read.success", "sys.com.hello.world.error", "arvo.orc.inc", "a.b.c"]
+    "value",
+    ["com.hello.world", "evt.value.read.success", "sys.com.hello.world.error", "arvo.orc.inc", "a.b.c"],
 )
 def test_type_with_three_or_more_lowercase_segments_is_valid(value: str) -> None:
     assert is_valid_type(value)
@@ -51,7 +52,17 @@ def test_type_with_three_or_more_lowercase_segments_is_valid(value: str) -> None
 
 @pytest.mark.parametrize(
     "value",
-    ["com.test", "com.Test.x", "com..test.x", ".com.test.x", "com.test.x.", "com-a.b.c", "com_a.b.c", "", "a b.c.d"],
+    [
+        "com.test",
+        "com.Test.x",
+        "com..test.x",
+        ".com.test.x",
+        "com.test.x.",
+        "com-a.b.c",
+        "com_a.b.c",
+        "",
+        "a b.c.d",
+    ],
 )
 def test_type_with_fewer_segments_or_other_characters_is_invalid(value: str) -> None:
     assert not is_valid_type(value)
@@ -73,7 +84,13 @@ def test_regex_digits_are_ascii_only_like_javascript() -> None:
 
 
 def test_predicates_reject_non_strings() -> None:
-    for predicate in (is_valid_type, is_valid_domain, is_valid_extension_key, is_valid_semver, is_valid_datetime):
+    for predicate in (
+        is_valid_type,
+        is_valid_domain,
+        is_valid_extension_key,
+        is_valid_semver,
+        is_valid_datetime,
+    ):
         assert not predicate(None)
         assert not predicate(123)
 
@@ -142,7 +159,9 @@ def test_datetime_examples_rejected_by_zod(value: str) -> None:
 
 def test_datetime_pattern_is_the_zod_regex_literally() -> None:
     assert DATETIME_PATTERN.startswith("^((\\d\\d[2468][048]|")
-    assert DATETIME_PATTERN.endswith("T([01]\\d|2[0-3]):[0-5]\\d(:[0-5]\\d(\\.\\d+)?)?(Z|([+-]\\d{2}:?\\d{2}))$")
+    assert DATETIME_PATTERN.endswith(
+        "T([01]\\d|2[0-3]):[0-5]\\d(:[0-5]\\d(\\.\\d+)?)?(Z|([+-]\\d{2}:?\\d{2}))$"
+    )
 
 
 def test_safe_integer_bounds_are_javascripts() -> None:
