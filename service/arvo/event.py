@@ -146,16 +146,15 @@ def _missing(problems: list[ValidationProblem], path: str, message: str) -> None
     problems.append(make_problem(path, "required", f"{message} (the key is missing)", _MISSING))
 
 
-def _string_field(
-    problems: list[ValidationProblem], path: str, value: object, message: str, *, nullable: bool
-) -> bool:
-    """Check type, non-emptiness and UTF-8 of a string field; ``True`` if the value is a usable string."""
+def _string_field(problems: list[ValidationProblem], path: str, value: object, message: str) -> bool:
+    """Check type, non-emptiness and UTF-8 of a string field; ``True`` if the value is a usable string.
+
+    Nullable fields only get here when they are not ``None``.
+    """
     if value is _MISSING:
         _missing(problems, path, message)
         return False
     if value is None:
-        if nullable:
-            return False
         problems.append(make_problem(path, "non-empty", message, value))
         return False
     if not isinstance(value, str):
@@ -177,10 +176,8 @@ def _uri_field(
     value: object,
     empty_message: str,
     uri_message: str,
-    *,
-    nullable: bool,
 ) -> None:
-    if not _string_field(problems, path, value, empty_message, nullable=nullable):
+    if not _string_field(problems, path, value, empty_message):
         return
     assert isinstance(value, str)
     reason = uri_problem(value)
@@ -196,10 +193,8 @@ def _regex_field(  # noqa: PLR0917 - internal helper, called positionally from t
     rule: str,
     message: str,
     empty_message: str,
-    *,
-    nullable: bool,
 ) -> None:
-    if not _string_field(problems, path, value, empty_message, nullable=nullable):
+    if not _string_field(problems, path, value, empty_message):
         return
     if match(value) is None:
         problems.append(make_problem(path, rule, message, value))
@@ -207,7 +202,7 @@ def _regex_field(  # noqa: PLR0917 - internal helper, called positionally from t
 
 def _content_type_field(problems: list[ValidationProblem], value: object) -> None:
     message = "Datacontenttype must be a non-empty string"
-    if not _string_field(problems, "datacontenttype", value, message, nullable=False):
+    if not _string_field(problems, "datacontenttype", value, message):
         return
     assert isinstance(value, str)
     if not any(part in value for part in _CONTENT_TYPES):
@@ -335,7 +330,7 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
     """
     problems: list[ValidationProblem] = []
     if not (type(id_) is str and id_ and (parsed or id_.isascii())):
-        _string_field(problems, "id", id_, "ID must be a non-empty string", nullable=False)
+        _string_field(problems, "id", id_, "ID must be a non-empty string")
     if not (type(source) is str and _uri_fast(source) is not None):
         _uri_field(
             problems,
@@ -343,7 +338,6 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             source,
             "Source must be a non-empty reference of the producer of the event",
             "The source must be a properly encoded URI",
-            nullable=False,
         )
     if type(specversion) is not str or specversion != "1.0":
         message = "Spec version must be '1.0' for this version of the specification"
@@ -361,7 +355,6 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             "Type should be prefixed with a reverse-DNS name "
             "(at least three dot-separated segments of [a-z0-9], e.g. 'com.example.created')",
             "Type should be prefixed with a reverse-DNS name",
-            nullable=False,
         )
     if not (type(subject) is str and _uri_fast(subject) is not None):
         _uri_field(
@@ -370,7 +363,6 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             subject,
             "Subject must be a non-empty string",
             "The subject must be a properly encoded URI",
-            nullable=False,
         )
     arvo_content_type = datacontenttype is ARVO_DATA_CONTENT_TYPE or (
         type(datacontenttype) is str and datacontenttype == ARVO_DATA_CONTENT_TYPE
@@ -384,7 +376,6 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             dataschema,
             "Dataschema must be null or a non-empty string",
             "The dataschema must be a properly encoded URI",
-            nullable=True,
         )
     if not (type(data) is dict and parsed):
         _data_field(problems, data)
@@ -398,7 +389,6 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             "Time must be an RFC 3339 date-time with an offset, e.g. '2025-01-01T00:00:00.000+00:00'"
             " (Invalid datetime)",
             "Time must be a non-empty string",
-            nullable=False,
         )
     if to is not None and not (type(to) is str and _uri_fast(to) is not None):
         _uri_field(
@@ -407,17 +397,12 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             to,
             "The 'to' must be null or a non-empty string",
             "The 'to' must be a properly encoded URI",
-            nullable=True,
         )
     if accesscontrol is not None and not (
         type(accesscontrol) is str and accesscontrol and (parsed or accesscontrol.isascii())
     ):
         _string_field(
-            problems,
-            "accesscontrol",
-            accesscontrol,
-            "Accesscontrol must be null or a non-empty string",
-            nullable=True,
+            problems, "accesscontrol", accesscontrol, "Accesscontrol must be null or a non-empty string"
         )
     if redirectto is not None and not (type(redirectto) is str and _uri_fast(redirectto) is not None):
         _uri_field(
@@ -426,7 +411,6 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             redirectto,
             "The 'redirectto' must be null or a non-empty string",
             "The 'redirectto' must be a properly encoded URI",
-            nullable=True,
         )
     if executionunits is not None:
         kind = type(executionunits)
@@ -435,23 +419,13 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
     if traceparent is not None and not (
         type(traceparent) is str and traceparent and (parsed or traceparent.isascii())
     ):
-        _string_field(
-            problems,
-            "traceparent",
-            traceparent,
-            "Traceparent must be null or a non-empty string",
-            nullable=True,
-        )
+        _string_field(problems, "traceparent", traceparent, "Traceparent must be null or a non-empty string")
     if tracestate is not None and not (
         type(tracestate) is str and tracestate and (parsed or tracestate.isascii())
     ):
-        _string_field(
-            problems, "tracestate", tracestate, "Tracestate must be null or a non-empty string", nullable=True
-        )
+        _string_field(problems, "tracestate", tracestate, "Tracestate must be null or a non-empty string")
     if parentid is not None and not (type(parentid) is str and parentid and (parsed or parentid.isascii())):
-        _string_field(
-            problems, "parentid", parentid, "Parentid must be null or a non-empty string", nullable=True
-        )
+        _string_field(problems, "parentid", parentid, "Parentid must be null or a non-empty string")
     if domain is not None and not (type(domain) is str and _domain_match(domain) is not None):
         _regex_field(
             problems,
@@ -461,7 +435,6 @@ def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matc
             "domain-format",
             "Domain must contain only lowercase letters, numbers, and dots",
             "Domain must be non-empty string",
-            nullable=True,
         )
     if arvo_content_type and (to is None or (isinstance(to, str) and not to)):
         problems.append(
@@ -489,7 +462,7 @@ def _exact_reparse(raw: bytes | bytearray | memoryview | str) -> Any:
     """Parse again with the standard library, whose integers are exact (orjson makes huge ones floats)."""
     try:
         return json.loads(bytes(raw) if isinstance(raw, memoryview | bytearray) else raw)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # deeper than the stdlib parser's recursion limit
         return None
 
 
@@ -1205,7 +1178,7 @@ def _parse_arvo_event_id(event_id: str) -> dict[str, str]:
         raise ValueError(f"event id is not standard padded base64: {event_id[:80]!r}")
     try:
         compressed = base64.b64decode(event_id, validate=True)
-    except binascii.Error as error:
+    except binascii.Error as error:  # pragma: no cover - the shape check above already rules this out
         raise ValueError(f"event id is not valid base64: {error}") from None
     if base64.b64encode(compressed).decode("ascii") != event_id:
         raise ValueError("event id is not canonical base64")

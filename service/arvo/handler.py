@@ -26,12 +26,10 @@ from service.arvo.orchestration.emittables import validation_details
 from service.arvo.orchestration.ids import emitted_event_id
 from service.arvo.orchestration.system_errors import create_system_error_events
 from service.arvo.telemetry import (
-    current_trace_headers,
     exception_to_span,
+    handler_span,
     log_to_span,
-    parent_context_for,
     set_event_attributes,
-    start_span,
 )
 
 __all__ = [
@@ -163,13 +161,14 @@ class ArvoEventHandler:
             ViolationError: any violation raised by the handler function itself.
 
         """
-        parent = parent_context_for(
-            traceparent=event.traceparent, tracestate=event.tracestate, inherit_from=inherit_from
-        )
-        with start_span(
-            self._span_name(event), kind=self.span_kind, attributes=self.span_attributes, parent=parent
-        ) as span:
-            headers = current_trace_headers()
+        with handler_span(
+            self._span_name(event),
+            kind=self.span_kind,
+            attributes=self.span_attributes,
+            traceparent=event.traceparent,
+            tracestate=event.tracestate,
+            inherit_from=inherit_from,
+        ) as (span, headers):
             recording = span.is_recording()
             if recording:
                 span.set_attributes(

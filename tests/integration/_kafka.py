@@ -47,7 +47,7 @@ __all__ = [
 
 BOOTSTRAP_ENV = "ARVO_TEST_KAFKA_BOOTSTRAP"
 FETCH_MAX_WAIT_MS = 20
-SESSION_TIMEOUT_MS = 6_000
+SESSION_TIMEOUT_MS = 2_000
 
 
 def _free_port() -> int:
@@ -141,7 +141,7 @@ def kafka_test_settings(bootstrap: str, names: KafkaNames, **overrides: Any) -> 
         "producer_linger_ms": 0,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         "session_timeout_ms": SESSION_TIMEOUT_MS,
-        "heartbeat_interval_ms": 500,
+        "heartbeat_interval_ms": 300,
         "commit_interval_ms": 50,
         "drain_timeout_s": 5.0,
         "retry_initial_ms": 5,

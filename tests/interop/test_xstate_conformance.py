@@ -70,7 +70,9 @@ def _num(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def vocabulary(traces: list[str], tick: Callable[[], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+def vocabulary(
+    traces: list[str], tick: Callable[[], None], evaluations: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     def inc(a: ActionArgs, p: Any) -> dict[str, Any]:
         tick()
         return {p["key"]: _num(a.context.get(p["key"])) + p["by"]}
@@ -129,6 +131,13 @@ def vocabulary(traces: list[str], tick: Callable[[], None]) -> tuple[dict[str, A
         tick()
         return bool(a.event["type"] == p["type"])
 
+    def under(a: ActionArgs, p: Any) -> bool:
+        # Passes the first n times it is evaluated in a step: breaks internal-event loops, and makes the
+        # number and order of guard evaluations observable.
+        tick()
+        evaluations["under"] = evaluations.get("under", 0) + 1
+        return evaluations["under"] <= p["n"]
+
     actions = {
         "inc": assign(inc),
         "reset": assign(reset),
@@ -145,6 +154,7 @@ def vocabulary(traces: list[str], tick: Callable[[], None]) -> tuple[dict[str, A
         "ctxFlag": ctx_flag,
         "eventValueEven": event_value_even,
         "eventIs": event_is,
+        "under": under,
     }
     return actions, guards
 
@@ -225,13 +235,14 @@ def convert_state(state: Mapping[str, Any]) -> dict[str, Any]:
 def run_python_case(case: Mapping[str, Any]) -> dict[str, Any]:
     traces: list[str] = []
     budget = [0]
+    evaluations: dict[str, int] = {}
 
     def tick() -> None:
         budget[0] += 1
         if budget[0] > VOCABULARY_LIMIT:
             raise LoopBudgetExceededError("LOOP")
 
-    actions, guards = vocabulary(traces, tick)
+    actions, guards = vocabulary(traces, tick, evaluations)
     config = convert_state(case["machine"])
     if case["contextMode"] == "object":
         config["context"] = orjson.loads(orjson.dumps(case["input"]))
@@ -245,6 +256,7 @@ def run_python_case(case: Mapping[str, Any]) -> dict[str, Any]:
 
     def step(run: Callable[[], Any]) -> dict[str, Any] | None:
         traces.clear()
+        evaluations.clear()
         budget[0] = 0
         try:
             snapshot, emitted = run()
@@ -413,8 +425,10 @@ class MachineGenerator:
             return {"$or": [self.simple_guard(), self.simple_guard()]}
         return {"$and": [self.simple_guard(), self.simple_guard()]}
 
-    def transition(self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> Any:
-        if self.rng.random() < 0.1:
+    def transition(
+        self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode], *, internal: bool = False
+    ) -> Any:
+        if self.rng.random() < 0.1 and not internal:
             bare = self.pick_targets(source, nodes, parallels)
             if isinstance(bare, str):
                 return bare  # a bare target string (a list would mean several candidate transitions)
@@ -423,6 +437,10 @@ class MachineGenerator:
             t["target"] = self.pick_targets(source, nodes, parallels)
         if self.rng.random() < 0.45:
             t["guard"] = self.simple_guard()
+        if internal and self.rng.random() < 0.7:
+            # '*' and onDone transitions also see internal done events: bound the loops they can form.
+            under = {"type": "under", "params": {"n": self.rng.randint(1, 4)}}
+            t["guard"] = {"$and": [under, t["guard"]]} if "guard" in t else under
         acts = self.actions(0, 3)
         if acts:
             t["actions"] = acts if len(acts) > 1 or self.rng.random() < 0.5 else acts[0]
@@ -430,10 +448,14 @@ class MachineGenerator:
             t["reenter"] = True
         return t
 
-    def transitions(self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> Any:
+    def transitions(
+        self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode], *, internal: bool = False
+    ) -> Any:
         if self.rng.random() < 0.7:
-            return self.transition(source, nodes, parallels)
-        return [self.transition(source, nodes, parallels) for _ in range(self.rng.randint(1, 3))]
+            return self.transition(source, nodes, parallels, internal=internal)
+        return [
+            self.transition(source, nodes, parallels, internal=internal) for _ in range(self.rng.randint(1, 3))
+        ]
 
     def always(self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> Any:
         result = []
@@ -472,13 +494,14 @@ class MachineGenerator:
             config["exit"] = [{"type": "record", "params": {"label": f"{node.key}-"}}, *self.actions(0, 1)]
         on: dict[str, Any] = {}
         for _ in range(self.rng.randint(0, 3)):
-            on[self.rng.choice(DESCRIPTORS)] = self.transitions(node, nodes, parallels)
+            descriptor = self.rng.choice(DESCRIPTORS)
+            on[descriptor] = self.transitions(node, nodes, parallels, internal=descriptor == "*")
         if on:
             config["on"] = on
         if node.parent is not None and self.rng.random() < 0.15:
             config["always"] = self.always(node, nodes, parallels)
         if node.type in ("compound", "parallel") and self.rng.random() < 0.45:
-            done = self.transition(node, nodes, parallels)
+            done = self.transition(node, nodes, parallels, internal=True)
             if isinstance(done, dict) and self.rng.random() < 0.4:
                 done.setdefault("actions", [])
                 if not isinstance(done["actions"], list):

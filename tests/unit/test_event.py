@@ -113,7 +113,7 @@ def test_constructor_does_not_encode_its_input() -> None:
 
 def test_constructor_arguments_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        ArvoEvent("id", "source")  # type: ignore[misc]
+        ArvoEvent("id", "source")  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -942,3 +942,38 @@ def test_create_arvo_event_reports_a_non_string_source_without_crashing() -> Non
     with pytest.raises(ArvoEventValidationError) as info:
         create(source=12)
     assert [problem.path for problem in info.value.problems] == ["source"]
+
+
+def test_string_subclasses_such_as_str_enums_are_accepted() -> None:
+    import enum
+
+    class Kind(enum.StrEnum):
+        CREATED = "com.example.created"
+
+    class Region(enum.StrEnum):
+        EU = "eu"
+
+    event = make(type=Kind.CREATED, domain=Region.EU, source=Kind.CREATED)
+    assert event.to_json() == make(type="com.example.created", domain="eu", source="com.example.created").to_json()
+
+
+def test_string_subclass_breaking_a_regex_rule_is_rejected() -> None:
+    import enum
+
+    class Kind(enum.StrEnum):
+        BAD = "Bad"
+
+    assert only_problem(type=Kind.BAD).rule == "type-format"
+
+
+def test_data_with_a_lone_surrogate_string_is_rejected() -> None:
+    problem = only_problem(data={"ok": None, "s": "é\ud800"})
+    assert (problem.path, problem.rule) == ("data.s", "utf8")
+
+
+def test_from_json_rejects_nesting_deeper_than_the_stdlib_parser_can_reparse() -> None:
+    depth = 1000  # orjson parses up to 1024 levels; the exact re-parse hits Python's recursion limit
+    deep = b"[" * depth + b"]" * depth
+    raw = orjson.dumps(wire(data={})).replace(b'"data":{}', b'"data":{"x":' + deep + b"}")
+    [problem] = decode_problems(raw)
+    assert problem.rule == "max-depth"

@@ -82,9 +82,11 @@ def orchestrator_version() -> VersionedArvoContract:
     ).version("1.0.0")
 
 
+# service.arvo.telemetry starts every span on its module-level tracer; swapping that tracer gives each
+# test its own provider without touching the process-wide (set-once) global tracer provider.
 @pytest.fixture
 def no_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "arvo_tracer", trace.NoOpTracer)
+    monkeypatch.setattr(telemetry, "_TRACER", trace.NoOpTracer())
 
 
 @pytest.fixture
@@ -92,9 +94,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(
-        telemetry, "arvo_tracer", lambda: provider.get_tracer("arvo-instrumentation", "1.0.0")
-    )
+    monkeypatch.setattr(telemetry, "_TRACER", provider.get_tracer("arvo-instrumentation", "1.0.0"))
     yield exporter
     provider.shutdown()
 

@@ -226,7 +226,7 @@ def test_make_problem_truncates_the_value_repr() -> None:
 
 
 def test_json_object_accepts_nested_json_values() -> None:
-    data = {"a": None, "b": True, "c": 1, "d": 1.5, "e": "é", "f": [1, {"g": []}], "h": {}}
+    data: dict[str, object] = {"a": None, "b": True, "c": 1, "d": 1.5, "e": "é", "f": [1, {"g": []}], "h": {}}
     assert json_object_problems(data) == []
 
 
@@ -332,3 +332,12 @@ def test_parsed_json_clean_flags_integral_floats_beyond_64_bits_for_an_exact_rep
     assert is_parsed_scalar_clean("x")
     assert is_parsed_scalar_clean(None)
     assert not is_parsed_scalar_clean(2**60)
+
+
+def test_json_object_reports_only_the_bad_values_next_to_good_ones() -> None:
+    [problem] = json_object_problems({"a": None, "b": True, "c": "x", "d": math.nan})
+    assert problem.path == "data.d"
+
+
+def test_json_object_accepts_a_dict_subclass_at_the_top() -> None:
+    assert json_object_problems(OrderedDict(a=1)) == []

@@ -41,12 +41,11 @@ from service.arvo.orchestration.emittables import EmissionContext, RawEvent, cre
 from service.arvo.orchestration.system_errors import create_system_error_events
 from service.arvo.subject import ArvoOrchestrationSubject, ParsedSubject
 from service.arvo.telemetry import (
-    current_trace_headers,
+    TraceHeaders,
     exception_to_span,
+    handler_span,
     log_to_span,
-    parent_context_for,
     set_event_attributes,
-    start_span,
 )
 
 __all__ = [
@@ -144,12 +143,14 @@ class OrchestrationPipeline:
 
     async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
         """Process ``event``; see the module docstring for the flow."""
-        parent = parent_context_for(
-            traceparent=event.traceparent, tracestate=event.tracestate, inherit_from=inherit_from
-        )
-        with start_span(
-            self._span_name(event), kind=SpanKind.PRODUCER, attributes=self._span_attributes, parent=parent
-        ) as span:
+        with handler_span(
+            self._span_name(event),
+            kind=SpanKind.PRODUCER,
+            attributes=self._span_attributes,
+            traceparent=event.traceparent,
+            tracestate=event.tracestate,
+            inherit_from=inherit_from,
+        ) as (span, headers):
             recording = span.is_recording()
             if recording:
                 span.set_attributes(
@@ -159,7 +160,7 @@ class OrchestrationPipeline:
                 set_event_attributes(span, "consumable.0", event)
                 log_to_span(span, "INFO", f"Starting execution for {event.type} on subject {event.subject}")
             try:
-                result = await self._execute(event, span)
+                result = await self._execute(event, span, headers)
             except BaseException as error:
                 if recording:
                     span.set_attribute("arvo.handler.execution.status", "failure")
@@ -254,7 +255,7 @@ class OrchestrationPipeline:
             for task in renewals:
                 task.cancel()
 
-    async def _execute(self, event: ArvoEvent, span: Span) -> ExecutionResult:
+    async def _execute(self, event: ArvoEvent, span: Span, headers: TraceHeaders) -> ExecutionResult:
         parsed = self._parse_subject(event)
         if span.is_recording():
             span.set_attributes(
@@ -318,7 +319,7 @@ class OrchestrationPipeline:
                 init_event_id=init_event_id,
                 span=span,
             )
-            traceparent, tracestate = current_trace_headers()
+            traceparent, tracestate = headers
             try:
                 result = await self._run_core(request, lease)
                 events = create_emittables(

@@ -19,7 +19,7 @@ const LIMIT = request.limit ?? 20000;
 
 const num = (v) => (typeof v === 'number' ? v : 0);
 
-function vocabulary(traces, tick) {
+function vocabulary(traces, tick, evaluations) {
   const actions = {
     inc: assign(({ context }, p) => (tick(), { [p.key]: num(context[p.key]) + p.by })),
     reset: assign((_, p) => (tick(), { [p.key]: 0 })),
@@ -41,6 +41,11 @@ function vocabulary(traces, tick) {
     ctxFlag: ({ context }, p) => (tick(), context[p.key] === true),
     eventValueEven: ({ event }) => (tick(), typeof event.value === 'number' && event.value % 2 === 0),
     eventIs: ({ event }, p) => (tick(), event.type === p.type),
+    under: (_, p) => {
+      tick();
+      evaluations.under = (evaluations.under ?? 0) + 1;
+      return evaluations.under <= p.n;
+    },
   };
   return { actions, guards };
 }
@@ -120,7 +125,8 @@ function runCase(spec) {
     budget += 1;
     if (budget > LIMIT) throw new Error('LOOP');
   };
-  const { actions, guards } = vocabulary(traces, tick);
+  const evaluations = {};
+  const { actions, guards } = vocabulary(traces, tick, evaluations);
   let machine;
   try {
     const config = convertState(spec.machine);
@@ -133,6 +139,7 @@ function runCase(spec) {
   const step = (makeActor, event) => {
     traces.length = 0;
     budget = 0;
+    delete evaluations.under;
     const emitted = [];
     let error = null;
     let actor;
