@@ -33,7 +33,7 @@ from service.arvo.event import (
     create_arvo_event,
 )
 from service.arvo.subject import ArvoOrchestrationSubject
-from service.arvo.telemetry import exception_to_span, start_span
+from service.arvo.telemetry import exception_to_span, start_span, tracing_enabled
 
 __all__ = [
     "ArvoEventFactory",
@@ -298,6 +298,9 @@ class ArvoEventFactory:
     # ------------------------------------------------------------------------------------ internals
 
     def _in_span(self, operation: str, build: Callable[[Span], ArvoEvent]) -> ArvoEvent:
+        if not tracing_enabled():
+            # No SDK: a no-op child span would carry the current span context anyway.
+            return build(trace.get_current_span())
         with start_span(f"{self._span_prefix}.{operation}", attributes=self._span_attributes) as span:
             try:
                 event = build(span)

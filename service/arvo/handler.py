@@ -174,11 +174,13 @@ class ArvoEventHandler:
                 span.set_attributes(
                     {"arvo.handler.execution.status": "normal", "arvo.handler.execution.type": "handler"}
                 )
-                span.set_status(Status(StatusCode.OK))
                 set_event_attributes(span, "consumable.0", event)
             try:
                 events = await self._execute(event, span, headers)
                 outcome = ExecutionOutcome.EXECUTED
+                if recording:
+                    # OK is final in the SDK, so it is set once the outcome is known.
+                    span.set_status(Status(StatusCode.OK))
             except Exception as error:
                 if recording:
                     span.set_attribute("arvo.handler.execution.status", "failure")

@@ -80,6 +80,10 @@ class ParsedSubject:
     lists are tuples). Use :meth:`to_dict` for a mutable copy. A 2.x subject has no
     ``execution.domain`` key here: read :attr:`domain` instead."""
 
+    def __hash__(self) -> int:
+        # The read-only mappings are unhashable; equal subjects have equal fields, so this is consistent.
+        return hash((self.name, self.version, self.execution_id, self.initiator, self.domain))
+
     @property
     def instance_key(self) -> str:
         """``"<name>:<execution_id>"``: the memory key of the orchestration instance."""

@@ -35,6 +35,7 @@ __all__ = [
     "start_internal_span",
     "start_span",
     "tracing_enabled",
+    "use_tracer",
 ]
 
 OTEL_NULL = "N/A"
@@ -48,7 +49,22 @@ _TRACER_VERSION = "1.0.0"
 
 
 # A proxy until a provider is installed, then the real tracer: safe to create once at import.
-_TRACER = trace.get_tracer(_TRACER_NAME, _TRACER_VERSION)
+_GLOBAL_TRACER = trace.get_tracer(_TRACER_NAME, _TRACER_VERSION)
+_TRACER: trace.Tracer = _GLOBAL_TRACER
+_TRACER_OVERRIDE: trace.Tracer | None = None
+
+
+def use_tracer(tracer: trace.Tracer | None) -> trace.Tracer | None:
+    """Make Arvo spans use ``tracer`` (``None``: the global provider's again); returns the previous override.
+
+    A seam for tests and embedders that keep their own tracer provider instead of the process-wide
+    one (which OpenTelemetry lets a process set only once).
+    """
+    global _TRACER, _TRACER_OVERRIDE  # noqa: PLW0603 - the module's single tracer switch
+    previous = _TRACER_OVERRIDE
+    _TRACER_OVERRIDE = tracer
+    _TRACER = tracer if tracer is not None else _GLOBAL_TRACER
+    return previous
 
 
 def arvo_tracer() -> trace.Tracer:
@@ -72,7 +88,9 @@ _TRACEPARENT_RE = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0
 
 
 def tracing_enabled() -> bool:
-    """Whether an SDK tracer provider is installed (without one every span is a no-op)."""
+    """Whether spans are recorded at all: an SDK provider is installed, or a real tracer was given."""
+    if _TRACER_OVERRIDE is not None:
+        return not isinstance(_TRACER_OVERRIDE, trace.NoOpTracer)
     return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ __all__ = [
     "SEMVER_RE",
     "TYPE_PATTERN",
     "TYPE_RE",
+    "describe_value",
     "is_json_number",
     "is_parsed_json_clean",
     "is_parsed_scalar_clean",
@@ -112,9 +114,34 @@ is_valid_datetime: Callable[[object], bool] = _predicate(DATETIME_RE)
 """Whether a value is a ``str`` matching :data:`DATETIME_PATTERN` (RFC 3339 with offset, zod rules)."""
 
 
+_MAX_VALUE_CHARS: Final = 80
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel = 3
+_short_repr.maxstring = _MAX_VALUE_CHARS
+_short_repr.maxother = _MAX_VALUE_CHARS
+
+
+def describe_value(value: object) -> str:
+    """A bounded ``repr`` of ``value`` for error messages (at most 80 characters).
+
+    Unlike plain ``repr`` it never recurses deeply (a 1000-level list would overflow the stack), never
+    formats a huge integer in full, and never raises, whatever ``__repr__`` does.
+    """
+    if value is None or isinstance(value, str | bytes | bool | float):
+        return truncate_value(value, _MAX_VALUE_CHARS)
+    if isinstance(value, int):
+        try:
+            return truncate_value(value, _MAX_VALUE_CHARS)
+        except ValueError:  # more digits than Python agrees to format
+            return f"<int of {value.bit_length()} bits>"
+    # reprlib bounds depth and width, and falls back to "<Type instance at ...>" when __repr__ raises.
+    text = _short_repr.repr(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 1] + "…"
+
+
 def make_problem(path: str, rule: str, message: str, value: object) -> ValidationProblem:
-    """Build a :class:`ValidationProblem`, truncating ``repr(value)``."""
-    return ValidationProblem(path=path, rule=rule, message=message, value=truncate_value(value))
+    """Build a :class:`ValidationProblem` with a bounded description of ``value``."""
+    return ValidationProblem(path=path, rule=rule, message=message, value=describe_value(value))
 
 
 def is_safe_integer(value: object) -> bool:

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConsumerLoop",
+    "HandlerCancelledError",
     "LoopHooks",
     "LoopStats",
     "OffsetTracker",
@@ -190,7 +191,11 @@ class LoopStats:
 
 
 class LoopHooks:
-    """Callbacks for live metrics; every method is a no-op here (subclass and override)."""
+    """Callbacks for live metrics; every method is a no-op here (subclass and override).
+
+    Called on the event loop in the middle of processing: keep them cheap and non-blocking. An
+    exception from a hook is logged and otherwise ignored.
+    """
 
     def on_consumed(self, topic: str, event_type: str, outcome: str, duration_s: float) -> None:
         """A record finished (processed, dead-lettered or parked) after ``duration_s``."""
@@ -209,6 +214,41 @@ class LoopHooks:
 
     def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
         """The set of assigned partitions changed."""
+
+
+class _SafeHooks(LoopHooks):
+    """Forwards to user hooks; a failing hook is logged, never allowed to disturb processing."""
+
+    def __init__(self, inner: LoopHooks) -> None:
+        self._inner = inner
+
+    def _call(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self._inner, name)(*args)
+        except Exception:
+            _log.exception("metrics hook failed", hook=name)
+
+    def on_consumed(self, topic: str, event_type: str, outcome: str, duration_s: float) -> None:
+        self._call("on_consumed", topic, event_type, outcome, duration_s)
+
+    def on_produced(self, topic: str, event_type: str) -> None:
+        self._call("on_produced", topic, event_type)
+
+    def on_dead_letter(self, topic: str, reason: str) -> None:
+        self._call("on_dead_letter", topic, reason)
+
+    def on_retry(self, topic: str, error_class: str) -> None:
+        self._call("on_retry", topic, error_class)
+
+    def on_publish_retry(self, error_class: str) -> None:
+        self._call("on_publish_retry", error_class)
+
+    def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
+        self._call("on_assignment", partitions)
+
+
+class HandlerCancelledError(Exception):
+    """A handler raised ``CancelledError`` although nobody cancelled it (retried like any failure)."""
 
 
 class _Stopping(Exception):  # control flow, not an error
@@ -303,7 +343,7 @@ class ConsumerLoop:
         self._producer = producer
         self._router = router
         self._dlq = dlq
-        self._hooks = metrics_hooks or LoopHooks()
+        self._hooks: LoopHooks = _SafeHooks(metrics_hooks) if metrics_hooks else LoopHooks()
         self._memory = memory
         self._retry = retry_policy or RetryPolicy.from_settings(settings)
         self._publish_retry = RetryPolicy(
@@ -547,6 +587,15 @@ class ConsumerLoop:
                 await self._process(lane, record)
             except _Stopping:
                 return
+            except Exception:
+                # A bug outside the handler (the handler's errors are classified in _process):
+                # keep the record at the head of the lane and try again after a pause.
+                _log.exception("processing failed unexpectedly; retrying the record", partition=str(lane.tp))
+                lane.records.appendleft(record)
+                try:
+                    await lane.sleep(self._publish_retry.max_ms / 1000)
+                except _Stopping:
+                    return
             finally:
                 lane.busy = False
                 self._maybe_resume(lane)
@@ -635,8 +684,17 @@ class ConsumerLoop:
             set_status_on_exception=False,
         ) as span:
             try:
-                async with asyncio.timeout(self._settings.handler_timeout_s):
-                    return await handler.execute(event, inherit_from="CONTEXT")
+                try:
+                    async with asyncio.timeout(self._settings.handler_timeout_s):
+                        return await handler.execute(event, inherit_from="CONTEXT")
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the lane itself is being cancelled (drain timeout)
+                    # Leaked from the handler's own tasks: a failure of this execution, not ours.
+                    raise HandlerCancelledError(
+                        f"handler {handler.source!r} raised CancelledError without being cancelled"
+                    ) from None
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))

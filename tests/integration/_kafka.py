@@ -7,7 +7,8 @@ the same tests against an existing broker (e.g. Apache Kafka from docker-compose
 Tansu quirks these helpers account for (see docs/design test-infrastructure):
 - idempotent/transactional producers fail (``InitProducerId``): ``producer_idempotence=False``;
 - a waiting fetch is not cut short by new records: ``fetch_max_wait_ms`` is kept small;
-- a group join takes about half the session timeout: ``session_timeout_ms=6000`` (~3 s joins);
+- a group join takes about half the session timeout, and re-joining a group whose members left
+  takes about the session timeout plus 2 s: ``session_timeout_ms=2000`` (~1 s joins, ~4 s re-joins);
 - members of one group must be started one at a time.
 """
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +21,7 @@ from service.arvo.execution import ArvoHandler, ExecutionResult, InheritFrom
 from service.arvo.memory import InMemoryMemory, InstanceStatus, Memory
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.runtime.binding import STRUCTURED_CONTENT_TYPE, encode_event, header_value
-from service.runtime.consumer import ConsumerLoop, LoopHooks
+from service.runtime.consumer import ConsumerLoop, LoopHooks, run_until_signal
 from service.runtime.dlq import DeadLetterPublisher, read_dead_letters, replay
 from service.runtime.producer import EventProducer
 from service.runtime.routing import TopicRouter
@@ -43,7 +45,8 @@ class EchoHandler:
     """Consumes ``com.test.echo`` and emits one ``com.test.sink`` event per input (same subject).
 
     ``data["mode"]`` picks a failure: ``contract`` raises ContractViolation; ``flaky`` raises
-    TransactionViolation on the first ``data["failures"]`` attempts; ``down`` always raises it.
+    TransactionViolation on the first ``data["failures"]`` attempts; ``down`` always raises it;
+    ``bug`` always raises RuntimeError; ``cancelled`` leaks a CancelledError.
     """
 
     def __init__(self, *, delay_s: float = 0.0) -> None:
@@ -62,6 +65,10 @@ class EchoHandler:
             await asyncio.sleep(self.delay_s)
         if mode == "contract":
             raise ContractViolation(f"data of {event.id} breaks the contract")
+        if mode == "bug":
+            raise RuntimeError("engine bug")
+        if mode == "cancelled":
+            raise asyncio.CancelledError
         if mode == "down" or (mode == "flaky" and self.attempts[event.id] <= event.data["failures"]):
             raise TransactionViolation(
                 cause=TransactionViolationCause.LOCK_UNACQUIRED, message=f"{event.subject} is locked"
@@ -77,15 +84,6 @@ class EchoHandler:
             traceparent=event.traceparent,
         )
         return ExecutionResult(events=[reply])
-
-
-class RecordingHooks(LoopHooks):
-    def __init__(self) -> None:
-        self.max_paused = 0
-        self.paused_now: set[Any] = set()
-
-    def on_consumed(self, topic: str, event_type: str, outcome: str, duration_s: float) -> None:
-        pass
 
 
 def echo_event(subject: str, **data: Any) -> ArvoEvent:
@@ -124,6 +122,26 @@ async def settings(kafka_bootstrap: str, kafka_names: KafkaNames) -> ServiceSett
     return settings
 
 
+def build_loop(
+    settings: ServiceSettings,
+    handler: ArvoHandler,
+    producer: EventProducer,
+    *,
+    memory: Memory | None = None,
+    hooks: LoopHooks | None = None,
+) -> ConsumerLoop:
+    router = producer.router
+    return ConsumerLoop(
+        settings=settings,
+        handlers={router.handler_topic(handler.source): handler},
+        producer=producer,
+        router=router,
+        dlq=DeadLetterPublisher(producer=producer, topic=settings.dead_letter_topic_name),
+        memory=memory,
+        metrics_hooks=hooks,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_loop(
     settings: ServiceSettings,
@@ -133,18 +151,9 @@ async def running_loop(
     hooks: LoopHooks | None = None,
     producer_class: type[EventProducer] = EventProducer,
 ) -> AsyncIterator[ConsumerLoop]:
-    router = TopicRouter.from_settings(settings)
-    producer = producer_class(settings=settings, router=router)
+    producer = producer_class(settings=settings, router=TopicRouter.from_settings(settings))
     await producer.start()
-    loop = ConsumerLoop(
-        settings=settings,
-        handlers={router.handler_topic(handler.source): handler},
-        producer=producer,
-        router=router,
-        dlq=DeadLetterPublisher(producer=producer, topic=settings.dead_letter_topic_name),
-        memory=memory,
-        metrics_hooks=hooks,
-    )
+    loop = build_loop(settings, handler, producer, memory=memory, hooks=hooks)
     try:
         await loop.start()
         await loop.wait_assigned(timeout_s=30)
@@ -290,6 +299,27 @@ async def test_always_failing_transient_error_parks_the_record_and_the_instance(
     assert [event.data["consumed"] for event in outputs] == [after.id]
 
 
+async def test_unexpected_handler_errors_are_retried_then_parked_and_the_loop_survives(
+    settings: ServiceSettings, kafka_names: KafkaNames
+) -> None:
+    bug, leak, fine = echo_event("s", mode="bug"), echo_event("s", mode="cancelled"), echo_event("s", n=3)
+    memory = InMemoryMemory()
+    handler = EchoHandler()
+    async with running_loop(settings, handler, memory=memory) as loop:
+        await produce_events(settings, [bug, leak, fine])
+        await wait_until(lambda: consumed_total(loop) == 3)
+        assert loop.is_running
+    letters = await read_dead_letters(settings)
+    assert [(entry.reason, entry.error_class) for entry in letters] == [
+        ("parked", "RuntimeError"),
+        ("parked", "HandlerCancelledError"),
+    ]
+    assert handler.attempts[bug.id] == handler.attempts[leak.id] == settings.retry_max_attempts
+    assert await memory.list_instances() == []  # "s" is no orchestration subject: nothing to mark
+    outputs = sink_events(await read_topic(settings.kafka_bootstrap_servers, kafka_names.topic(SINK)))
+    assert [event.data["consumed"] for event in outputs] == [fine.id]
+
+
 class FlakyProducer(EventProducer):
     """Fails the first two publishes as if the broker were unreachable."""
 
@@ -390,3 +420,58 @@ async def test_backpressure_pauses_a_full_partition_and_keeps_order_per_key(
         assert record.key is not None
         sequences[record.key].append(ArvoEvent.from_json(record.value).data["echo"]["seq"])
     assert dict(sequences) == {f"key-{k}".encode(): list(range(20)) for k in range(3)}
+
+
+async def test_a_rebalance_hands_partitions_over_without_loss_or_duplicates(
+    settings: ServiceSettings, kafka_names: KafkaNames
+) -> None:
+    inputs = [echo_event(f"k{i % 9}", n=i) for i in range(300)]
+    first, second = EchoHandler(delay_s=0.002), EchoHandler(delay_s=0.002)
+    async with running_loop(settings, first) as loop_a:
+        await produce_events(settings, inputs)
+        await wait_until(lambda: consumed_total(loop_a) >= 30)
+        async with running_loop(settings, second) as loop_b:
+            assert loop_b.assignment
+            await wait_until(lambda: len(first.executed) + len(second.executed) >= len(inputs))
+            assert loop_a.stats.rebalances >= 2
+            assert loop_a.assignment.isdisjoint(loop_b.assignment)
+    outputs = sink_events(await read_topic(settings.kafka_bootstrap_servers, kafka_names.topic(SINK)))
+    consumed = Counter(event.data["consumed"] for event in outputs)
+    assert set(consumed) == {event.id for event in inputs}
+    assert max(consumed.values()) == 1  # revoked lanes drained and committed before the handover
+    assert second.executed  # the second member really took partitions over
+
+
+async def test_a_handler_slower_than_max_poll_interval_does_not_get_the_member_evicted(
+    kafka_bootstrap: str, kafka_names: KafkaNames
+) -> None:
+    settings = kafka_test_settings(kafka_bootstrap, kafka_names, max_poll_interval_ms=1_000)
+    await create_test_topics(
+        settings, [kafka_names.topic(ECHO), kafka_names.topic(SINK), settings.dead_letter_topic_name]
+    )
+    handler = EchoHandler(delay_s=1.5)
+    async with running_loop(settings, handler) as loop:
+        rebalances = loop.stats.rebalances
+        await produce_events(settings, [echo_event("slow-1", n=1), echo_event("slow-1", n=2)])
+        await wait_until(lambda: consumed_total(loop) == 2)
+        assert loop.stats.rebalances == rebalances  # polling went on while the handler slept
+        assert loop.stats.commits >= 1
+    assert len(await read_topic(settings.kafka_bootstrap_servers, kafka_names.topic(SINK))) == 2
+
+
+async def test_sigterm_stops_the_loop_gracefully(settings: ServiceSettings, kafka_names: KafkaNames) -> None:
+    handler = EchoHandler()
+    producer = EventProducer(settings=settings, router=TopicRouter.from_settings(settings))
+    await producer.start()
+    loop = build_loop(settings, handler, producer)
+    try:
+        runner = asyncio.create_task(run_until_signal(loop))
+        await loop.wait_assigned(timeout_s=30)
+        await produce_events(settings, [echo_event("sig", n=1)])
+        await wait_until(lambda: consumed_total(loop) == 1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(runner, timeout=30) is None
+        assert not loop.is_running
+    finally:
+        await producer.stop()
+    assert len(await read_topic(settings.kafka_bootstrap_servers, kafka_names.topic(SINK))) == 1

@@ -325,7 +325,7 @@ class MachineGenerator:
         return f"s{self.counter}"
 
     def build_tree(self) -> GenNode:
-        root = GenNode(key=self.machine_id, type="parallel" if self.rng.random() < 0.12 else "compound", parent=None)
+        root = GenNode(key=self.machine_id, type="parallel" if self.rng.random() < 0.2 else "compound", parent=None)
         self._fill(root, depth=0)
         return root
 
@@ -383,7 +383,7 @@ class MachineGenerator:
             candidates = near or candidates
         return self.target_ref(source, self.rng.choice(candidates))
 
-    def action(self) -> dict[str, Any]:
+    def action(self, *, allow_reset: bool = False) -> dict[str, Any]:
         roll = self.rng.random()
         if roll < 0.35:
             return {"type": "record", "params": {"label": f"t{self.rng.randrange(100)}"}}
@@ -402,12 +402,13 @@ class MachineGenerator:
             }
         if roll < 0.9:
             return {"type": "trace", "params": {"label": f"x{self.rng.randrange(100)}"}}
-        if roll < 0.95:
+        if roll < 0.95 and allow_reset:
+            # Only event transitions may reset the eventless-loop counter (else 'always' could loop).
             return {"type": "reset", "params": {"key": AUTO}}
         return {"type": "setFromEventOutput", "params": {"key": "d"}}
 
-    def actions(self, low: int = 0, high: int = 3) -> list[dict[str, Any]]:
-        return [self.action() for _ in range(self.rng.randint(low, high))]
+    def actions(self, low: int = 0, high: int = 3, *, allow_reset: bool = False) -> list[dict[str, Any]]:
+        return [self.action(allow_reset=allow_reset) for _ in range(self.rng.randint(low, high))]
 
     def simple_guard(self) -> Any:
         roll = self.rng.random()
@@ -437,11 +438,11 @@ class MachineGenerator:
             t["target"] = self.pick_targets(source, nodes, parallels)
         if self.rng.random() < 0.45:
             t["guard"] = self.simple_guard()
-        if internal and self.rng.random() < 0.7:
+        if internal:
             # '*' and onDone transitions also see internal done events: bound the loops they can form.
             under = {"type": "under", "params": {"n": self.rng.randint(1, 4)}}
             t["guard"] = {"$and": [under, t["guard"]]} if "guard" in t else under
-        acts = self.actions(0, 3)
+        acts = self.actions(0, 3, allow_reset=not internal)
         if acts:
             t["actions"] = acts if len(acts) > 1 or self.rng.random() < 0.5 else acts[0]
         if self.rng.random() < 0.12:
@@ -458,8 +459,24 @@ class MachineGenerator:
         ]
 
     def always(self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> Any:
-        result = []
+        result: list[dict[str, Any]] = []
         for _ in range(self.rng.randint(1, 2)):
+            if self.rng.random() < 0.2:
+                # Targetless, no assign: the snapshot does not change, so XState does not re-select it.
+                quiet: dict[str, Any] = {
+                    "actions": [
+                        self.rng.choice(
+                            [
+                                {"type": "trace", "params": {"label": f"q{self.rng.randrange(100)}"}},
+                                {"type": "emitEvent", "params": {"type": "out.q", "key": "c"}},
+                            ]
+                        )
+                    ]
+                }
+                if self.rng.random() < 0.5:
+                    quiet["guard"] = self.simple_guard()
+                result.append(quiet)
+                continue
             limit = {"type": "ctxLt", "params": {"key": AUTO, "n": self.rng.randint(1, 4)}}
             guard = limit if self.rng.random() < 0.5 else {"$and": [limit, self.simple_guard()]}
             t: dict[str, Any] = {

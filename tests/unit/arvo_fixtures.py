@@ -728,7 +728,7 @@ inc_resumable_contract = create_arvo_orchestrator_contract(
 FAN_OUT_DOMAINS: list[str | None] = [None, "external"]
 
 
-async def _increment_resumable_v1(ctx: ResumableContext) -> ResumableResult | None:
+async def increment_resumable_v1(ctx: ResumableContext) -> ResumableResult | None:
     service = ctx.service
     if service is not None and service["type"] in (
         "sys.com.increment.number.error",
@@ -811,7 +811,7 @@ def increment_resumable(memory: Memory, *, handler: Any = None, **kwargs: Any) -
             "increment": increment_contract.version("0.0.1"),
         },
         memory=memory,
-        handler={"0.0.1": handler or _increment_resumable_v1},
+        handler={"0.0.1": handler or increment_resumable_v1},
         **kwargs,
     )
 

@@ -954,7 +954,10 @@ def test_string_subclasses_such_as_str_enums_are_accepted() -> None:
         EU = "eu"
 
     event = make(type=Kind.CREATED, domain=Region.EU, source=Kind.CREATED)
-    assert event.to_json() == make(type="com.example.created", domain="eu", source="com.example.created").to_json()
+    assert (
+        event.to_json()
+        == make(type="com.example.created", domain="eu", source="com.example.created").to_json()
+    )
 
 
 def test_string_subclass_breaking_a_regex_rule_is_rejected() -> None:

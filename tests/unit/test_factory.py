@@ -82,20 +82,23 @@ def orchestrator_version() -> VersionedArvoContract:
     ).version("1.0.0")
 
 
-# service.arvo.telemetry starts every span on its module-level tracer; swapping that tracer gives each
-# test its own provider without touching the process-wide (set-once) global tracer provider.
+# telemetry.use_tracer gives each test its own provider without touching the process-wide (set-once)
+# global tracer provider.
 @pytest.fixture
-def no_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(telemetry, "_TRACER", trace.NoOpTracer())
+def no_sdk() -> Iterator[None]:
+    previous = telemetry.use_tracer(trace.NoOpTracer())
+    yield
+    telemetry.use_tracer(previous)
 
 
 @pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(telemetry, "_TRACER", provider.get_tracer("arvo-instrumentation", "1.0.0"))
+    previous = telemetry.use_tracer(provider.get_tracer("arvo-instrumentation", "1.0.0"))
     yield exporter
+    telemetry.use_tracer(previous)
     provider.shutdown()
 
 

@@ -575,3 +575,11 @@ def test_to_dict_returns_an_independent_mutable_copy() -> None:
 
 def test_parsed_subject_is_the_public_result_type() -> None:
     assert isinstance(ArvoOrchestrationSubject.parse(VECTOR_1), ParsedSubject)
+
+
+def test_parsed_subjects_are_hashable_and_equal_by_content() -> None:
+    first = _decode_subject(VECTOR_2, False)
+    second = _decode_subject(VECTOR_2, True)
+    assert first == second
+    assert hash(first) == hash(second)
+    assert len({first, second, ArvoOrchestrationSubject.parse(VECTOR_1)}) == 2

@@ -341,3 +341,31 @@ def test_json_object_reports_only_the_bad_values_next_to_good_ones() -> None:
 
 def test_json_object_accepts_a_dict_subclass_at_the_top() -> None:
     assert json_object_problems(OrderedDict(a=1)) == []
+
+
+def test_problem_values_are_bounded_for_deep_huge_and_broken_values() -> None:
+    from service.arvo.validation import describe_value
+
+    deep: list[object] = []
+    current = deep
+    for _ in range(5000):
+        child: list[object] = []
+        current.append(child)
+        current = child
+    assert describe_value(deep) == "[[[[...]]]]"
+    assert describe_value(10**5000).startswith("<int of ")
+    assert describe_value(-(2**60)) == "-1152921504606846976"
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert describe_value(Broken()).startswith("<Broken instance at ")
+    assert len(describe_value("x" * 1000)) == 80
+    assert len(describe_value(list(range(1000)))) <= 80
+
+
+def test_json_object_reports_an_integer_too_large_to_format() -> None:
+    [problem] = json_object_problems({"n": 10**5000})
+    assert problem.rule == "safe-integer"
+    assert problem.value.startswith("<int of ")

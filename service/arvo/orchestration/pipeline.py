@@ -156,7 +156,6 @@ class OrchestrationPipeline:
                 span.set_attributes(
                     {"arvo.handler.execution.type": self.kind, "arvo.handler.execution.status": "normal"}
                 )
-                span.set_status(Status(StatusCode.OK))
                 set_event_attributes(span, "consumable.0", event)
                 log_to_span(span, "INFO", f"Starting execution for {event.type} on subject {event.subject}")
             try:
@@ -168,6 +167,9 @@ class OrchestrationPipeline:
                     log_to_span(span, "CRITICAL", f"{self.kind} violation error: {error}")
                 raise
             if recording:
+                if result.outcome not in (ExecutionOutcome.IGNORED_FAILED, ExecutionOutcome.SYSTEM_ERROR):
+                    # OK is final in the SDK, so it is set once the outcome is known.
+                    span.set_status(Status(StatusCode.OK))
                 for index, emitted in enumerate(result.events):
                     set_event_attributes(span, f"emittables.{index}", emitted)
                 log_to_span(
