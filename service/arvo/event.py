@@ -28,10 +28,10 @@ import os
 import re
 import time as time_module
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, NoReturn, Self, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, NoReturn, Self, TypeAlias
 
 import orjson
 
@@ -102,6 +102,7 @@ _TAIL_KEYS: Final = (
 )
 WIRE_KEY_ORDER: Final = (*CORE_KEYS, *_TAIL_KEYS)
 """Key order of :meth:`ArvoEvent.to_dict` (custom extensions go between ``time`` and ``to``)."""
+_WIRE_KEY_COUNT: Final = len(WIRE_KEY_ORDER)
 RESERVED_EXTENSION_KEYS: Final = frozenset(WIRE_KEY_ORDER)
 """Names a custom extension may not use (spec 15.1 hazard 6)."""
 
@@ -301,33 +302,63 @@ def _extension_problems(
     return ordered
 
 
-def _validate(  # noqa: PLR0917 - hot path: a positional call skips keyword matching
-    id_: Any,
-    source: Any,
-    specversion: Any,
-    type_: Any,
-    subject: Any,
-    datacontenttype: Any,
-    dataschema: Any,
-    data: Any,
-    time: Any,
-    to: Any,
-    accesscontrol: Any,
-    redirectto: Any,
-    executionunits: Any,
-    traceparent: Any,
-    tracestate: Any,
-    parentid: Any,
-    domain: Any,
-    *,
-    parsed: bool,
-) -> list[ValidationProblem]:
-    """Return every problem of the event fields (custom extensions are checked separately).
+class _Fields(NamedTuple):
+    """The 17 attributes of an event, in wire order (one tuple: one slot write per event)."""
+
+    id: str
+    source: str
+    specversion: str
+    type: str
+    subject: str
+    datacontenttype: str
+    dataschema: str | None
+    data: dict[str, Any]
+    time: str
+    to: str | None
+    accesscontrol: str | None
+    redirectto: str | None
+    executionunits: int | float | None
+    traceparent: str | None
+    tracestate: str | None
+    parentid: str | None
+    domain: str | None
+
+
+def _new_fields(values: Iterable[Any]) -> _Fields:
+    """Build :class:`_Fields` from 17 values in wire order, skipping the namedtuple's Python ``__new__``."""
+    return tuple.__new__(_Fields, values)
+
+
+assert _Fields._fields == WIRE_KEY_ORDER
+_CORE_COUNT: Final = len(CORE_KEYS)
+
+
+def _validate(fields: _Fields, *, parsed: bool) -> list[ValidationProblem]:
+    """Return every problem of the event attributes (custom extensions are checked separately).
 
     ``parsed`` means the values come from ``orjson.loads`` and passed
     :func:`~service.arvo.validation.is_parsed_json_clean`: strings are valid UTF-8 and numbers are in
     range, so those checks are skipped.
     """
+    (
+        id_,
+        source,
+        specversion,
+        type_,
+        subject,
+        datacontenttype,
+        dataschema,
+        data,
+        time,
+        to,
+        accesscontrol,
+        redirectto,
+        executionunits,
+        traceparent,
+        tracestate,
+        parentid,
+        domain,
+    ) = fields
     problems: list[ValidationProblem] = []
     if not (type(id_) is str and id_ and (parsed or id_.isascii())):
         _string_field(problems, "id", id_, "ID must be a non-empty string")
@@ -503,44 +534,9 @@ class ArvoEvent:
 
     """
 
-    __slots__ = (
-        "_accesscontrol",
-        "_data",
-        "_datacontenttype",
-        "_dataschema",
-        "_domain",
-        "_executionunits",
-        "_extensions",
-        "_id",
-        "_parentid",
-        "_redirectto",
-        "_source",
-        "_specversion",
-        "_subject",
-        "_time",
-        "_to",
-        "_traceparent",
-        "_tracestate",
-        "_type",
-    )
+    __slots__ = ("_extensions", "_fields")
 
-    _id: str
-    _source: str
-    _specversion: str
-    _type: str
-    _subject: str
-    _datacontenttype: str
-    _dataschema: str | None
-    _data: dict[str, Any]
-    _time: str
-    _to: str | None
-    _accesscontrol: str | None
-    _redirectto: str | None
-    _executionunits: int | float | None
-    _traceparent: str | None
-    _tracestate: str | None
-    _parentid: str | None
-    _domain: str | None
+    _fields: _Fields
     _extensions: dict[str, ExtensionValue]
 
     def __init__(
@@ -565,26 +561,28 @@ class ArvoEvent:
         domain: str | None = None,
         extensions: Mapping[str, ExtensionValue] | None = None,
     ) -> None:
-        problems = _validate(
-            id,
-            source,
-            specversion,
-            type,
-            subject,
-            datacontenttype,
-            dataschema,
-            data,
-            time,
-            to,
-            accesscontrol,
-            redirectto,
-            executionunits,
-            traceparent,
-            tracestate,
-            parentid,
-            domain,
-            parsed=False,
+        fields = _new_fields(
+            (
+                id,
+                source,
+                specversion,
+                type,
+                subject,
+                datacontenttype,
+                dataschema,
+                data,
+                time,
+                to,
+                accesscontrol,
+                redirectto,
+                executionunits,
+                traceparent,
+                tracestate,
+                parentid,
+                domain,
+            )
         )
+        problems = _validate(fields, parsed=False)
         ordered: dict[str, ExtensionValue] = {}
         if extensions is not None:
             if isinstance(extensions, Mapping):
@@ -600,66 +598,8 @@ class ArvoEvent:
                 )
         if problems:
             _fail(problems)
-        self._assign(
-            id,
-            source,
-            specversion,
-            type,
-            subject,
-            datacontenttype,
-            dataschema,
-            data,
-            time,
-            to,
-            accesscontrol,
-            redirectto,
-            executionunits,
-            traceparent,
-            tracestate,
-            parentid,
-            domain,
-            ordered,
-        )
-
-    def _assign(  # noqa: PLR0917 - hot path: a positional call skips keyword matching
-        self,
-        id_: str,
-        source: str,
-        specversion: str,
-        type_: str,
-        subject: str,
-        datacontenttype: str,
-        dataschema: str | None,
-        data: dict[str, Any],
-        time: str,
-        to: str | None,
-        accesscontrol: str | None,
-        redirectto: str | None,
-        executionunits: float | None,
-        traceparent: str | None,
-        tracestate: str | None,
-        parentid: str | None,
-        domain: str | None,
-        extensions: dict[str, ExtensionValue],
-    ) -> None:
-        _set_id(self, id_)
-        _set_source(self, source)
-        _set_specversion(self, specversion)
-        _set_type(self, type_)
-        _set_subject(self, subject)
-        _set_datacontenttype(self, datacontenttype)
-        _set_dataschema(self, dataschema)
-        _set_data(self, data)
-        _set_time(self, time)
-        _set_to(self, to)
-        _set_accesscontrol(self, accesscontrol)
-        _set_redirectto(self, redirectto)
-        _set_executionunits(self, executionunits)
-        _set_traceparent(self, traceparent)
-        _set_tracestate(self, tracestate)
-        _set_parentid(self, parentid)
-        _set_domain(self, domain)
-        _set_extensions(self, extensions)
+        _set_fields(self, fields)
+        _set_extensions(self, ordered)
 
     # -- decoding ---------------------------------------------------------------------------------
 
@@ -737,51 +677,41 @@ class ArvoEvent:
     @classmethod
     def _from_mapping(cls, obj: Mapping[str, Any], *, parsed: bool) -> Self | None:
         """Validate and build; in ``parsed`` mode return ``None`` when the fast checks are not enough."""
-        get = obj.get
-        data = get("data", _MISSING)
-        executionunits = get("executionunits")
-        if parsed:
-            if type(data) is dict and not is_parsed_json_clean(data, MAX_JSON_DEPTH):
-                return None
-            if not is_parsed_scalar_clean(executionunits):
-                return None
-        id_ = get("id", _MISSING)
-        source = get("source", _MISSING)
-        specversion = get("specversion", _MISSING)
-        type_ = get("type", _MISSING)
-        subject = get("subject", _MISSING)
-        datacontenttype = get("datacontenttype", ARVO_DATA_CONTENT_TYPE)
-        dataschema = get("dataschema")
-        time = get("time", _MISSING)
-        to = get("to")
-        accesscontrol = get("accesscontrol")
-        redirectto = get("redirectto")
-        traceparent = get("traceparent")
-        tracestate = get("tracestate")
-        parentid = get("parentid")
-        domain = get("domain")
-        problems = _validate(
-            id_,
-            source,
-            specversion,
-            type_,
-            subject,
-            datacontenttype,
-            dataschema,
-            data,
-            time,
-            to,
-            accesscontrol,
-            redirectto,
-            executionunits,
-            traceparent,
-            tracestate,
-            parentid,
-            domain,
-            parsed=parsed,
-        )
+        # Fast path: exactly the 17 attributes in wire order (what Arvo producers, TS or ours, send).
+        exact_wire = len(obj) == _WIRE_KEY_COUNT and tuple(obj) == WIRE_KEY_ORDER
+        if exact_wire:
+            fields = _new_fields(obj.values())
+        else:
+            get = obj.get
+            fields = _new_fields(
+                (
+                    get("id", _MISSING),
+                    get("source", _MISSING),
+                    get("specversion", _MISSING),
+                    get("type", _MISSING),
+                    get("subject", _MISSING),
+                    get("datacontenttype", ARVO_DATA_CONTENT_TYPE),
+                    get("dataschema"),
+                    get("data", _MISSING),
+                    get("time", _MISSING),
+                    get("to"),
+                    get("accesscontrol"),
+                    get("redirectto"),
+                    get("executionunits"),
+                    get("traceparent"),
+                    get("tracestate"),
+                    get("parentid"),
+                    get("domain"),
+                )
+            )
+        if parsed and (
+            (type(fields.data) is dict and not is_parsed_json_clean(fields.data, MAX_JSON_DEPTH))
+            or not is_parsed_scalar_clean(fields.executionunits)
+        ):
+            return None
+        problems = _validate(fields, parsed=parsed)
         extensions: dict[str, ExtensionValue] = {}
-        if not _is_reserved_superset(obj):
+        if not exact_wire and not _is_reserved_superset(obj):
             extra = obj.keys() - RESERVED_EXTENSION_KEYS
             candidates = {key: obj[key] for key in obj if key in extra}
             if parsed and not is_parsed_json_clean(candidates, 1):
@@ -790,26 +720,8 @@ class ArvoEvent:
         if problems:
             _fail(problems)
         event = cls.__new__(cls)
-        event._assign(
-            id_,
-            source,
-            specversion,
-            type_,
-            subject,
-            datacontenttype,
-            dataschema,
-            data,
-            time,
-            to,
-            accesscontrol,
-            redirectto,
-            executionunits,
-            traceparent,
-            tracestate,
-            parentid,
-            domain,
-            extensions,
-        )
+        _set_fields(event, fields)
+        _set_extensions(event, extensions)
         return event
 
     # -- immutability -----------------------------------------------------------------------------
@@ -834,87 +746,87 @@ class ArvoEvent:
     @property
     def id(self) -> str:
         """Event id (a UUID, a developer id, or an ARVO_MANAGED compressed id, spec 1.10)."""
-        return self._id
+        return self._fields.id
 
     @property
     def source(self) -> str:
         """Reference of the producer (URI-encoded)."""
-        return self._source
+        return self._fields.source
 
     @property
     def specversion(self) -> str:
         """CloudEvents spec version, always ``"1.0"``."""
-        return self._specversion
+        return self._fields.specversion
 
     @property
     def type(self) -> str:
         """Event type (reverse-DNS, e.g. ``com.example.created``)."""
-        return self._type
+        return self._fields.type
 
     @property
     def subject(self) -> str:
         """Subject (URI-encoded); the orchestration subject string for orchestrations."""
-        return self._subject
+        return self._fields.subject
 
     @property
     def datacontenttype(self) -> str:
         """Content type of the event (usually :data:`ARVO_DATA_CONTENT_TYPE`)."""
-        return self._datacontenttype
+        return self._fields.datacontenttype
 
     @property
     def dataschema(self) -> str | None:
         """``<contract uri>/<version>`` of the data, or ``None``."""
-        return self._dataschema
+        return self._fields.dataschema
 
     @property
     def data(self) -> dict[str, Any]:
         """The payload (the stored dict: do not mutate)."""
-        return self._data
+        return self._fields.data
 
     @property
     def time(self) -> str:
         """Creation time, RFC 3339 with offset."""
-        return self._time
+        return self._fields.time
 
     @property
     def to(self) -> str | None:
         """Intended consumer (routing destination)."""
-        return self._to
+        return self._fields.to
 
     @property
     def accesscontrol(self) -> str | None:
         """Opaque access-control string, propagated but never enforced."""
-        return self._accesscontrol
+        return self._fields.accesscontrol
 
     @property
     def redirectto(self) -> str | None:
         """Where replies should go instead of ``source``."""
-        return self._redirectto
+        return self._fields.redirectto
 
     @property
     def executionunits(self) -> int | float | None:
         """Cost metric of the execution that produced the event."""
-        return self._executionunits
+        return self._fields.executionunits
 
     @property
     def traceparent(self) -> str | None:
         """W3C ``traceparent`` header of the producing span."""
-        return self._traceparent
+        return self._fields.traceparent
 
     @property
     def tracestate(self) -> str | None:
         """W3C ``tracestate`` header of the producing span."""
-        return self._tracestate
+        return self._fields.tracestate
 
     @property
     def parentid(self) -> str | None:
         """Id of the event that directly caused this one."""
-        return self._parentid
+        return self._fields.parentid
 
     @property
     def domain(self) -> str | None:
         """Routing domain; ``None`` is the default (local) domain."""
-        return self._domain
+        return self._fields.domain
 
     @property
     def extensions(self) -> dict[str, ExtensionValue]:
@@ -924,49 +836,34 @@ class ArvoEvent:
     @property
     def cloudevent(self) -> dict[str, dict[str, Any]]:
         """The event split into CloudEvents ``default`` attributes and all ``extensions`` (spec 1.14)."""
+        fields = self._fields
         return {
-            "default": {
-                "id": self._id,
-                "source": self._source,
-                "specversion": self._specversion,
-                "type": self._type,
-                "subject": self._subject,
-                "datacontenttype": self._datacontenttype,
-                "dataschema": self._dataschema,
-                "data": self._data,
-                "time": self._time,
-            },
+            "default": dict(zip(CORE_KEYS, fields[:_CORE_COUNT], strict=True)),
             "extensions": {
                 **self._extensions,
-                "to": self._to,
-                "accesscontrol": self._accesscontrol,
-                "redirectto": self._redirectto,
-                "executionunits": self._executionunits,
-                "traceparent": self._traceparent,
-                "tracestate": self._tracestate,
-                "parentid": self._parentid,
-                "domain": self._domain,
+                **dict(zip(_TAIL_KEYS, fields[_CORE_COUNT:], strict=True)),
             },
         }
 
     @property
     def otel_attributes(self) -> dict[str, str | int | float]:
         """Span attributes describing the event (spec 1.15); ``None`` values read :data:`OTEL_NULL`."""
-        executionunits = self._executionunits
+        fields = self._fields
+        executionunits = fields.executionunits
         return {
-            "cloudevents.event_id": self._id,
-            "cloudevents.event_source": self._source,
-            "cloudevents.event_spec_version": self._specversion,
-            "cloudevents.event_subject": self._subject,
-            "cloudevents.event_type": self._type,
-            "cloudevents.event_time": self._time,
-            "cloudevents.event_datacontenttype": self._datacontenttype,
-            "cloudevents.event_dataschema": self._dataschema or OTEL_NULL,
-            "cloudevents.arvo.event_redirectto": self._redirectto or OTEL_NULL,
-            "cloudevents.arvo.event_to": self._to or OTEL_NULL,
+            "cloudevents.event_id": fields.id,
+            "cloudevents.event_source": fields.source,
+            "cloudevents.event_spec_version": fields.specversion,
+            "cloudevents.event_subject": fields.subject,
+            "cloudevents.event_type": fields.type,
+            "cloudevents.event_time": fields.time,
+            "cloudevents.event_datacontenttype": fields.datacontenttype,
+            "cloudevents.event_dataschema": fields.dataschema or OTEL_NULL,
+            "cloudevents.arvo.event_redirectto": fields.redirectto or OTEL_NULL,
+            "cloudevents.arvo.event_to": fields.to or OTEL_NULL,
             "cloudevents.arvo.event_executionunits": OTEL_NULL if executionunits is None else executionunits,
-            "cloudevents.arvo.event_parentid": self._parentid or OTEL_NULL,
-            "cloudevents.arvo.event_domain": self._domain or OTEL_NULL,
+            "cloudevents.arvo.event_parentid": fields.parentid or OTEL_NULL,
+            "cloudevents.arvo.event_domain": fields.domain or OTEL_NULL,
         }
 
     # -- serialisation ----------------------------------------------------------------------------
@@ -976,28 +873,67 @@ class ArvoEvent:
 
         ``data`` is the stored dict, not a copy.
         """
-        result: dict[str, Any] = {
-            "id": self._id,
-            "source": self._source,
-            "specversion": self._specversion,
-            "type": self._type,
-            "subject": self._subject,
-            "datacontenttype": self._datacontenttype,
-            "dataschema": self._dataschema,
-            "data": self._data,
-            "time": self._time,
+        (
+            id_,
+            source,
+            specversion,
+            type_,
+            subject,
+            datacontenttype,
+            dataschema,
+            data,
+            time,
+            to,
+            accesscontrol,
+            redirectto,
+            executionunits,
+            traceparent,
+            tracestate,
+            parentid,
+            domain,
+        ) = self._fields
+        extensions = self._extensions
+        if not extensions:
+            # A dict display is the fastest way to build the 17-key dict.
+            return {
+                "id": id_,
+                "source": source,
+                "specversion": specversion,
+                "type": type_,
+                "subject": subject,
+                "datacontenttype": datacontenttype,
+                "dataschema": dataschema,
+                "data": data,
+                "time": time,
+                "to": to,
+                "accesscontrol": accesscontrol,
+                "redirectto": redirectto,
+                "executionunits": executionunits,
+                "traceparent": traceparent,
+                "tracestate": tracestate,
+                "parentid": parentid,
+                "domain": domain,
+            }
+        return {
+            "id": id_,
+            "source": source,
+            "specversion": specversion,
+            "type": type_,
+            "subject": subject,
+            "datacontenttype": datacontenttype,
+            "dataschema": dataschema,
+            "data": data,
+            "time": time,
+            **extensions,
+            "to": to,
+            "accesscontrol": accesscontrol,
+            "redirectto": redirectto,
+            "executionunits": executionunits,
+            "traceparent": traceparent,
+            "tracestate": tracestate,
+            "parentid": parentid,
+            "domain": domain,
         }
-        if self._extensions:
-            result.update(self._extensions)
-        result["to"] = self._to
-        result["accesscontrol"] = self._accesscontrol
-        result["redirectto"] = self._redirectto
-        result["executionunits"] = self._executionunits
-        result["traceparent"] = self._traceparent
-        result["tracestate"] = self._tracestate
-        result["parentid"] = self._parentid
-        result["domain"] = self._domain
-        return result
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON of :meth:`to_dict` (non-ASCII not escaped, like ``JSON.stringify``)."""
@@ -1007,10 +943,12 @@ class ArvoEvent:
         return self.to_json().decode("utf-8")
 
     def __repr__(self) -> str:
+        fields = self._fields
+        subject = fields.subject
         return (
-            f"ArvoEvent(id={self._id!r}, type={self._type!r}, source={self._source!r}, "
-            f"subject={self._subject[:40]!r}{'...' if len(self._subject) > 40 else ''}, "
-            f"to={self._to!r}, domain={self._domain!r})"
+            f"ArvoEvent(id={fields.id!r}, type={fields.type!r}, source={fields.source!r}, "
+            f"subject={subject[:40]!r}{'...' if len(subject) > 40 else ''}, "
+            f"to={fields.to!r}, domain={fields.domain!r})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -1038,35 +976,17 @@ class ArvoEvent:
         unknown = changes.keys() - _CONSTRUCTOR_ARGS
         if unknown:
             raise TypeError(f"ArvoEvent.replace() got unknown attribute(s): {', '.join(sorted(unknown))}")
-        current: dict[str, Any] = {key: getattr(self, f"_{key}") for key in _CONSTRUCTOR_ARGS}
+        current: dict[str, Any] = self._fields._asdict()
+        current["extensions"] = self._extensions
         current.update(changes)
         return ArvoEvent(**current)
 
 
 # Slot setters: the public ``__setattr__`` refuses every write, construction goes through these.
-def _slot_setter(name: str) -> Callable[[ArvoEvent, Any], None]:
-    setter: Callable[[ArvoEvent, Any], None] = ArvoEvent.__dict__[name].__set__
-    return setter
-
-
-_set_id = _slot_setter("_id")
-_set_source = _slot_setter("_source")
-_set_specversion = _slot_setter("_specversion")
-_set_type = _slot_setter("_type")
-_set_subject = _slot_setter("_subject")
-_set_datacontenttype = _slot_setter("_datacontenttype")
-_set_dataschema = _slot_setter("_dataschema")
-_set_data = _slot_setter("_data")
-_set_time = _slot_setter("_time")
-_set_to = _slot_setter("_to")
-_set_accesscontrol = _slot_setter("_accesscontrol")
-_set_redirectto = _slot_setter("_redirectto")
-_set_executionunits = _slot_setter("_executionunits")
-_set_traceparent = _slot_setter("_traceparent")
-_set_tracestate = _slot_setter("_tracestate")
-_set_parentid = _slot_setter("_parentid")
-_set_domain = _slot_setter("_domain")
-_set_extensions = _slot_setter("_extensions")
+_set_fields: Callable[[ArvoEvent, _Fields], None] = ArvoEvent.__dict__["_fields"].__set__
+_set_extensions: Callable[[ArvoEvent, dict[str, ExtensionValue]], None] = ArvoEvent.__dict__[
+    "_extensions"
+].__set__
 
 _CONSTRUCTOR_ARGS: Final = frozenset((*WIRE_KEY_ORDER, "extensions"))
 

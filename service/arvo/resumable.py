@@ -51,9 +51,9 @@ class ResumableResult(TypedDict, total=False):
     """What a resumable handler returns; every key optional."""
 
     context: Any
-    """New custom state (kept as ``state$$``); omitted → the previous state is kept."""
+    """New custom state (kept as ``state$$``); omitted or ``None`` → the previous state is kept."""
     output: Mapping[str, Any]
-    """Completion data; returning it completes the orchestration."""
+    """Completion data; returning it (even ``{}``) completes the orchestration; ``None`` does not."""
     services: list[RawEvent]
     """Raw events to emit to services (``type``, ``data``, optional ``domain``, ``id``, …)."""
 
@@ -222,8 +222,9 @@ class ArvoResumable:
             or ResumableResult()
         )
         raw_events: list[RawEvent] = list(result.get("services") or [])
+        # ``None`` means "not given" (the original's ``??``); ``{}`` is a real, completing output.
         output = result.get("output")
-        if output:
+        if output is not None:
             complete_type = self_contract.complete_event_type
             assert complete_type is not None
             raw_events.append(
@@ -234,7 +235,8 @@ class ArvoResumable:
                     default_domains=self.domains.complete,
                 )
             )
-        new_state = result["context"] if "context" in result else record.get("state$$")
+        context = result.get("context")
+        new_state = context if context is not None else record.get("state$$")
         previous_expected = expected
 
         def expected_after(events: list[ArvoEvent]) -> dict[str, Any]:
@@ -242,7 +244,7 @@ class ArvoResumable:
                 return {"expected": {emitted.id: [] for emitted in events}}
             return {"expected": previous_expected}
 
-        done = bool(output)
+        done = output is not None
         return CoreResult(
             raw_events=raw_events,
             self_contract=self_contract,

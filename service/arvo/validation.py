@@ -86,7 +86,8 @@ def _js_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern[:-1] + r"\Z", re.ASCII)
 
 
-TYPE_RE: Final = _js_regex(TYPE_PATTERN)
+# Same language as TYPE_PATTERN (>= 3 dot-separated segments) without its backtracking: 2-3x faster.
+TYPE_RE: Final = re.compile(r"[a-z0-9]++(?:\.[a-z0-9]++){2,}+\Z", re.ASCII)
 DOMAIN_RE: Final = _js_regex(DOMAIN_PATTERN)
 EXTENSION_KEY_RE: Final = _js_regex(EXTENSION_KEY_PATTERN)
 SEMVER_RE: Final = _js_regex(SEMVER_PATTERN)

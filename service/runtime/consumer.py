@@ -403,7 +403,11 @@ class ConsumerLoop:
             else AIOKafkaConsumer(**self._settings.consumer_kwargs())
         )
         consumer.subscribe(topics=self.topics, listener=_Listener(self))
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
         self._consumer = consumer
         self._started = True
         self._stopping = False

@@ -247,7 +247,7 @@ async def read_dead_letters(
         topic: Another dead-letter topic to read.
         limit: Stop after this many (matching) entries.
         reason: Only entries with this ``arvo-dlq-reason``.
-        poll_timeout_ms: How long one poll waits for data.
+        poll_timeout_ms: How long one poll waits for data; reading ends after three empty polls.
 
     Returns:
         Entries ordered by partition, then offset.
@@ -272,10 +272,10 @@ async def read_dead_letters(
         end: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         remaining = {tp for tp in tps if end[tp] > beginning[tp]}
         entries: list[DeadLetterEntry] = []
-        while remaining and (limit is None or len(entries) < limit):
+        empty_polls = 0
+        while remaining and (limit is None or len(entries) < limit) and empty_polls < 3:
             batch = await consumer.getmany(*remaining, timeout_ms=poll_timeout_ms)
-            if not batch:
-                break
+            empty_polls = 0 if batch else empty_polls + 1
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= end[tp]:

@@ -132,8 +132,10 @@ class ServiceSettings(BaseSettings):
     """Idempotent producer (needs ``acks=all``); switch off only for brokers without support."""
     producer_acks: Acks = "all"
     """Acknowledgements awaited per record: ``all``, ``1`` or ``0``."""
-    producer_linger_ms: int = Field(default=5, ge=0)
-    """Batching delay of the producer."""
+    producer_linger_ms: int = Field(default=0, ge=0)
+    """Batching delay of the producer. A lane awaits the acks of one record's emissions before the
+    next record, so a linger adds straight to per-partition latency; records of different partitions
+    still share batches while a request is in flight. Raise it only for many partitions per member."""
     producer_compression: Literal["none", "gzip"] = "none"
     """Compression codec of produced batches."""
 

@@ -325,7 +325,9 @@ class MachineGenerator:
         return f"s{self.counter}"
 
     def build_tree(self) -> GenNode:
-        root = GenNode(key=self.machine_id, type="parallel" if self.rng.random() < 0.2 else "compound", parent=None)
+        root = GenNode(
+            key=self.machine_id, type="parallel" if self.rng.random() < 0.2 else "compound", parent=None
+        )
         self._fill(root, depth=0)
         return root
 
@@ -339,12 +341,20 @@ class MachineGenerator:
         for key in keys:
             roll = self.rng.random()
             if node.type == "parallel":
-                child_type = "atomic" if roll < 0.1 else ("parallel" if roll < 0.2 and depth < 2 else "compound")
+                child_type = (
+                    "atomic" if roll < 0.1 else ("parallel" if roll < 0.2 and depth < 2 else "compound")
+                )
             elif depth >= 3:
                 child_type = "final" if roll < 0.2 else "atomic"
             else:
                 child_type = (
-                    "atomic" if roll < 0.5 else "final" if roll < 0.65 else "compound" if roll < 0.88 else "parallel"
+                    "atomic"
+                    if roll < 0.5
+                    else "final"
+                    if roll < 0.65
+                    else "compound"
+                    if roll < 0.88
+                    else "parallel"
                 )
             child = GenNode(key=key, type=child_type, parent=node)
             if self.rng.random() < 0.08:
@@ -413,7 +423,10 @@ class MachineGenerator:
     def simple_guard(self) -> Any:
         roll = self.rng.random()
         if roll < 0.3:
-            return {"type": "ctxGte", "params": {"key": self.rng.choice(COUNTERS), "n": self.rng.randint(1, 6)}}
+            return {
+                "type": "ctxGte",
+                "params": {"key": self.rng.choice(COUNTERS), "n": self.rng.randint(1, 6)},
+            }
         if roll < 0.5:
             return "eventValueEven"
         if roll < 0.65:
@@ -455,7 +468,8 @@ class MachineGenerator:
         if self.rng.random() < 0.7:
             return self.transition(source, nodes, parallels, internal=internal)
         return [
-            self.transition(source, nodes, parallels, internal=internal) for _ in range(self.rng.randint(1, 3))
+            self.transition(source, nodes, parallels, internal=internal)
+            for _ in range(self.rng.randint(1, 3))
         ]
 
     def always(self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> Any:

@@ -230,7 +230,7 @@ def value_read_handler(value_store: ValueStore) -> ArvoEventHandler:
     async def read(context: HandlerContext) -> HandlerOutput:
         key = context.data["key"]
         if key not in value_store:
-            raise KeyError(f"No value to find at key={key}")
+            raise LookupError(f"No value to find at key={key}")
         return {"type": "evt.value.read.success", "data": {"key": key, "value": value_store[key]}}
 
     return ArvoEventHandler(contract=value_read_contract, executionunits=0, handler={"0.0.1": read})

@@ -521,3 +521,38 @@ async def test_second_init_never_overwrites_the_parent_subject() -> None:
     # The original replaced the stored parent with the redelivered init's parentSubject$$ (hazard 27).
     assert record["parentSubject"] is None
     assert record["initEventId"] == init.id
+
+
+async def test_failure_record_that_cannot_be_written_is_retried_with_identical_system_errors() -> None:
+    # The original swallowed this write error and published the system error anyway; we raise a
+    # retryable violation and the retry produces the very same events.
+    memory = CrashingCommitMemory(crash_on=1)
+    orchestrator = dumb_orchestrator(memory)
+    init = create_arvo_event_factory(dumb_contract.version("1.0.0")).accepts(
+        source=TEST_SOURCE, data={"parentSubject$$": None, "error_type": "normal"}
+    )
+    with pytest.raises(TransactionViolation) as caught:
+        await orchestrator.execute(init)
+    assert caught.value.cause is TransactionViolationCause.WRITE_FAILURE
+    lost = memory.lost[0]
+    assert lost["executionStatus"] == "failure"
+    retried = await orchestrator.execute(init)
+    assert retried.outcome is ExecutionOutcome.SYSTEM_ERROR
+    assert [identity(event.to_dict()) for event in retried.events] == [
+        identity(event) for event in lost["events"]["produced"]
+    ]
+
+
+async def test_machine_without_output_still_completes_with_empty_data() -> None:
+    # The original emitted no completion when the machine had no `output` (finalOutput null), leaving
+    # a parent waiting forever; we complete once with `{}` (validated by the completion schema).
+    machine = setup_arvo_machine(
+        contracts={"self": dumb_contract.version("1.0.0"), "services": {}}
+    ).create_machine({"id": "silent", "initial": "done", "states": {"done": {"type": "final"}}})
+    memory = InMemoryMemory()
+    orchestrator = create_arvo_orchestrator(executionunits=1, memory=memory, machines=[machine])
+    init = create_arvo_event_factory(dumb_contract.version("1.0.0")).accepts(
+        source=TEST_SOURCE, data={"parentSubject$$": None, "error_type": "normal"}
+    )
+    events = (await orchestrator.execute(init)).events
+    assert [(event.type, event.data) for event in events] == [("arvo.orc.dumb.done", {})]

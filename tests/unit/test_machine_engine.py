@@ -237,3 +237,28 @@ def test_counter_services_are_bound_by_accepts_type() -> None:
     machine = counter_machine()
     assert set(machine.services_by_type) == {contract.accepts.type for contract in COUNTER_SERVICES.values()}
     assert machine.contracts["self"] is SELF
+
+
+def test_engine_evaluates_eventless_transitions_only_after_the_next_event() -> None:
+    machine = counter_setup().create_machine(
+        {
+            "id": "gate",
+            "context": lambda _args: {"ready": False},
+            "initial": "waiting",
+            "states": {
+                "waiting": {"always": {"guard": lambda args: args.context["ready"], "target": "open"}},
+                "open": {"type": "final"},
+            },
+            "output": lambda _args: {"final": 0},
+        }
+    )
+    init = counter_init()
+    started = ENGINE.execute(machine=machine, snapshot=None, event=init)
+    assert started.snapshot["value"] == "waiting"
+    # An out-of-band context change (e.g. a data migration) is not acted upon at restore time …
+    patched = {**started.snapshot, "context": {**started.snapshot["context"], "ready": True}}
+    # … but after the next event, even one without a matching transition (spec 11.4).
+    resumed = ENGINE.execute(machine=machine, snapshot=patched, event=increment_success(init.subject))
+    assert resumed.snapshot["value"] == "open"
+    assert resumed.snapshot["status"] == "done"
+    assert resumed.final_output == {"final": 0}

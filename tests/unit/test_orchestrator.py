@@ -604,3 +604,38 @@ async def test_machine_action_violation_is_raised_and_nothing_is_written(memory:
         await orchestrator.execute(init)
     assert str(caught.value) == "ViolationError<Execution> Violation error"
     assert await memory.inspect(instance_key(init.subject)) is None
+
+
+# --- emission details and service failures -------------------------------------------------------
+
+
+async def test_orchestrator_emissions_reply_to_the_orchestrator_and_inherit_access_control(
+    handlers: dict[str, Any],
+) -> None:
+    init = inc_init(accesscontrol="tenant=1")
+    read = (await handlers["increment_agent"].execute(init)).events[0]
+    assert read.subject == init.subject
+    assert read.redirectto == "arvo.orc.inc"
+    assert read.accesscontrol == "tenant=1"
+    assert read.executionunits == 0.1
+    assert read.dataschema == "#/test/handler/value/read/0.0.1"
+    assert read.domain is None
+
+
+async def test_service_failure_drives_the_machine_to_an_unsuccessful_completion(
+    handlers: dict[str, Any], memory: InMemoryMemory
+) -> None:
+    agent = handlers["increment_agent"]
+    init = inc_init("missing.key")
+    read = (await agent.execute(init)).events[0]
+    failure = (await handlers["value_read"].execute(read)).events
+    assert [(event.type, event.to) for event in failure] == [("sys.com.value.read.error", "arvo.orc.inc")]
+    assert failure[0].data["errorMessage"] == "No value to find at key=missing.key"
+
+    done = (await agent.execute(failure[0])).events
+    assert len(done) == 1
+    assert done[0].type == "arvo.orc.inc.done"
+    assert done[0].data == {"success": False, "error": [failure[0].data], "final": 0}
+    record = await memory.inspect(instance_key(init.subject))
+    assert record is not None
+    assert (record["value"], record["executionStatus"]) == ("error", "normal")

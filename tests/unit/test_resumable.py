@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from service.arvo.contract import create_arvo_orchestrator_contract
 from service.arvo.errors import ConfigViolation, ContractViolation
 from service.arvo.event import ArvoEvent, EventIdSpec
 from service.arvo.execution import ExecutionOutcome
@@ -330,3 +332,59 @@ async def test_resumable_handler_sees_input_context_metadata_and_contracts(memor
     assert record is not None
     assert record["state$$"] == {"step": 1}
     assert record["events"]["expected"] == {read.id: [reply.to_dict()]}
+
+
+# --- output and context semantics of the handler result (spec 7.3 steps 8 and 10) ----------------
+
+
+class EmptyComplete(BaseModel):
+    pass
+
+
+empty_complete_contract = create_arvo_orchestrator_contract(
+    uri="#/test/resumable/empty",
+    name="empty.result",
+    versions={"0.0.1": {"init": EmptyComplete, "complete": EmptyComplete}},
+)
+
+
+def empty_result_agent(memory: InMemoryMemory, result: ResumableResult) -> ArvoResumable:
+    async def handler(ctx: ResumableContext) -> ResumableResult | None:
+        if ctx.input is not None:
+            return {"context": {"kept": True}, "services": [{"type": "com.value.read", "data": {"key": "k"}}]}
+        return result
+
+    return ArvoResumable(
+        contract=empty_complete_contract,
+        services={"valueReader": value_read_contract.version("0.0.1")},
+        memory=memory,
+        handler={"0.0.1": handler},
+    )
+
+
+async def run_to_reply(agent: ArvoResumable) -> tuple[ArvoEvent, list[ArvoEvent]]:
+    init = create_arvo_orchestrator_event_factory(empty_complete_contract.version("0.0.1")).init(
+        source=TEST_SOURCE, data={"parentSubject$$": None}
+    )
+    read = (await agent.execute(init)).events[0]
+    reply = (await value_read_handler({"k": 1}).execute(read)).events[0]
+    return init, (await agent.execute(reply)).events
+
+
+async def test_resumable_empty_output_completes_the_orchestration(memory: InMemoryMemory) -> None:
+    # JavaScript treats {} as truthy: `output: {}` completes (it must not depend on Python truthiness).
+    init, events = await run_to_reply(empty_result_agent(memory, {"output": {}}))
+    assert [(event.type, event.data) for event in events] == [("arvo.orc.empty.result.done", {})]
+    record = await memory.inspect(instance_key(init.subject))
+    assert record is not None
+    assert (record["status"], record["completed"]) == ("done", True)
+
+
+async def test_resumable_null_output_and_context_change_nothing(memory: InMemoryMemory) -> None:
+    # `output ?? …` and `context ?? previous` in the original: null means "not given".
+    init, events = await run_to_reply(empty_result_agent(memory, {"output": None, "context": None}))
+    assert events == []
+    record = await memory.inspect(instance_key(init.subject))
+    assert record is not None
+    assert record["status"] == "active"
+    assert record["state$$"] == {"kept": True}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 
@@ -8,7 +9,7 @@ from service.runtime.retry import RetryPolicy
 from service.runtime.settings import load_settings
 
 
-def constant(value: float):  # type: ignore[no-untyped-def]
+def constant(value: float) -> Callable[[], float]:
     return lambda: value
 
 
@@ -42,7 +43,7 @@ def test_partial_jitter_keeps_a_floor() -> None:
 
 
 def test_injected_random_makes_delays_deterministic() -> None:
-    def seeded():  # type: ignore[no-untyped-def]
+    def seeded() -> Callable[[], float]:
         values = itertools.cycle([0.5, 0.25])
         return lambda: next(values)
 

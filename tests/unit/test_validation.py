@@ -8,6 +8,8 @@ import re
 from collections import OrderedDict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.arvo.validation import (
     DATETIME_PATTERN,
@@ -369,3 +371,10 @@ def test_json_object_reports_an_integer_too_large_to_format() -> None:
     [problem] = json_object_problems({"n": 10**5000})
     assert problem.rule == "safe-integer"
     assert problem.value.startswith("<int of ")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab09.A-_\n", max_size=12))
+def test_type_regex_accepts_exactly_the_language_of_the_javascript_pattern(value: str) -> None:
+    javascript = re.fullmatch(TYPE_PATTERN[1:-1], value, re.ASCII) is not None
+    assert is_valid_type(value) == javascript

@@ -83,6 +83,7 @@ class Node:
         "always_chain",
         "ancestor_set",
         "ancestors",
+        "array_index",
         "candidates",
         "children",
         "config",
@@ -129,6 +130,7 @@ class Node:
         self.has_output = False
         self.output: Any = None
         self.done_type = f"xstate.done.state.{node_id}"
+        self.array_index: int | None = _array_index(key)
         self.candidates: dict[str, tuple[Transition, ...]] = {}
 
     def __repr__(self) -> str:
@@ -277,13 +279,21 @@ def compute_entry_set(transitions: Iterable[Transition]) -> set[Node]:
     return to_enter
 
 
+def _array_index(key: str) -> int | None:
+    """The integer value of a JS array-index property key (canonical, < 2**32 - 1), else ``None``."""
+    if key.isdigit() and key.isascii() and (key == "0" or key[0] != "0") and int(key) < 4294967295:
+        return int(key)
+    return None
+
+
 def js_key_order(keys: Iterable[str]) -> list[str]:
     """Order object keys the way JavaScript's ``Object.keys`` does (array-index keys first, ascending)."""
     indexes: list[tuple[int, str]] = []
     others: list[str] = []
     for key in keys:
-        if key.isdigit() and key.isascii() and (key == "0" or key[0] != "0") and int(key) < 4294967295:
-            indexes.append((int(key), key))
+        index = _array_index(key)
+        if index is not None:
+            indexes.append((index, key))
         else:
             others.append(key)
     indexes.sort()

@@ -57,6 +57,7 @@ from service.arvo.machine._model import (
     RunState,
     Transition,
     compute_entry_set,
+    js_key_order,
 )
 from service.arvo.machine._render import jsonable_definition, render_mermaid
 
@@ -110,10 +111,33 @@ class MachineLoopError(RuntimeError):
     """Eventless transitions / internal events did not settle within :data:`MAX_MICROSTEPS` microsteps."""
 
 
+class _Plan:
+    """What a microstep does to a configuration, independent of the context (cached per transition)."""
+
+    __slots__ = ("after", "base", "entries", "exits", "has_final", "next_configuration")
+
+    def __init__(
+        self,
+        *,
+        exits: tuple[Node, ...],
+        entries: tuple[Node, ...],
+        base: tuple[Node, ...],
+        after: tuple[Node, ...],
+        next_configuration: _Configuration,
+        has_final: bool,
+    ) -> None:
+        self.exits = exits  # exit order (deepest / last first)
+        self.entries = entries  # entry order (document order)
+        self.base = base  # active nodes once the exit set is removed, in order
+        self.after = after  # active nodes after the microstep, in XState's order
+        self.next_configuration = next_configuration
+        self.has_final = has_final
+
+
 class _Configuration:
     """An ordered active configuration (XState's ``_nodes``) with derived lookups, cached per order."""
 
-    __slots__ = ("adj", "atomics", "node_set", "nodes", "value")
+    __slots__ = ("adj", "atomics", "node_set", "nodes", "plans", "select_trees", "value")
 
     def __init__(self, nodes: tuple[Node, ...], root: Node) -> None:
         self.nodes = nodes
@@ -122,8 +146,15 @@ class _Configuration:
         for n in nodes:
             if n.parent is not None:
                 adj.setdefault(n.parent, []).append(n)
+        for children in adj.values():
+            if len(children) > 1 and any(c.array_index is not None for c in children):
+                # A JS state value object enumerates array-index keys first (ascending), whatever the
+                # insertion order; XState walks Object.keys(value) when selecting transitions.
+                children.sort(key=lambda c: (0, c.array_index) if c.array_index is not None else (1, 0))
         self.adj = adj
         self.atomics = tuple(n for n in nodes if n.is_atomic)
+        self.plans: dict[Transition, _Plan] = {}
+        self.select_trees: dict[str, _SelectionTree | None] = {}
         self.value: str | dict[str, Any] = _value_from_adj(root, adj)
 
 
@@ -183,6 +214,45 @@ def _candidates(node: Node, event_type: str) -> tuple[Transition, ...]:
     matching = [d for d in node.transitions if _wildcard_matches(d, event_type)]
     matching.sort(key=len, reverse=True)  # stable: equal lengths keep document order
     return tuple(t for d in matching for t in node.transitions[d])
+
+
+_SelectionTree = tuple[tuple[Transition, ...], tuple["_SelectionTree", ...]]
+
+
+def _selection_tree(node: Node, adj: Mapping[Node, list[Node]], event_type: str) -> _SelectionTree | None:
+    """The active subtree below ``node`` restricted to states with candidates for ``event_type``."""
+    subtrees = tuple(t for t in (_selection_tree(c, adj, event_type) for c in adj[node]) if t is not None)
+    candidates = node.candidates.get(event_type)
+    if candidates is None:
+        candidates = _candidates(node, event_type)
+        if len(node.candidates) < _CANDIDATE_CACHE_LIMIT:
+            node.candidates[event_type] = candidates
+    if not subtrees and not candidates:
+        return None
+    return candidates, subtrees
+
+
+def _evaluate_selection(
+    tree: _SelectionTree, context: Mapping[str, Any], event: Mapping[str, Any]
+) -> list[Transition] | None:
+    candidates, subtrees = tree
+    if len(subtrees) == 1:
+        found = _evaluate_selection(subtrees[0], context, event)
+        if found:
+            return found
+    elif subtrees:
+        collected: list[Transition] = []
+        for subtree in subtrees:
+            inner = _evaluate_selection(subtree, context, event)
+            if inner:
+                collected.extend(inner)
+        if collected:
+            return collected
+    for transition in candidates:
+        guard = transition.guard
+        if guard is None or guard(context, event):
+            return [transition]
+    return None
 
 
 def _is_in_final_state(active: Mapping[Node, None], node: Node) -> bool:
@@ -268,7 +338,7 @@ class Statechart:
             InvalidSnapshotError: If the snapshot does not fit this machine.
 
         """
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):
             # A malformed event is a ValueError by contract (TRY004 prefers TypeError).
             raise ValueError(f"event must be a mapping with a 'type', got {type(event).__name__}")  # noqa: TRY004
         event_type = event.get("type")
@@ -276,7 +346,7 @@ class Statechart:
             raise ValueError(f"event.type must be a string, got {event_type!r}")  # noqa: TRY004
         if event_type == "*":
             raise ValueError("An event cannot have the wildcard type ('*')")
-        if not isinstance(snapshot, Mapping):
+        if type(snapshot) is not dict and not isinstance(snapshot, Mapping):
             raise InvalidSnapshotError(f"snapshot must be a mapping, got {type(snapshot).__name__}")
         status = snapshot.get("status")
         if status == _DONE:
@@ -293,7 +363,7 @@ class Statechart:
             raise InvalidSnapshotError(f"snapshot.status must be 'active' or 'done', got {status!r}")
         configuration = self._restore(snapshot.get("value"))
         context = snapshot.get("context")
-        if not isinstance(context, Mapping):
+        if type(context) is not dict and not isinstance(context, Mapping):
             raise InvalidSnapshotError(f"snapshot.context must be a mapping, got {type(context).__name__}")
         run = RunState(_json_copy(context, "context"))
         configuration = self._macrostep(configuration, run, event, external=True)
@@ -373,7 +443,7 @@ class Statechart:
                 raise InvalidSnapshotError(
                     f"snapshot.value: expected a string or a mapping, got {sub_value!r}"
                 )
-            keys = list(sub_value)
+            keys = js_key_order(sub_value)  # Object.keys order, as XState reads a parsed value
             children = [child_of(node, key) for key in keys]
             result = [root, node, *children]
             for key, child in zip(keys, children, strict=True):
@@ -434,7 +504,7 @@ class Statechart:
         self, configuration: _Configuration, run: RunState, event: Mapping[str, Any], *, external: bool
     ) -> _Configuration:
         if external:
-            selected = self._select(self._root, configuration.adj, run, event, event["type"])
+            selected = self._select(configuration, run, event, event["type"])
             if selected:
                 configuration, _ = self._microstep(selected, configuration, run, event)
         queue = run.queue
@@ -452,10 +522,7 @@ class Statechart:
                 if not queue:
                     break
                 current_event = queue.pop(0)
-                enabled = (
-                    self._select(self._root, configuration.adj, run, current_event, current_event["type"])
-                    or []
-                )
+                enabled = self._select(configuration, run, current_event, current_event["type"]) or []
             microsteps += 1
             if microsteps > MAX_MICROSTEPS:
                 raise MachineLoopError(
@@ -472,38 +539,23 @@ class Statechart:
         return configuration
 
     def _select(
-        self,
-        node: Node,
-        adj: Mapping[Node, list[Node]],
-        run: RunState,
-        event: Mapping[str, Any],
-        event_type: str,
+        self, configuration: _Configuration, run: RunState, event: Mapping[str, Any], event_type: str
     ) -> list[Transition] | None:
-        """XState ``transitionNode``: deepest enabled transitions per region, else the node's own."""
-        children = adj[node]
-        if len(children) == 1:
-            found = self._select(children[0], adj, run, event, event_type)
-            if found:
-                return found
-        elif children:
-            collected: list[Transition] = []
-            for child in children:
-                inner = self._select(child, adj, run, event, event_type)
-                if inner:
-                    collected.extend(inner)
-            if collected:
-                return collected
-        candidates = node.candidates.get(event_type)
-        if candidates is None:
-            candidates = _candidates(node, event_type)
-            if len(node.candidates) < _CANDIDATE_CACHE_LIMIT:
-                node.candidates[event_type] = candidates
-        context = run.ctx
-        for transition in candidates:
-            guard = transition.guard
-            if guard is None or guard(context, event):
-                return [transition]
-        return None
+        """XState ``transitionNode``: deepest enabled transitions per region, else the node's own.
+
+        The walk is precompiled per (configuration, event type) into a tree pruned to the states that
+        have candidate transitions, so an unhandled event costs one dict lookup.
+        """
+        trees = configuration.select_trees
+        if event_type in trees:
+            tree = trees[event_type]
+        else:
+            tree = _selection_tree(self._root, configuration.adj, event_type)
+            if len(trees) < _CANDIDATE_CACHE_LIMIT:
+                trees[event_type] = tree
+        if tree is None:
+            return None
+        return _evaluate_selection(tree, run.ctx, event)
 
     def _select_eventless(
         self, configuration: _Configuration, run: RunState, event: Mapping[str, Any]
@@ -562,6 +614,30 @@ class Statechart:
                 filtered.append(t1)
         return filtered
 
+    def _plan(self, transitions: list[Transition], configuration: _Configuration, initial: bool) -> _Plan:
+        exits = () if initial else tuple(self._exit_set(transitions, configuration.nodes))
+        if len(transitions) == 1:
+            t = transitions[0]
+            entries = t.entry_sorted
+            if entries is None:
+                entries = t.entry_sorted = tuple(sorted(compute_entry_set([t]), key=lambda n: n.order))
+        else:
+            entries = tuple(sorted(compute_entry_set(transitions), key=lambda n: n.order))
+        exited = set(exits)
+        base = tuple(n for n in configuration.nodes if n not in exited)
+        after = dict.fromkeys(base)
+        for node in entries:
+            after[node] = None
+        same = after.keys() == configuration.node_set
+        return _Plan(
+            exits=exits,
+            entries=entries,
+            base=base,
+            after=tuple(after),
+            next_configuration=configuration if same else self._configuration(tuple(after)),
+            has_final=any(n.type == FINAL for n in entries),
+        )
+
     def _microstep(
         self,
         transitions: list[Transition],
@@ -571,51 +647,52 @@ class Statechart:
         *,
         initial: bool = False,
     ) -> tuple[_Configuration, bool]:
-        """XState ``microstep``; returns the next configuration and whether the snapshot changed."""
-        if len(transitions) > 1:
+        """XState ``microstep``; returns the next configuration and whether the snapshot changed.
+
+        Everything that depends only on the configuration and the transitions (exit set, entry set,
+        resulting node order) is planned once and cached on the configuration.
+        """
+        if len(transitions) == 1:
+            plans = configuration.plans
+            plan = plans.get(transitions[0])
+            if plan is None:
+                plan = self._plan(transitions, configuration, initial)
+                if len(plans) < _CANDIDATE_CACHE_LIMIT:
+                    plans[transitions[0]] = plan
+        else:
             transitions = self._remove_conflicts(transitions, configuration.nodes)
+            plan = self._plan(transitions, configuration, initial)
         run.assigned = False
-        active = dict.fromkeys(configuration.nodes)
-        if not initial:
-            for node in self._exit_set(transitions, configuration.nodes):
-                for action in node.exit:
-                    action(run, event)
-                del active[node]
+        for node in plan.exits:
+            for action in node.exit:
+                action(run, event)
         for t in transitions:
             for action in t.actions:
                 action(run, event)
-        self._enter_states(transitions, active, run, event)
-        done = run.status != _ACTIVE
-        ordered: list[Node] | None = None
-        if done:
-            ordered = sorted(active, key=lambda n: n.order, reverse=True)
-            for node in ordered:
-                for action in node.exit:
+        if plan.has_final:
+            self._enter_states(plan, run, event)
+        else:
+            for node in plan.entries:
+                for action in node.entry:
                     action(run, event)
-        node_set = configuration.node_set
-        if len(active) == len(node_set) and all(n in node_set for n in active):
-            next_configuration = configuration
-        else:
-            next_configuration = self._configuration(tuple(ordered if ordered is not None else active))
-        return next_configuration, run.assigned or done or next_configuration is not configuration
+        next_configuration = plan.next_configuration
+        if run.status == _ACTIVE:
+            return next_configuration, run.assigned or next_configuration is not configuration
+        # Done: XState runs the exit actions of every active state (deepest/last first) and keeps the
+        # nodes in that order, which is the order the final state value lists parallel regions in.
+        ordered = sorted(plan.after, key=lambda n: n.order, reverse=True)
+        for node in ordered:
+            for action in node.exit:
+                action(run, event)
+        if next_configuration is not configuration:
+            next_configuration = self._configuration(tuple(ordered))
+        return next_configuration, True
 
-    def _enter_states(
-        self,
-        transitions: list[Transition],
-        active: dict[Node, None],
-        run: RunState,
-        event: Mapping[str, Any],
-    ) -> None:
+    def _enter_states(self, plan: _Plan, run: RunState, event: Mapping[str, Any]) -> None:
         """XState ``enterStates`` (entry actions, done events, machine completion and output)."""
-        if len(transitions) == 1:
-            t = transitions[0]
-            to_enter = t.entry_sorted
-            if to_enter is None:
-                to_enter = t.entry_sorted = tuple(sorted(compute_entry_set([t]), key=lambda n: n.order))
-        else:
-            to_enter = tuple(sorted(compute_entry_set(transitions), key=lambda n: n.order))
+        active = dict.fromkeys(plan.base)
         completed: set[Node] = set()
-        for node in to_enter:
+        for node in plan.entries:
             active[node] = None
             for action in node.entry:
                 action(run, event)
