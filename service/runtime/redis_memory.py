@@ -51,11 +51,10 @@ immediately, which re-opens a pooled connection that died with a Redis restart.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -81,7 +80,6 @@ from service.arvo.memory import (
     Lease,
     LeaseGrant,
     LeaseLostError,
-    Memory,
     MemoryError,
     StateReadError,
     split_instance_key,
@@ -91,7 +89,6 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_SOCKET_TIMEOUT_S",
     "InstanceKeys",
-    "LeaseKeeper",
     "RedisMemory",
     "RedisMemoryError",
     "RedisUnavailableError",
@@ -706,127 +703,3 @@ class RedisMemory:
                 " expected a JSON object"
             )
         return record
-
-
-class LeaseKeeper:
-    """Renews a lease in the background while long work (e.g. a resumable doing I/O) runs under it.
-
-    Works with any :class:`~service.arvo.memory.Memory`. Use as an async context manager right after
-    the lease was granted; check :attr:`lost` (or call :meth:`raise_if_lost`) before relying on the
-    lease, and pass ``on_lost`` to react at once (e.g. cancel the work). A renewal answered ``False``
-    means the lease is gone for good. A renewal that *fails* (Redis unreachable) is retried at the
-    next interval; the lease is declared lost once it may have expired, i.e. ``ttl_ms`` after the
-    start of the last successful renewal (or after entering, for the first).
-
-    Args:
-        memory: The memory that granted the lease.
-        lease: The lease to keep.
-        ttl_ms: TTL set by every renewal.
-        interval_ms: Time between renewals; default a third of ``ttl_ms``. Must be below ``ttl_ms``.
-        on_lost: Called once, from the renewal task, when the lease is detected as lost.
-        clock: Monotonic clock in seconds, for the expiry estimate on failed renewals.
-
-    """
-
-    def __init__(
-        self,
-        *,
-        memory: Memory,
-        lease: Lease,
-        ttl_ms: int,
-        interval_ms: int | None = None,
-        on_lost: Callable[[], object] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        _check_ttl(ttl_ms)
-        interval = ttl_ms // 3 if interval_ms is None else interval_ms
-        if interval <= 0 or interval >= ttl_ms:
-            raise ValueError(
-                f"interval_ms must be positive and below ttl_ms={ttl_ms}, got {interval_ms!r}"
-                " (renewals must land before the lease expires)"
-            )
-        self._memory = memory
-        self._lease = lease
-        self._ttl_ms = ttl_ms
-        self._interval_s = interval / 1000
-        self._on_lost = on_lost
-        self._clock = clock
-        self._lost = False
-        self._renewals = 0
-        self._last_error: Exception | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def lease(self) -> Lease:
-        """The lease being kept."""
-        return self._lease
-
-    @property
-    def lost(self) -> bool:
-        """Whether the lease is known (or must be assumed) to be lost."""
-        return self._lost
-
-    @property
-    def renewals(self) -> int:
-        """How many renewals succeeded so far."""
-        return self._renewals
-
-    @property
-    def last_error(self) -> Exception | None:
-        """The exception of the last failed renewal attempt, if any."""
-        return self._last_error
-
-    def raise_if_lost(self) -> None:
-        """Raise :class:`LeaseLostError` if the lease was lost.
-
-        Raises:
-            LeaseLostError: renewal was refused, or failed until the lease may have expired.
-
-        """
-        if self._lost:
-            raise LeaseLostError(
-                f"lease on {self._lease.key!r} (fence {self._lease.fence}) was lost while the work ran"
-            )
-
-    async def __aenter__(self) -> Self:
-        if self._task is not None:
-            raise RuntimeError("LeaseKeeper is already running; use a new keeper per lease")
-        self._task = asyncio.create_task(self._keep(), name=f"lease-keeper:{self._lease.key}")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _keep(self) -> None:
-        valid_until = self._clock() + self._ttl_ms / 1000
-        while True:
-            await asyncio.sleep(self._interval_s)
-            started = self._clock()
-            try:
-                renewed = await self._memory.renew(self._lease, ttl_ms=self._ttl_ms)
-            except Exception as exc:  # any failure is retried until the lease may have expired
-                self._last_error = exc
-                if self._clock() >= valid_until:
-                    self._mark_lost()
-                    return
-                continue
-            if not renewed:
-                self._mark_lost()
-                return
-            self._renewals += 1
-            valid_until = started + self._ttl_ms / 1000
-
-    def _mark_lost(self) -> None:
-        self._lost = True
-        _log.warning("lease_keeper.lease_lost", key=self._lease.key, fence=self._lease.fence)
-        if self._on_lost is not None:
-            self._on_lost()

@@ -150,6 +150,9 @@ class ServiceSettings(BaseSettings):
     """TTL of an instance lease; a crashed holder blocks its instance at most this long."""
     handler_timeout_s: float = Field(default=20.0, gt=0)
     """Bound on one handler execution; must be below the lease TTL so a lease never outlives its work."""
+    stateless_outbox_ttl_s: int = Field(default=86_400, ge=0)
+    """How long a stateless handler's emissions are kept so a re-execution republishes them byte for
+    byte (0 disables the outbox); longer than any redelivery delay you expect."""
 
     # --- Retry of transient failures --------------------------------------------------------------
     retry_initial_ms: int = Field(default=100, ge=1)

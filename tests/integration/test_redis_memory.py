@@ -23,7 +23,6 @@ from redis.crc import key_slot
 from service.arvo.memory import InstanceStatus, LeaseLostError, Memory, MemoryError, StateReadError
 from service.runtime.redis_memory import (
     DEFAULT_SOCKET_TIMEOUT_S,
-    LeaseKeeper,
     RedisMemory,
     RedisMemoryError,
     RedisUnavailableError,
@@ -506,20 +505,6 @@ async def test_concurrent_read_modify_write_loses_no_update(redis_memory: RedisM
 
     await asyncio.gather(*(increment() for _ in range(50)))
     assert await redis_memory.inspect(KEY) == {"count": 50}
-
-
-async def test_lease_keeper_holds_a_redis_lease_beyond_its_ttl(redis_memory: RedisMemory) -> None:
-    ttl_ms = 300
-    grant = await redis_memory.lease_and_read(KEY, ttl_ms=ttl_ms)
-    assert grant.lease is not None
-    async with LeaseKeeper(memory=redis_memory, lease=grant.lease, ttl_ms=ttl_ms, interval_ms=30) as keeper:
-        for _ in range(1000):
-            if keeper.renewals >= 20:  # at least 600 ms: twice the TTL
-                break
-            await asyncio.sleep(0.01)
-        assert not keeper.lost
-    await redis_memory.commit_and_release(grant.lease, {"long": "work"}, status=InstanceStatus.DONE)
-    assert await redis_memory.inspect(KEY) == {"long": "work"}
 
 
 async def test_a_client_decoding_responses_works_too(shared_redis_url: str, redis_key_prefix: str) -> None:

@@ -24,6 +24,7 @@ import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +113,11 @@ def vocabulary(
 
     def ctx_gte(a: ActionArgs, p: Any) -> bool:
         tick()
-        return _num(a.context.get(p["key"])) >= p["n"]
+        return bool(_num(a.context.get(p["key"])) >= p["n"])
 
     def ctx_lt(a: ActionArgs, p: Any) -> bool:
         tick()
-        return _num(a.context.get(p["key"])) < p["n"]
+        return bool(_num(a.context.get(p["key"])) < p["n"])
 
     def ctx_flag(a: ActionArgs, p: Any) -> bool:
         tick()
@@ -136,7 +137,7 @@ def vocabulary(
         # number and order of guard evaluations observable.
         tick()
         evaluations["under"] = evaluations.get("under", 0) + 1
-        return evaluations["under"] <= p["n"]
+        return bool(evaluations["under"] <= p["n"])
 
     actions = {
         "inc": assign(inc),
@@ -271,8 +272,8 @@ def run_python_case(case: Mapping[str, Any]) -> dict[str, Any]:
     for event in case["events"]:
         if current is None:
             break
-        previous = current
-        current = step(lambda previous=previous, event=event: chart.send(previous, event))
+        previous: dict[str, Any] = current
+        current = step(partial(chart.send, previous, event))
     return {"steps": steps}
 
 
@@ -375,9 +376,14 @@ class MachineGenerator:
             forms.append(target.key)
         if target.parent is source:
             forms.append(f".{target.key}")
-        if source.parent is not None and target.parent is not None and target.parent.parent is source.parent:
-            if not target.parent.custom_id:
-                forms.append(f"{target.parent.key}.{target.key}")
+        parent = target.parent
+        if (
+            source.parent is not None
+            and parent is not None
+            and parent.parent is source.parent
+            and not parent.custom_id
+        ):
+            forms.append(f"{parent.key}.{target.key}")
         return self.rng.choice(forms)
 
     def pick_targets(self, source: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> Any:
@@ -387,6 +393,8 @@ class MachineGenerator:
             regions = self.rng.sample(parallel.children, 2)
             picks = [self.rng.choice([r, *r.descendants()]) for r in regions]
             return [self.target_ref(source, t) for t in picks]
+        if self.rng.random() < 0.03:
+            return f"#{nodes[0].state_id(self.machine_id)}"  # the root itself
         candidates = [n for n in nodes if n.parent is not None]
         if self.rng.random() < 0.5:
             near = [n for n in candidates if n.parent is source.parent or n.parent is source]

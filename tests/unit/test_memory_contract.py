@@ -22,9 +22,8 @@ from service.arvo.memory import (
     Lease,
     LeaseLostError,
     Memory,
-    MemoryError,
 )
-from service.runtime.redis_memory import LeaseKeeper, RedisMemory
+from service.runtime.redis_memory import RedisMemory
 from tests.integration._redis import delete_keys_with_prefix, require_shared_redis, unique_prefix
 
 SHORT_TTL_MS = 100  # long enough that a loaded machine still renews/commits before it runs out
@@ -462,74 +461,3 @@ async def test_set_status_does_not_touch_the_lease(harness: Harness) -> None:
     assert not (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
     await harness.memory.commit_and_release(lease, {"n": 1}, status=InstanceStatus.ACTIVE)
     assert [r.status for r in await harness.memory.list_instances()] == [InstanceStatus.ACTIVE]
-
-
-# --- LeaseKeeper (generic over the Memory protocol) ---------------------------------------------
-
-
-async def test_lease_keeper_renews_while_the_work_runs(harness: Harness) -> None:
-    lease = await harness.lease(KEY, ttl_ms=1_000)
-    async with LeaseKeeper(memory=harness.memory, lease=lease, ttl_ms=1_000, interval_ms=10) as keeper:
-        await wait_until(lambda: keeper.renewals >= 3, "three renewals")
-        assert not keeper.lost
-        keeper.raise_if_lost()
-    await harness.memory.commit_and_release(lease, {"kept": True}, status=InstanceStatus.ACTIVE)
-    assert await harness.memory.inspect(KEY) == {"kept": True}
-
-
-async def test_lease_keeper_reports_a_lost_lease_once(harness: Harness) -> None:
-    lease = await harness.lease(KEY, ttl_ms=1_000)
-    lost_calls: list[str] = []
-    keeper = LeaseKeeper(
-        memory=harness.memory,
-        lease=lease,
-        ttl_ms=1_000,
-        interval_ms=10,
-        on_lost=lambda: lost_calls.append("lost"),
-    )
-    async with keeper:
-        await harness.memory.release(lease)
-        await harness.lease(KEY)  # another worker takes over
-        await wait_until(lambda: keeper.lost, "the keeper to notice the takeover")
-        await asyncio.sleep(0.03)
-    assert lost_calls == ["lost"]
-    with pytest.raises(LeaseLostError, match=KEY):
-        keeper.raise_if_lost()
-
-
-async def test_lease_keeper_stops_renewing_on_exit(harness: Harness) -> None:
-    lease = await harness.lease(KEY, ttl_ms=1_000)
-    async with LeaseKeeper(memory=harness.memory, lease=lease, ttl_ms=1_000, interval_ms=10) as keeper:
-        await wait_until(lambda: keeper.renewals >= 1, "one renewal")
-    count = keeper.renewals
-    await asyncio.sleep(0.05)
-    assert keeper.renewals == count
-
-
-class _RenewFails(InMemoryMemory):
-    """Renewal raises like an unreachable Redis."""
-
-    async def renew(self, lease: Lease, *, ttl_ms: int) -> bool:
-        raise MemoryError("redis unavailable (simulated)")
-
-
-async def test_lease_keeper_declares_the_lease_lost_when_renewals_fail_past_the_ttl() -> None:
-    clock = FakeClock()
-    memory = _RenewFails(clock=clock)
-    lease = (await memory.lease_and_read(KEY, ttl_ms=1_000)).lease
-    assert lease is not None
-    async with LeaseKeeper(memory=memory, lease=lease, ttl_ms=1_000, interval_ms=5, clock=clock) as keeper:
-        await wait_until(lambda: keeper.last_error is not None, "a failed renewal")
-        assert not keeper.lost, "a failed renewal alone does not lose a lease that is still valid"
-        clock.advance(1.0)
-        await wait_until(lambda: keeper.lost, "the keeper to give the lease up")
-    assert isinstance(keeper.last_error, MemoryError)
-
-
-@pytest.mark.parametrize(("ttl_ms", "interval_ms"), [(1_000, 0), (1_000, 1_000), (1_000, 5_000), (0, None)])
-def test_lease_keeper_rejects_intervals_that_cannot_keep_a_lease(
-    ttl_ms: int, interval_ms: int | None
-) -> None:
-    lease = Lease(key=KEY, token="t", fence=1)
-    with pytest.raises(ValueError, match=r"ttl_ms|interval_ms"):
-        LeaseKeeper(memory=InMemoryMemory(), lease=lease, ttl_ms=ttl_ms, interval_ms=interval_ms)

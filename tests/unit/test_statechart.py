@@ -46,7 +46,7 @@ def new_entries(before: MachineStep, after: MachineStep) -> list[str]:
     return log_of(after)[len(log_of(before)) :]
 
 
-LOG_CONTEXT = {"log": []}
+LOG_CONTEXT: dict[str, Any] = {"log": []}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -892,7 +892,7 @@ def test_snapshots_are_plain_json() -> None:
 def test_event_without_type_is_a_value_error() -> None:
     chart = Statechart({"id": "m", "initial": "a", "states": {"a": {}}})
     snapshot = chart.start().snapshot
-    with pytest.raises(ValueError, match="event.type must be a string"):
+    with pytest.raises(ValueError, match=r"event\.type must be a string"):
         chart.send(snapshot, {"data": {}})
     with pytest.raises(ValueError, match="event must be a mapping"):
         chart.send(snapshot, "E")  # type: ignore[arg-type]
@@ -1158,11 +1158,11 @@ def test_states_and_events_named_after_or_invoke_are_allowed() -> None:
 
 def test_named_action_and_guard_implementations_must_be_usable() -> None:
     with pytest.raises(ConfigViolation, match="implementation must be a function"):
-        Statechart({"id": "m", "initial": "a", "states": {"a": {"entry": "x"}}}, actions={"x": 5})  # type: ignore[dict-item]
+        Statechart({"id": "m", "initial": "a", "states": {"a": {"entry": "x"}}}, actions={"x": 5})
     with pytest.raises(ConfigViolation, match="implementation must be callable"):
         Statechart(
             {"id": "m", "initial": "a", "states": {"a": {"on": {"E": {"guard": "g"}}}}},
-            guards={"g": 5},  # type: ignore[dict-item]
+            guards={"g": 5},
         )
     with pytest.raises(ConfigViolation, match="cycle"):
         Statechart(

@@ -20,7 +20,7 @@ def _bump(key: str) -> Any:
     return assign({key: lambda a: a.context.get(key, 0) + 1})
 
 
-GUARDS = {
+GUARDS: dict[str, Any] = {
     "even": lambda a: isinstance(a.event.get("value"), int) and a.event["value"] % 2 == 0,
     "gte": lambda a, p: a.context.get(p["key"], 0) >= p["n"],
     "budget": lambda a: a.context["auto"] < 3,
@@ -87,11 +87,14 @@ CHART = Statechart(CONFIG, guards=GUARDS)
 
 EVENT_TYPES = ["GO", "STOP", "RESET", "END", "B", "a.x", "a.y", "a.z", "other"]
 
+
+def _event(event_type: str, value: int | None) -> dict[str, Any]:
+    return {"type": event_type, "value": value} if value is not None else {"type": event_type}
+
+
 events = st.lists(
     st.builds(
-        lambda t, v: {"type": t, "value": v} if v is not None else {"type": t},
-        st.sampled_from(EVENT_TYPES),
-        st.one_of(st.none(), st.integers(min_value=0, max_value=5)),
+        _event, st.sampled_from(EVENT_TYPES), st.one_of(st.none(), st.integers(min_value=0, max_value=5))
     ),
     max_size=25,
 )
@@ -143,7 +146,13 @@ def test_the_property_machine_reaches_every_state() -> None:
     """Sanity check that the machine above is rich enough for the properties to mean something."""
     snapshot = CHART.start(0).snapshot
     seen = {orjson.dumps(snapshot["value"])}
-    for event in [{"type": "GO", "value": 2}, {"type": "a.x"}, {"type": "B"}, {"type": "B"}, {"type": "B"}]:
+    sequence: list[dict[str, Any]] = [
+        {"type": "GO", "value": 2},
+        {"type": "a.x"},
+        {"type": "B"},
+        {"type": "B"},
+    ]
+    for event in [*sequence, {"type": "B"}]:
         snapshot = CHART.send(snapshot, event).snapshot
         seen.add(orjson.dumps(snapshot["value"]))
     snapshot = CHART.send(snapshot, {"type": "a.y"}).snapshot

@@ -282,8 +282,8 @@ class Statechart:
         self,
         config: Mapping[str, Any],
         *,
-        actions: Mapping[str, ActionImpl] | None = None,
-        guards: Mapping[str, GuardImpl] | None = None,
+        actions: Mapping[str, Any] | None = None,
+        guards: Mapping[str, Any] | None = None,
     ) -> None:
         self._config = config
         self._model = MachineModel(config, actions=dict(actions or {}), guards=dict(guards or {}))
@@ -340,7 +340,7 @@ class Statechart:
         """
         if type(event) is not dict and not isinstance(event, Mapping):
             # A malformed event is a ValueError by contract (TRY004 prefers TypeError).
-            raise ValueError(f"event must be a mapping with a 'type', got {type(event).__name__}")  # noqa: TRY004
+            raise ValueError(f"event must be a mapping with a 'type', got {type(event).__name__}")
         event_type = event.get("type")
         if not isinstance(event_type, str):
             raise ValueError(f"event.type must be a string, got {event_type!r}")  # noqa: TRY004

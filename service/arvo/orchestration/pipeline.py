@@ -246,7 +246,14 @@ class OrchestrationPipeline:
         renewals: list[asyncio.Task[None]] = []
 
         async def keep_lease() -> None:
-            while await self.memory.renew(lease, ttl_ms=self.lease_ttl_ms):  # noqa: ASYNC110 - periodic
+            # A refused renewal means the lease is gone (the commit will be fenced out); a failed one
+            # (memory unreachable) is tried again at the next interval.
+            while True:
+                try:
+                    if not await self.memory.renew(lease, ttl_ms=self.lease_ttl_ms):
+                        return
+                except Exception as error:
+                    log_to_span(request.span, "WARNING", f"Lease renewal failed: {error}")
                 await asyncio.sleep(interval)
 
         handle = loop.call_later(interval, lambda: renewals.append(loop.create_task(keep_lease())))

@@ -1,0 +1,156 @@
+"""The assembled service: settings → Redis memory → the app's handlers → Kafka consumer loop.
+
+``arvo run`` calls :func:`run_service`; tests and embedders use :class:`ArvoService` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from service.apps import build_handlers
+from service.arvo.execution import ArvoHandler
+from service.arvo.handler import ArvoEventHandler
+from service.arvo.memory import Memory
+from service.runtime.consumer import ConsumerLoop, LoopHooks, run_until_signal
+from service.runtime.dlq import DeadLetterPublisher
+from service.runtime.kafka_admin import ensure_topics
+from service.runtime.outbox import OutboxedHandler, StatelessOutbox
+from service.runtime.producer import EventProducer
+from service.runtime.redis_memory import RedisMemory
+from service.runtime.routing import TopicRouter
+from service.runtime.settings import ServiceSettings
+
+__all__ = ["ArvoService", "run_service"]
+
+_log = structlog.get_logger("arvo.runtime.app")
+
+
+@dataclass
+class ArvoService:
+    """One service process: consumes the topics of its handlers and produces what they emit.
+
+    Build it with :meth:`from_settings`; :meth:`start`/:meth:`stop` or :meth:`run_until_signal`.
+    """
+
+    settings: ServiceSettings
+    memory: RedisMemory
+    handlers: list[ArvoHandler]
+    router: TopicRouter
+    producer: EventProducer
+    loop: ConsumerLoop
+    hooks: LoopHooks | None = None
+    _started: bool = field(default=False, init=False)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ServiceSettings,
+        *,
+        handlers: Sequence[ArvoHandler] | None = None,
+        memory: RedisMemory | None = None,
+        hooks: LoopHooks | None = None,
+    ) -> ArvoService:
+        """Assemble the service; ``handlers`` default to the app named by ``settings.app``.
+
+        Raises:
+            service.apps.AppLoadError: the app cannot be loaded.
+
+        """
+        redis_memory = memory or RedisMemory.from_url(
+            settings.redis_url.get_secret_value(),
+            key_prefix=settings.redis_key_prefix,
+            cluster_mode=settings.redis_cluster,
+        )
+        built = list(handlers) if handlers is not None else _build(settings, redis_memory)
+        served = _with_outbox(built, redis_memory, settings)
+        router = TopicRouter.from_settings(settings)
+        producer = EventProducer(settings=settings, router=router)
+        loop = ConsumerLoop(
+            settings=settings,
+            handlers={router.handler_topic(handler.source): handler for handler in served},
+            producer=producer,
+            router=router,
+            dlq=DeadLetterPublisher(producer=producer, topic=settings.dead_letter_topic_name),
+            metrics_hooks=hooks,
+            memory=redis_memory,
+        )
+        return cls(
+            settings=settings,
+            memory=redis_memory,
+            handlers=served,
+            router=router,
+            producer=producer,
+            loop=loop,
+            hooks=hooks,
+        )
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this service consumes."""
+        return [self.router.handler_topic(handler.source) for handler in self.handlers]
+
+    async def prepare_topics(self) -> list[str]:
+        """Create the consumed topics and the dead-letter topic when ``create_topics`` is on."""
+        if not self.settings.create_topics:
+            return []
+        return await ensure_topics(self.settings, [*self.topics, self.settings.dead_letter_topic_name])
+
+    async def start(self) -> None:
+        """Create topics, start the producer and the consumer loop."""
+        await self.prepare_topics()
+        await self.producer.start()
+        try:
+            await self.loop.start()
+        except BaseException:
+            await self.producer.stop()
+            raise
+        self._started = True
+        _log.info("service started", topics=self.topics, group=self.settings.consumer_group)
+
+    async def stop(self) -> None:
+        """Drain in-flight records, commit, then stop the producer and close Redis."""
+        if self._started:
+            await self.loop.stop()
+            self._started = False
+        await self.producer.stop()
+        await self.memory.close()
+        _log.info("service stopped")
+
+    async def run_until_signal(self, *, stop_event: asyncio.Event | None = None) -> BaseException | None:
+        """Run until SIGTERM/SIGINT (or ``stop_event``); drain and commit on the way out."""
+        await self.prepare_topics()
+        await self.producer.start()
+        try:
+            return await run_until_signal(self.loop, stop_event=stop_event)
+        finally:
+            await self.producer.stop()
+            await self.memory.close()
+
+
+def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:
+    return build_handlers(settings.app, memory, include_error_stack=settings.include_error_stack)
+
+
+def _with_outbox(
+    handlers: list[ArvoHandler], memory: RedisMemory, settings: ServiceSettings
+) -> list[ArvoHandler]:
+    if settings.stateless_outbox_ttl_s <= 0:
+        return handlers
+    outbox = StatelessOutbox(
+        client=memory.client, key_prefix=settings.redis_key_prefix, ttl_s=settings.stateless_outbox_ttl_s
+    )
+    return [
+        OutboxedHandler(handler, outbox) if isinstance(handler, ArvoEventHandler) else handler
+        for handler in handlers
+    ]
+
+
+async def run_service(settings: ServiceSettings) -> BaseException | None:
+    """Build the service from ``settings`` and run it until a signal (``arvo run``)."""
+    service = ArvoService.from_settings(settings)
+    _log.info("starting", app=settings.app, bootstrap=settings.kafka_bootstrap_servers)
+    return await service.run_until_signal()
