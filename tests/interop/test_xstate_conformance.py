@@ -537,7 +537,7 @@ class MachineGenerator:
             on[descriptor] = self.transitions(node, nodes, parallels, internal=descriptor == "*")
         if on:
             config["on"] = on
-        if node.parent is not None and self.rng.random() < 0.15:
+        if self.rng.random() < 0.15:
             config["always"] = self.always(node, nodes, parallels)
         if node.type in ("compound", "parallel") and self.rng.random() < 0.45:
             done = self.transition(node, nodes, parallels, internal=True)
@@ -575,9 +575,81 @@ class MachineGenerator:
         }
 
 
+def _rec(label: str) -> dict[str, Any]:
+    return {"type": "record", "params": {"label": label}}
+
+
+def _final_region() -> dict[str, Any]:
+    return {
+        "initial": "a",
+        "entry": [_rec("r+")],
+        "exit": [_rec("r-")],
+        "states": {"a": {"on": {"E": "f"}}, "f": {"type": "final", "entry": [_rec("f+")], "exit": [_rec("f-")]}},
+    }
+
+
+# Hand-written cases pinning XState quirks that random machines reach only rarely.
+SPECIAL_CASES: list[dict[str, Any]] = [
+    {
+        # A parallel root completing: exit actions of every state run after the output, and the final
+        # state value lists the regions in reverse document order.
+        "machine": {
+            "id": "m",
+            "type": "parallel",
+            "entry": [_rec("m+")],
+            "exit": [_rec("m-")],
+            "states": {"r1": _final_region(), "r2": _final_region(), "r3": _final_region()},
+            "output": {"$output": "root"},
+        },
+        "input": {"log": []},
+        "contextMode": "fn",
+        "events": [{"type": "E"}, {"type": "E"}],
+    },
+    {
+        # Targeting the root: without reenter the root's entry runs again but not its exit.
+        "machine": {
+            "id": "m",
+            "initial": "a",
+            "entry": [_rec("m+")],
+            "exit": [_rec("m-")],
+            "states": {
+                "a": {
+                    "entry": [_rec("a+")],
+                    "exit": [_rec("a-")],
+                    "on": {"R": "#m", "S": {"target": "#m", "reenter": True}},
+                }
+            },
+        },
+        "input": {"log": []},
+        "contextMode": "fn",
+        "events": [{"type": "R"}, {"type": "S"}],
+    },
+    {
+        # Array-index state keys: JS enumerates them first, in the value and in transition selection.
+        "machine": {
+            "id": "m",
+            "type": "parallel",
+            "states": {
+                "b": {"on": {"E": {"target": "#m.x", "actions": [_rec("b")]}}},
+                "10": {"on": {"E": {"target": "#m.y", "actions": [_rec("10")]}}},
+                "2": {},
+                "x": {},
+                "y": {},
+            },
+        },
+        "input": {"log": []},
+        "contextMode": "object",
+        "events": [{"type": "E"}],
+    },
+]
+
+
 def generate_cases(count: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    return [MachineGenerator(random.Random(rng.getrandbits(64))).case() for _ in range(count)]
+    return [
+        *SPECIAL_CASES,
+        *(MachineGenerator(random.Random(rng.getrandbits(64))).case() for _ in range(count)),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------
