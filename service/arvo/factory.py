@@ -54,9 +54,12 @@ def error_data(error: BaseException, *, include_stack: bool = False) -> dict[str
     because stacks disclose internals across services (hazard 5).
     """
     name = getattr(error, "name", None) if is_violation_error(error) else None
+    # str(KeyError("x")) is "'x'": use the message itself, as JavaScript's Error.message would be.
+    single = error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else None
+    message = single if isinstance(error, KeyError) and single is not None else str(error)
     return {
         "errorName": name if isinstance(name, str) else type(error).__name__,
-        "errorMessage": str(error),
+        "errorMessage": message,
         "errorStack": "".join(traceback.format_exception(error)) if include_stack else None,
     }
 

@@ -258,7 +258,7 @@ class ArvoEventHandler:
             )
         )
         outputs = await returned if inspect.isawaitable(returned) else returned
-        if not outputs:
+        if outputs is None:
             return []
         items: Sequence[Mapping[str, Any]] = [outputs] if isinstance(outputs, Mapping) else list(outputs)
         return [

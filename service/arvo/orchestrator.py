@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from service.arvo.errors import ConfigViolation
+from service.arvo.errors import ConfigViolation, ContractViolation
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
 from service.arvo.machine.arvo_machine import ArvoMachine
@@ -144,7 +144,12 @@ class ArvoOrchestrator:
             raw_events = []
             outcome = ExecutionOutcome.IGNORED_DONE
         elif status == "done":
-            output = result.final_output if isinstance(result.final_output, Mapping) else {}
+            if result.final_output is not None and not isinstance(result.final_output, Mapping):
+                raise ContractViolation(
+                    f"Machine '{machine.id}' output must be an object for "
+                    f"'{machine.self_contract.complete_event_type}', got {type(result.final_output).__name__}"
+                )
+            output = result.final_output if result.final_output is not None else {}
             complete_type = machine.self_contract.complete_event_type
             assert complete_type is not None
             raw_events = [

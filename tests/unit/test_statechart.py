@@ -1303,3 +1303,95 @@ def test_machine_id_defaults_like_xstate() -> None:
     chart = Statechart({"initial": "a", "states": {"a": {"on": {"E": "#(machine).a"}}}})
     assert chart.id == "(machine)"
     assert chart.send(chart.start().snapshot, {"type": "E"}).snapshot["value"] == "a"
+
+
+# ---------------------------------------------------------------------------------------------------
+# XState quirks reproduced on purpose (each verified against xstate 5.24.0 by the interop test)
+
+
+def test_parallel_root_completion_lists_regions_in_reverse_document_order() -> None:
+    region = {"initial": "a", "states": {"a": {"on": {"E": "f"}}, "f": {"type": "final"}}}
+    chart = Statechart(
+        {"id": "m", "type": "parallel", "states": {"r1": region, "r2": region}, "output": {"ok": 1}}
+    )
+    step = chart.send(chart.start().snapshot, {"type": "E"})
+    assert step.snapshot["status"] == "done"
+    assert list(step.snapshot["value"]) == ["r2", "r1"]
+    assert step.snapshot["output"] == {"ok": 1}
+
+
+def test_targeting_the_root_without_reenter_reruns_root_entry_but_not_its_exit() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "context": LOG_CONTEXT,
+            **entry_exit("m"),
+            "initial": "a",
+            "states": {"a": {**entry_exit("a"), "on": {"R": "#m", "S": {"target": "#m", "reenter": True}}}},
+        }
+    )
+    start = chart.start()
+    once = chart.send(start.snapshot, {"type": "R"})
+    assert new_entries(start, once) == ["a-@R", "m+@R", "a+@R"]
+    twice = chart.send(once.snapshot, {"type": "S"})
+    assert new_entries(once, twice) == ["a-@S", "m-@S", "m+@S", "a+@S"]
+
+
+def test_array_index_state_keys_are_selected_first_in_parallel_regions() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "context": LOG_CONTEXT,
+            "type": "parallel",
+            "states": {
+                "b": {"on": {"E": {"target": "#m.x", "actions": rec("b")}}},
+                "10": {"on": {"E": {"target": "#m.x", "actions": rec("10")}}},
+                "x": {},
+            },
+        }
+    )
+    step = chart.send(chart.start().snapshot, {"type": "E"})
+    assert log_of(step) == ["10@E"]  # both conflict; '10' is selected first as in Object.keys order
+
+
+def test_constant_emit_payloads_are_copied_per_emission() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "initial": "a",
+            "states": {"a": {"on": {"E": {"actions": emit({"type": "x", "data": {"n": 1}})}}}},
+        }
+    )
+    snapshot = chart.start().snapshot
+    first = chart.send(snapshot, {"type": "E"}).emitted
+    first[0]["data"]["n"] = 99
+    assert chart.send(snapshot, {"type": "E"}).emitted == [{"type": "x", "data": {"n": 1}}]
+
+
+def test_escaped_dots_in_target_ids_are_honoured() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "initial": "a",
+            "states": {"a": {"on": {"E": "#my\\.id"}}, "b": {"id": "my.id"}},
+        }
+    )
+    assert chart.send(chart.start().snapshot, {"type": "E"}).snapshot["value"] == "b"
+
+
+def test_action_args_repr_and_two_argument_varargs_callables() -> None:
+    seen: list[Any] = []
+
+    def variadic(*args: Any) -> None:
+        seen.append(args[1])
+
+    chart = Statechart(
+        {"id": "m", "initial": "a", "states": {"a": {"entry": {"type": "v", "params": {"p": 1}}}}},
+        actions={"v": variadic},
+    )
+    chart.start()
+    assert seen == [{"p": 1}]
+    assert (
+        repr(ActionArgs(context={}, event={"type": "x"}))
+        == "ActionArgs(context={}, event={'type': 'x'}, input=None)"
+    )

@@ -24,6 +24,21 @@ point. Supported config keys: ``id``, ``initial``, ``states``, ``type`` (``atomi
 rejected with :class:`~service.arvo.errors.ConfigViolation` when the chart is built.
 
 Errors raised by user code (actions, guards, ``context``, ``output``) propagate unchanged.
+
+XState details reproduced on purpose (all checked against the real library): the root's entry/exit
+actions run like any state's; on completion the machine output is computed, then the exit actions of
+every active state run; ``*`` and ``prefix.*`` transitions also match internal done events; an exact
+descriptor hides the wildcards of the same state even when its guards fail; ``prefix.*`` also matches
+``prefix``; a targetless eventless transition that changes nothing (no ``assign``, no state change) is
+not re-selected in the same step; targeting the root without ``reenter`` re-runs its entry but not its
+exit; array-index state keys (``"0"``, ``"12"``) come first as in JavaScript objects; the state value of a
+completed parallel machine lists its regions in reverse document order.
+
+Deliberate differences: guard errors are not wrapped in XState's ``Unable to evaluate guard`` error;
+unimplemented named actions (silently skipped by XState) and guards, unknown keys, ``output`` outside
+final/root states, ``onDone`` on atomic states, targets that cannot be active together and infix
+wildcards are rejected when the chart is built; an endless eventless/done-event loop raises
+:class:`MachineLoopError` instead of hanging; there are no history states, actors or delays.
 """
 
 from __future__ import annotations

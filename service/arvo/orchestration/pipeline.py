@@ -27,6 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from service.arvo.contract import VersionedArvoContract
 from service.arvo.errors import (
+    ConfigViolation,
     ExecutionViolation,
     SubjectError,
     TransactionViolation,
@@ -294,6 +295,14 @@ class OrchestrationPipeline:
                     )
                 if key in ring:
                     return ExecutionResult([], ExecutionOutcome.DUPLICATE_DROPPED)
+                stored_version = record.get("version")
+                if stored_version is not None and stored_version != parsed.version:
+                    # Same execution id, another machine version: never load a snapshot of a
+                    # different machine into this one.
+                    raise ConfigViolation(
+                        f"Subject version '{parsed.version}' does not match the version '{stored_version}' "
+                        f"of instance {parsed.instance_key} (event id={event.id})"
+                    )
                 if record.get("executionStatus") == "failure":
                     message = (
                         "The orchestration has failed in a previous event. Ignoring event id: "
