@@ -49,6 +49,9 @@ _STDIN = "-"
 
 def main() -> None:
     """Entry point of the ``arvo`` console script."""
+    from service.tuning import tune_allocator
+
+    tune_allocator()
     app()
 
 

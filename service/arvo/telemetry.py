@@ -91,6 +91,10 @@ def tracing_enabled() -> bool:
     """Whether spans are recorded at all: an SDK provider is installed, or a real tracer was given."""
     if _TRACER_OVERRIDE is not None:
         return not isinstance(_TRACER_OVERRIDE, trace.NoOpTracer)
+    if getattr(trace, "_TRACER_PROVIDER", None) is not None:
+        return True
+    # Not set yet: get_tracer_provider() reads OTEL_PYTHON_TRACER_PROVIDER (an environment lookup per
+    # call), so it is only asked when nothing was installed in code.
     return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
 
 

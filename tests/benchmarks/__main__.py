@@ -22,6 +22,10 @@ BENCHMARK_MODULES = [
 
 
 def main() -> int:
+    from service.tuning import tune_allocator
+
+    # The service applies this at start (service.cli.main); measure what runs in production.
+    print(f"allocator tuned: {tune_allocator()}")
     selected = sys.argv[1:]
     results: dict[str, float] = {}
     for name in BENCHMARK_MODULES:

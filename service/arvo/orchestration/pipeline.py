@@ -139,7 +139,7 @@ class OrchestrationPipeline:
         self._span_attributes = dict(span_attributes)
         self._span_name = span_name
         self.lease_ttl_ms = lease_ttl_ms
-        self._renew_lease = renew_lease
+        self._renewals = _LeaseRenewals(memory, lease_ttl_ms) if renew_lease else None
         self.include_error_stack = include_error_stack
 
     async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
@@ -238,32 +238,13 @@ class OrchestrationPipeline:
             log_to_span(span, "ERROR", f"Memory unlock operation failed - Possible resource leak: {error}")
 
     async def _run_core(self, request: CoreRequest, lease: Lease) -> CoreResult:
-        if not self._renew_lease:
+        if self._renewals is None:
             return await self._core(request)
-        # Long resumables keep their lease alive; renewal starts only if the core outlives a third
-        # of the TTL, so the common fast path schedules a timer and nothing else.
-        loop = asyncio.get_running_loop()
-        interval = self.lease_ttl_ms / 3000
-        renewals: list[asyncio.Task[None]] = []
-
-        async def keep_lease() -> None:
-            # A refused renewal means the lease is gone (the commit will be fenced out); a failed one
-            # (memory unreachable) is tried again at the next interval.
-            while True:
-                try:
-                    if not await self.memory.renew(lease, ttl_ms=self.lease_ttl_ms):
-                        return
-                except Exception as error:
-                    log_to_span(request.span, "WARNING", f"Lease renewal failed: {error}")
-                await asyncio.sleep(interval)
-
-        handle = loop.call_later(interval, lambda: renewals.append(loop.create_task(keep_lease())))
+        self._renewals.add(lease)
         try:
             return await self._core(request)
         finally:
-            handle.cancel()
-            for task in renewals:
-                task.cancel()
+            self._renewals.discard(lease)
 
     async def _execute(self, event: ArvoEvent, span: Span, headers: TraceHeaders) -> ExecutionResult:
         parsed = self._parse_subject(event)
@@ -453,6 +434,51 @@ class OrchestrationPipeline:
             "consumedIds": _push_ring(record, key),
             "updatedAt": create_timestamp(),
         }
+
+
+class _LeaseRenewals:
+    """Keeps the leases of long-running cores (resumables awaiting I/O) alive.
+
+    One background task per pipeline renews every lease held longer than a third of the TTL. Adding
+    and removing a lease is a dict operation, so the fast path (a core that finishes in
+    microseconds) pays no timer; the task exits when no lease is left and restarts on demand.
+    A refused renewal means the lease is gone (the commit will be fenced out); a failed one (memory
+    unreachable) is tried again at the next interval.
+    """
+
+    def __init__(self, memory: Memory, ttl_ms: int) -> None:
+        self._memory = memory
+        self._ttl_ms = ttl_ms
+        self._interval_s = ttl_ms / 3000
+        self._held: dict[Lease, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, lease: Lease) -> None:
+        loop = asyncio.get_running_loop()
+        self._held[lease] = loop.time()
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._task = loop.create_task(self._renew_forever())
+
+    def discard(self, lease: Lease) -> None:
+        self._held.pop(lease, None)
+
+    async def _renew_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._held:
+            await asyncio.sleep(self._interval_s)
+            due = [
+                lease for lease, since in list(self._held.items()) if loop.time() - since >= self._interval_s
+            ]
+            for lease in due:
+                try:
+                    renewed = await self._memory.renew(lease, ttl_ms=self._ttl_ms)
+                except Exception:  # noqa: S112 - retried at the next interval; the commit decides
+                    continue
+                if not renewed:
+                    self._held.pop(lease, None)
+                elif lease in self._held:
+                    self._held[lease] = loop.time()
 
 
 def _push_ring(record: Mapping[str, Any] | None, key: str) -> list[str]:
