@@ -3,19 +3,37 @@
 The attribute is a callable ``(memory, *, include_error_stack=False) -> Iterable[ArvoHandler]``:
 it receives the memory the orchestrators and resumables must use and returns every handler to serve.
 The embedded default is ``service.examples:default_app``.
+
+:func:`build_entry_event` builds the event that starts work on one of an app's handlers through that
+handler's own contract (``arvo publish``): the init event of an orchestrator or resumable, the
+accepted event of a stateless service.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from service.arvo.execution import ArvoHandler
 from service.arvo.memory import Memory
 
-__all__ = ["DEFAULT_APP", "AppFactory", "AppLoadError", "build_handlers", "load_app_factory"]
+if TYPE_CHECKING:
+    from service.arvo.contract import VersionedArvoContract
+    from service.arvo.event import ArvoEvent
+
+__all__ = [
+    "DEFAULT_APP",
+    "AppFactory",
+    "AppLoadError",
+    "EntryEventError",
+    "build_entry_event",
+    "build_handlers",
+    "entry_contract",
+    "load_app_factory",
+]
 
 DEFAULT_APP = "service.examples:default_app"
 AppFactory = Callable[..., Iterable[ArvoHandler]]
@@ -70,3 +88,103 @@ def build_handlers(spec: str, memory: Memory, *, include_error_stack: bool = Fal
             raise AppLoadError(f"app {spec!r} has two handlers for {handler.source!r}")
         seen.add(handler.source)
     return handlers
+
+
+class EntryEventError(ValueError):
+    """No handler of the app accepts the type, the version is unknown, or the data is invalid."""
+
+
+def _pick_version(versions: Mapping[str, VersionedArvoContract], wanted: str | None, owner: str) -> str:
+    from service.arvo.contract import compare_semantic_versions
+
+    if not versions:
+        raise EntryEventError(f"{owner!r} has no contract versions")
+    if wanted is None or wanted == "latest":
+        return max(versions, key=functools.cmp_to_key(compare_semantic_versions))
+    if wanted not in versions:
+        known = ", ".join(sorted(versions, key=functools.cmp_to_key(compare_semantic_versions)))
+        raise EntryEventError(f"{owner!r} has no version {wanted!r} (versions: {known})")
+    return wanted
+
+
+def entry_contract(
+    handlers: Iterable[ArvoHandler], event_type: str, *, version: str | None = None
+) -> tuple[VersionedArvoContract, bool]:
+    """The contract version through which ``event_type`` enters the app, and whether it is an init.
+
+    Orchestrators and resumables are entered by their init event (their orchestrator contract,
+    ``True``); stateless services by the event their contract accepts (``False``).
+
+    Args:
+        handlers: The app's handlers (built with any memory; only their contracts are read).
+        event_type: The type consumed by one of the handlers (its ``source``).
+        version: Contract version; the highest one when ``None`` or ``"latest"``.
+
+    Raises:
+        EntryEventError: no handler consumes ``event_type``, or it has no such version.
+
+    """
+    from service.arvo.handler import ArvoEventHandler
+    from service.arvo.orchestrator import ArvoOrchestrator
+    from service.arvo.resumable import ArvoResumable
+
+    listed = list(handlers)
+    handler = next((item for item in listed if item.source == event_type), None)
+    if handler is None:
+        known = ", ".join(sorted(item.source for item in listed)) or "none"
+        raise EntryEventError(f"no handler of the app consumes {event_type!r} (known types: {known})")
+    versions: dict[str, VersionedArvoContract]
+    if isinstance(handler, ArvoOrchestrator):
+        versions = {machine.version: machine.self_contract for machine in handler.registry.machines}
+        is_init = True
+    elif isinstance(handler, ArvoResumable):
+        versions = {v: handler.contract.version(v) for v in handler.contract.sorted_versions()}
+        is_init = True
+    elif isinstance(handler, ArvoEventHandler):
+        versions = {v: handler.contract.version(v) for v in handler.contract.sorted_versions()}
+        is_init = False
+    else:
+        raise EntryEventError(
+            f"handler {event_type!r} is a {type(handler).__name__}, not an orchestrator, resumable or"
+            " event handler: cannot find its contract"
+        )
+    return versions[_pick_version(versions, version, event_type)], is_init
+
+
+def build_entry_event(
+    handlers: Iterable[ArvoHandler],
+    event_type: str,
+    *,
+    data: Mapping[str, Any],
+    source: str,
+    version: str | None = None,
+    redirectto: str | None = None,
+    domain: str | None = None,
+) -> ArvoEvent:
+    """Build the event that starts ``event_type`` through its contract (see :func:`entry_contract`).
+
+    For orchestrators and resumables this is the init event of a new root orchestration
+    (``parentSubject$$`` is added as ``null`` when ``data`` lacks it); for services, the accepted
+    event with a fresh subject. ``data`` is validated (and stripped) by the contract.
+
+    Raises:
+        EntryEventError: unknown type or version, or invalid data or attributes (one-line message).
+
+    """
+    from service.arvo.contract import PARENT_SUBJECT_KEY
+    from service.arvo.factory import create_arvo_event_factory, create_arvo_orchestrator_event_factory
+
+    contract, is_init = entry_contract(handlers, event_type, version=version)
+    try:
+        if is_init:
+            payload = dict(data)
+            payload.setdefault(PARENT_SUBJECT_KEY, None)
+            return create_arvo_orchestrator_event_factory(contract).init(
+                source=source, data=payload, redirectto=redirectto, domain=domain
+            )
+        return create_arvo_event_factory(contract).accepts(
+            source=source, data=data, redirectto=redirectto, domain=domain
+        )
+    except ValueError as error:
+        message = " ".join(str(error).split())
+        raise EntryEventError(f"cannot build {event_type!r} {contract.version}: {message}") from error

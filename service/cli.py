@@ -12,20 +12,36 @@ follows, so scripts can rely on them:
 Heavy modules (the Arvo primitives, rich) are imported inside the command functions so that
 ``arvo --help`` stays fast. To add a command, add a function to ``app`` or to a sub-app (or a new
 ``typer.Typer`` registered with ``app.add_typer``) and use the ``_fail``/``_print_*`` helpers below.
+
+Service commands (``arvo run``, ``publish``, ``inspect``, ``instances``, ``dlq``) read the service
+settings (``ARVO_*`` environment variables and ``.env``); an invalid setting is reported as the
+settings loader words it (one line per variable) with exit status 1. ``arvo publish --wait`` has its
+own exit statuses: 0 completion, 1 system error, 2 nothing arrived in time.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
-    from service.arvo.errors import ValidationProblem
+    from aiokafka import AIOKafkaConsumer
 
-__all__ = ["app", "event_app", "main", "subject_app"]
+    from service.arvo.errors import ValidationProblem
+    from service.arvo.event import ArvoEvent
+    from service.runtime.dlq import DeadLetterEntry
+    from service.runtime.redis_memory import RedisMemory
+    from service.runtime.routing import TopicRouter
+    from service.runtime.settings import ServiceSettings
+
+__all__ = ["app", "dlq_app", "event_app", "instances_app", "main", "subject_app"]
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="arvo",
@@ -39,8 +55,15 @@ subject_app = typer.Typer(
     no_args_is_help=True,
 )
 event_app = typer.Typer(help="Work with ArvoEvents (CloudEvents JSON).", no_args_is_help=True)
+instances_app = typer.Typer(help="Orchestration instances stored in Redis.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="The dead-letter topic: records that could not be processed. List and replay them.",
+    no_args_is_help=True,
+)
 app.add_typer(subject_app, name="subject")
 app.add_typer(event_app, name="event")
+app.add_typer(instances_app, name="instances")
+app.add_typer(dlq_app, name="dlq")
 
 # Longest error cause echoed on stderr; subjects can be 4 KiB and causes may quote them.
 _MAX_ERROR_CHARS = 500
@@ -204,10 +227,6 @@ def event_validate(
     raise typer.Exit(1)
 
 
-if __name__ == "__main__":
-    main()
-
-
 # --------------------------------------------------------------------------- workflows
 
 
@@ -256,3 +275,609 @@ def graph(
         if len(machines) > 1:
             typer.echo(f"%% {wanted} {machine.version}")
         typer.echo(machine.to_mermaid())
+
+
+# --------------------------------------------------------------------------- the service
+
+
+_REPLY_POLL_S = 0.2
+_SHORT_MESSAGE_CHARS = 60
+_CLI_SOURCE = "com.arvo.cli"
+
+
+class _StatusChoice(StrEnum):
+    """Instance statuses accepted by ``arvo instances list --status``."""
+
+    active = "active"
+    done = "done"
+    failed = "failed"
+    parked = "parked"
+
+
+def _service_settings(**overrides: Any) -> ServiceSettings:
+    """Load the service settings (``ARVO_*``, ``.env``); exit 1 with the loader's lines when invalid."""
+    from service.runtime.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(**{name: value for name, value in overrides.items() if value is not None})
+    except SettingsError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+def _describe(error: BaseException) -> str:
+    name = type(error).__name__
+    text = str(error)
+    if not text or text == name:
+        return name
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
+
+
+def _run_async(coroutine: Coroutine[Any, Any, _T], *, what: str) -> _T:
+    """Run ``coroutine`` on uvloop; an unexpected error exits 1 with one line naming ``what``."""
+    import uvloop
+
+    try:
+        return uvloop.run(coroutine)
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        _fail(f"{what} failed: {_describe(error)}")
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A rich table on a terminal; tab-separated lines (header first) when piped."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*headers, highlight=False)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    for row in [headers, *rows]:
+        typer.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
+
+
+def _shorten(text: str, limit: int = _SHORT_MESSAGE_CHARS) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _time_of_ms(epoch_ms: int | None) -> str:
+    if epoch_ms is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def _json_object(text: str, *, what: str) -> dict[str, Any]:
+    import orjson
+
+    raw = sys.stdin.buffer.read() if text == _STDIN else text.encode("utf-8")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        _fail(f"{what} is not JSON: {exc}")
+    if not isinstance(value, dict):
+        _fail(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- arvo run
+
+
+@app.command("run")
+def run(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None) -> None:
+    """Run the service: consume the app's topics, run its handlers, produce what they emit.
+
+    Configured by ARVO_* environment variables (and .env). SIGTERM or SIGINT stops it gracefully:
+    in-flight records finish and their offsets are committed, then it exits 0. It exits 1 when it
+    cannot start or its consumer loop fails.
+    """
+    settings = _service_settings(app=app_spec)
+    from service.apps import AppLoadError, load_app_factory
+
+    try:
+        load_app_factory(settings.app)
+    except AppLoadError as error:
+        _fail(str(error))
+    import structlog
+    import uvloop
+
+    from service.runtime.app import run_service
+    from service.runtime.logging import configure_logging
+
+    configure_logging(log_format=settings.log_format, log_level=settings.log_level)
+    log = structlog.get_logger("arvo.cli")
+    try:
+        failure = uvloop.run(run_service(settings))
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        _fail("interrupted while starting", code=130)
+    except Exception as error:
+        log.error("service failed", error=_describe(error), exc_info=True)
+        _fail(f"service failed: {_describe(error)}")
+    if failure is not None:
+        _fail(f"consumer loop failed: {_describe(failure)}")
+
+
+# --------------------------------------------------------------------------- arvo publish
+
+
+def _reply_topics(
+    router: TopicRouter, *, source: str, redirectto: str | None, domain: str | None
+) -> list[str]:
+    """Where replies to an event from ``source`` can arrive: ``source`` (or ``redirectto``), any domain."""
+    targets = [target for target in (source, redirectto) if target]
+    return sorted({router.route(target, item) for target in targets for item in (None, domain)})
+
+
+def _answers(candidate: ArvoEvent, event: ArvoEvent) -> bool | None:
+    """``True`` for a completion of ``event``, ``False`` for its system error, else ``None``."""
+    is_error = candidate.type.startswith("sys.") and candidate.type.endswith(".error")
+    if candidate.parentid == event.id:
+        return not is_error
+    if is_error and candidate.subject == event.subject:
+        return False
+    return None
+
+
+async def _assign_at_end(settings: ServiceSettings, topics: Sequence[str]) -> AIOKafkaConsumer:
+    """A group-less consumer on every partition of ``topics``, positioned at their current ends."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from service.runtime.kafka_admin import topic_partitions
+
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_common_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_partition_fetch_bytes=max(1_048_576, settings.max_event_bytes + 65_536),
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in await topic_partitions(settings, topic)
+        ]
+        consumer.assign(partitions)
+        ends: dict[Any, int] = await consumer.end_offsets(partitions)
+        for partition in partitions:
+            consumer.seek(partition, ends[partition])
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+async def _first_reply(
+    consumer: AIOKafkaConsumer,
+    event: ArvoEvent,
+    *,
+    timeout_s: float,
+    max_bytes: int,
+    on_tick: Callable[[float], None] | None,
+) -> ArvoEvent | None:
+    import time
+
+    from service.runtime.binding import RecordDecodeError, decode_record
+
+    started = time.monotonic()
+    while (remaining := started + timeout_s - time.monotonic()) > 0:
+        if on_tick is not None:
+            on_tick(time.monotonic() - started)
+        batch = await consumer.getmany(timeout_ms=max(1, int(min(remaining, _REPLY_POLL_S) * 1000)))
+        for records in batch.values():
+            for record in records:
+                try:
+                    candidate = decode_record(record.value, record.headers, max_bytes=max_bytes)
+                except RecordDecodeError:
+                    continue
+                if _answers(candidate, event) is not None:
+                    return candidate
+    return None
+
+
+async def _publish_event(
+    settings: ServiceSettings,
+    router: TopicRouter,
+    event: ArvoEvent,
+    *,
+    reply_topics: Sequence[str],
+    timeout_s: float,
+    on_published: Callable[[], None],
+    on_tick: Callable[[float], None] | None = None,
+) -> ArvoEvent | None:
+    """Publish ``event``; with ``reply_topics``, return the first completion or system error of it.
+
+    The reply consumer is positioned at the end of the reply topics *before* publishing, so a reply
+    can never be missed. Returns ``None`` without reply topics, or when ``timeout_s`` passes.
+    """
+    from service.runtime.kafka_admin import ensure_topics
+    from service.runtime.producer import EventProducer
+
+    target = router.route_event(event)
+    wanted = [*reply_topics, *([target] if settings.create_topics else [])]
+    if wanted:
+        await ensure_topics(settings, wanted)
+    consumer = await _assign_at_end(settings, reply_topics) if reply_topics else None
+    try:
+        producer = EventProducer(settings=settings, router=router)
+        await producer.start()
+        try:
+            await producer.publish([event])
+        finally:
+            await producer.stop()
+        on_published()
+        if consumer is None:
+            return None
+        return await _first_reply(
+            consumer, event, timeout_s=timeout_s, max_bytes=settings.max_event_bytes, on_tick=on_tick
+        )
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+
+
+@app.command("publish")
+def publish(
+    event_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE",
+            help="The type to start: an orchestrator's or resumable's init type (arvo.orc.bench) or a"
+            " service's accepted type (com.bench.add)."
+        ),
+    ],
+    *,
+    data: Annotated[
+        str, typer.Option("--data", help="Event data as a JSON object, or - to read it from stdin.")
+    ],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the completion (or system error) and print it as JSON.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds --wait waits; exit status 2 after that.")
+    ] = 60.0,
+    source: Annotated[
+        str, typer.Option("--source", help="The event's source: the initiator that receives the reply.")
+    ] = _CLI_SOURCE,
+    redirectto: Annotated[
+        str | None, typer.Option("--redirectto", help="Send the completion to this type instead.")
+    ] = None,
+    domain: Annotated[str | None, typer.Option("--domain", help="The event's domain.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Contract version (default: the latest).")
+    ] = None,
+    app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None,
+) -> None:
+    """Build an event through the app's contract for TYPE and publish it to its topic.
+
+    Prints the event id and subject. With --wait, then prints the first completion or system error
+    of it as JSON: exit status 0 for a completion, 1 for a system error, 2 when nothing arrived
+    within --timeout seconds.
+    """
+    settings = _service_settings(app=app_spec)
+    payload = _json_object(data, what="--data")
+    from service.apps import AppLoadError, EntryEventError, build_entry_event, build_handlers
+    from service.arvo.memory import InMemoryMemory
+    from service.runtime.routing import RoutingError, TopicRouter
+
+    try:
+        # Built only to read their contracts: nothing runs, so an in-process memory will do.
+        handlers = build_handlers(settings.app, InMemoryMemory())
+        event = build_entry_event(
+            handlers,
+            event_type,
+            data=payload,
+            source=source,
+            version=version,
+            redirectto=redirectto,
+            domain=domain,
+        )
+        router = TopicRouter.from_settings(settings)
+        replies = _reply_topics(router, source=source, redirectto=redirectto, domain=domain) if wait else []
+        router.route_event(event)
+    except (AppLoadError, EntryEventError, RoutingError) as error:
+        _fail(str(error))
+
+    def announce() -> None:
+        typer.echo(f"id: {event.id}")
+        typer.echo(f"subject: {event.subject}")
+
+    if wait and sys.stderr.isatty():
+        from rich.console import Console
+
+        label = f"waiting for the completion of {event.type} {event.id}"
+        with Console(stderr=True).status(label) as status:
+
+            def tick(elapsed: float) -> None:
+                status.update(f"{label} ({elapsed:.0f} s)")
+
+            reply = _run_async(
+                _publish_event(
+                    settings,
+                    router,
+                    event,
+                    reply_topics=replies,
+                    timeout_s=timeout,
+                    on_published=announce,
+                    on_tick=tick,
+                ),
+                what="publish",
+            )
+    else:
+        reply = _run_async(
+            _publish_event(
+                settings, router, event, reply_topics=replies, timeout_s=timeout, on_published=announce
+            ),
+            what="publish",
+        )
+    if not wait:
+        return
+    if reply is None:
+        _fail(f"no completion or system error of {event.id} within {timeout:g} s", code=2)
+    _print_json(reply.to_dict())
+    if _answers(reply, event) is False:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- arvo inspect / instances
+
+
+def _open_memory(settings: ServiceSettings) -> RedisMemory:
+    """The Redis memory of ``settings`` (replaced in unit tests)."""
+    from service.runtime.redis_memory import RedisMemory
+
+    return RedisMemory.from_url(
+        settings.redis_url.get_secret_value(),
+        key_prefix=settings.redis_key_prefix,
+        cluster_mode=settings.redis_cluster,
+    )
+
+
+async def _with_memory(settings: ServiceSettings, action: Callable[[RedisMemory], Awaitable[_T]]) -> _T:
+    memory = _open_memory(settings)
+    try:
+        return await action(memory)
+    finally:
+        await memory.close()
+
+
+def _instance_key(text: str) -> str:
+    """The instance key of a subject, or ``text`` itself when it already is ``<orchestrator>:<id>``."""
+    from service.arvo.memory import split_instance_key
+    from service.arvo.subject import ArvoOrchestrationSubject
+
+    if ":" in text:  # base64 subjects never contain ':'
+        try:
+            split_instance_key(text)
+        except ValueError as error:
+            _fail(str(error))
+        return text
+    try:
+        return ArvoOrchestrationSubject.parse(text).instance_key
+    except ValueError as error:
+        _fail(f"invalid subject: {_subject_error_cause(error)}")
+
+
+def _compact_json(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+def _instance_lines(key: str, record: dict[str, Any]) -> list[tuple[str, str]]:
+    parked = record.get("parkedReason")
+    status = "parked" if parked else str(record.get("status"))
+    lines = [
+        ("instance", key),
+        ("kind", str(record.get("kind", "-"))),
+        ("status", status),
+        ("executionStatus", str(record.get("executionStatus", "-"))),
+        ("completed", "true" if record.get("completed") else "false"),
+    ]
+    # A failure record keeps the state from before the failure under "previous".
+    state = record if record.get("executionStatus") != "failure" else (record.get("previous") or {})
+    if record.get("kind") == "resumable" or "state$$" in state:
+        lines.append(("state", _compact_json(state.get("state$$"))))
+    else:
+        lines.append(("machine value", _compact_json(state.get("value"))))
+    error = record.get("error")
+    if record.get("executionStatus") == "failure" and isinstance(error, dict):
+        lines.append(("error", f"{error.get('errorName')}: {_shorten(str(error.get('errorMessage')), 300)}"))
+    if parked:
+        lines.append(("parked reason", _shorten(str(parked), 300)))
+    lines.append(("parent subject", str(record.get("parentSubject") or "-")))
+    events = record.get("events") or {}
+    consumed = events.get("consumed") or {}
+    if consumed:
+        lines.append(("last consumed", f"{consumed.get('type')} (id {consumed.get('id')})"))
+    produced = events.get("produced") or []
+    lines.append(("produced", str(len(produced)) if produced else "none"))
+    lines.extend(
+        ("", f"{item.get('type')} (id {item.get('id')}) to {item.get('to')}")
+        for item in produced
+        if isinstance(item, dict)
+    )
+    lines.append(("updated", str(record.get("updatedAt", "-"))))
+    return lines
+
+
+@app.command("inspect")
+def inspect_instance(
+    subject: Annotated[
+        str, typer.Argument(help="The orchestration subject (or an instance key <orchestrator>:<id>).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole stored record as JSON.")] = False,
+) -> None:
+    """Show an orchestration instance: status, machine state or context, last consumed and produced events."""
+    settings = _service_settings()
+    key = _instance_key(subject)
+    record = _run_async(_with_memory(settings, lambda memory: memory.inspect(key)), what="reading Redis")
+    if record is None:
+        _fail(f"no instance {key!r} in Redis (key prefix {settings.redis_key_prefix!r})")
+    if as_json:
+        _print_json(record)
+        return
+    width = max(len(label) for label, _ in _instance_lines(key, record)) + 2
+    for label, value in _instance_lines(key, record):
+        typer.echo(f"{label + ':' if label else '':<{width}}{value}")
+
+
+@instances_app.command("list")
+def instances_list(
+    orchestrator: Annotated[
+        str | None, typer.Option("--orchestrator", help="Only this orchestrator (arvo.orc.order or order).")
+    ] = None,
+    status: Annotated[_StatusChoice | None, typer.Option("--status", help="Only this status.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 100,
+) -> None:
+    """List orchestration instances, most recently updated first."""
+    settings = _service_settings()
+    from service.arvo.memory import InstanceStatus
+
+    name = None
+    if orchestrator is not None:
+        name = orchestrator if orchestrator.startswith("arvo.orc.") else f"arvo.orc.{orchestrator}"
+    wanted = InstanceStatus(status.value) if status is not None else None
+    rows = _run_async(
+        _with_memory(
+            settings, lambda memory: memory.list_instances(orchestrator=name, status=wanted, limit=limit)
+        ),
+        what="reading Redis",
+    )
+    _print_table(
+        ("INSTANCE", "STATUS", "UPDATED"),
+        [(row.key, row.status.value, _time_of_ms(row.updated_at_ms)) for row in rows],
+    )
+
+
+# --------------------------------------------------------------------------- arvo dlq
+
+
+def _letter_row(entry: DeadLetterEntry) -> tuple[str, ...]:
+    origin = (
+        f"{entry.origin_topic}/{entry.origin_partition if entry.origin_partition is not None else '?'}"
+        f"@{entry.origin_offset if entry.origin_offset is not None else '?'}"
+    )
+    return (
+        str(entry.partition),
+        str(entry.offset),
+        entry.reason or "-",
+        entry.error_class or "-",
+        origin,
+        _shorten(entry.error_message) or "-",
+    )
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, oldest first.")] = 100,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Only this reason (not_json, contract, parked, ...).")
+    ] = None,
+) -> None:
+    """List the dead letters: where each came from and why it could not be processed."""
+    settings = _service_settings()
+    from service.runtime import dlq
+
+    entries = _run_async(
+        dlq.read_dead_letters(settings, limit=limit, reason=reason), what="reading the dead-letter topic"
+    )
+    _print_table(
+        ("PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE"),
+        [_letter_row(entry) for entry in entries],
+    )
+
+
+def _select_letters(entries: Sequence[DeadLetterEntry], offsets: Sequence[str]) -> list[DeadLetterEntry]:
+    """The entries named by ``offsets`` (``N`` in any partition, or ``P:N``); exit 1 when one is missing."""
+    chosen: list[DeadLetterEntry] = []
+    for text in offsets:
+        partition_text, sep, offset_text = text.rpartition(":")
+        if not offset_text.isdigit() or (sep and not partition_text.isdigit()):
+            _fail(f"--offset {text!r} must be N or PARTITION:N (non-negative integers)", code=2)
+        offset = int(offset_text)
+        matches = [
+            entry
+            for entry in entries
+            if entry.offset == offset and (not sep or entry.partition == int(partition_text))
+        ]
+        if not matches:
+            _fail(f"no dead letter at offset {text} (see 'arvo dlq list')")
+        if len(matches) > 1:
+            where = ", ".join(f"{entry.partition}:{entry.offset}" for entry in matches)
+            _fail(f"offset {offset} exists in several partitions ({where}); name one as PARTITION:N")
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
+    return chosen
+
+
+async def _replay_letters(
+    settings: ServiceSettings, entries: Sequence[DeadLetterEntry]
+) -> list[tuple[DeadLetterEntry, str | None]]:
+    """Replay each entry to its origin topic; return ``(entry, error or None)`` per entry."""
+    from service.runtime import dlq
+    from service.runtime.producer import EventProducer
+    from service.runtime.routing import TopicRouter
+
+    outcomes: list[tuple[DeadLetterEntry, str | None]] = []
+    producer = EventProducer(settings=settings, router=TopicRouter.from_settings(settings))
+    await producer.start()
+    try:
+        for entry in entries:
+            try:
+                await dlq.replay(entry, producer=producer)
+            except ValueError as error:  # nothing to replay (payload dropped, no origin)
+                outcomes.append((entry, str(error)))
+            else:
+                outcomes.append((entry, None))
+    finally:
+        await producer.stop()
+    return outcomes
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    offsets: Annotated[
+        list[str] | None,
+        typer.Option("--offset", help="A dead letter to replay: N, or PARTITION:N; repeat for several."),
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every (matching) dead letter.")] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Only dead letters with this reason.")
+    ] = None,
+) -> None:
+    """Publish dead letters again to the topic they came from (original key, value and headers).
+
+    Replay after fixing the cause (a deployment, a configuration); a record that fails again is
+    dead-lettered again.
+    """
+    if bool(offsets) == replay_all:
+        _fail("name the dead letters to replay: --offset N (repeatable) or --all", code=2)
+    settings = _service_settings()
+    from service.runtime import dlq
+
+    entries = _run_async(dlq.read_dead_letters(settings, reason=reason), what="reading the dead-letter topic")
+    chosen = list(entries) if replay_all else _select_letters(entries, offsets or [])
+    outcomes = _run_async(_replay_letters(settings, chosen), what="replaying")
+    failed = 0
+    for entry, problem in outcomes:
+        if problem is None:
+            typer.echo(f"replayed {entry.partition}:{entry.offset} to {entry.origin_topic}")
+        else:
+            failed += 1
+            typer.echo(f"arvo: skipped {entry.partition}:{entry.offset}: {_one_line(problem)}", err=True)
+    if not outcomes:
+        typer.echo("nothing to replay")
+    if failed:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,7 @@ from service.arvo.orchestration.pipeline import (
     CoreResult,
     EmissionDomains,
     OrchestrationPipeline,
+    validate_lease_ttl_ms,
 )
 from service.arvo.telemetry import log_to_span
 
@@ -116,6 +117,15 @@ class ArvoOrchestrator:
     def memory_ttl_ms(self) -> int:
         """The lease TTL used for each event."""
         return self._pipeline.lease_ttl_ms
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        """The lease TTL used for each event; the service sets it from ``ARVO_LEASE_TTL_MS``."""
+        return self._pipeline.lease_ttl_ms
+
+    @lease_ttl_ms.setter
+    def lease_ttl_ms(self, value: int) -> None:
+        self._pipeline.lease_ttl_ms = validate_lease_ttl_ms(value)
 
     async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
         """Process one event of an orchestration (see :mod:`service.arvo.orchestration.pipeline`)."""

@@ -35,6 +35,7 @@ from service.arvo.orchestration.pipeline import (
     CoreResult,
     EmissionDomains,
     OrchestrationPipeline,
+    validate_lease_ttl_ms,
 )
 from service.arvo.orchestrator import completion_raw_event
 
@@ -152,6 +153,15 @@ class ArvoResumable:
     def domain(self) -> str | None:
         """The self contract's domain."""
         return self.contract.domain
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        """The lease TTL used for each event (renewed while the handler runs); ``ARVO_LEASE_TTL_MS``."""
+        return self._pipeline.lease_ttl_ms
+
+    @lease_ttl_ms.setter
+    def lease_ttl_ms(self, value: int) -> None:
+        self._pipeline.lease_ttl_ms = validate_lease_ttl_ms(value)
 
     @property
     def system_error_schema(self) -> Any:

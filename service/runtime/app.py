@@ -15,6 +15,8 @@ from service.apps import build_handlers
 from service.arvo.execution import ArvoHandler
 from service.arvo.handler import ArvoEventHandler
 from service.arvo.memory import Memory
+from service.arvo.orchestrator import ArvoOrchestrator
+from service.arvo.resumable import ArvoResumable
 from service.runtime.consumer import ConsumerLoop, LoopHooks, run_until_signal
 from service.runtime.dlq import DeadLetterPublisher
 from service.runtime.kafka_admin import ensure_topics
@@ -55,6 +57,9 @@ class ArvoService:
         hooks: LoopHooks | None = None,
     ) -> ArvoService:
         """Assemble the service; ``handlers`` default to the app named by ``settings.app``.
+
+        The orchestrators and resumables of the app get ``settings.lease_ttl_ms`` as their lease TTL;
+        explicitly passed ``handlers`` are used as they are.
 
         Raises:
             service.apps.AppLoadError: the app cannot be loaded.
@@ -132,7 +137,13 @@ class ArvoService:
 
 
 def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:
-    return build_handlers(settings.app, memory, include_error_stack=settings.include_error_stack)
+    handlers = build_handlers(settings.app, memory, include_error_stack=settings.include_error_stack)
+    # The deployment's lease TTL applies to the app's orchestrators and resumables: the settings check
+    # it against the handler timeout, and a crashed worker's leases block instances at most this long.
+    for handler in handlers:
+        if isinstance(handler, ArvoOrchestrator | ArvoResumable):
+            handler.lease_ttl_ms = settings.lease_ttl_ms
+    return handlers
 
 
 def _with_outbox(

@@ -18,6 +18,9 @@ Shape::
   time-outs, connection errors — and any unexpected exception — are retried *in place* with capped
   exponential backoff (that lane waits; other partitions continue), then *parked*: dead-lettered with
   reason ``parked`` and, when the handler owns the instance, the instance is marked ``parked``.
+  A lease denied by a holder whose lease expires (the error carries ``holder_ttl_ms``, e.g. the lease
+  of a worker killed mid-record) is waited out — retries capped at the holder's remaining TTL — for up
+  to two lease TTLs before those retries count towards parking: a crash never parks a record.
   Publishing (events or dead letters) is retried without bound: while the broker is down the lane
   waits and resumes by itself. The loop never dies on input.
 * **Backpressure.** A lane buffers at most ``partition_buffer_size`` records (plus one poll); when full
@@ -86,6 +89,8 @@ _TRACER_NAME: Final = "arvo-service.runtime"
 _POLL_TIMEOUT_MS: Final = 100
 _POLL_ERROR_BACKOFF_S: Final = 0.5
 _PERMANENT_VIOLATIONS: Final = frozenset({"Contract", "Config", "Execution"})
+_LEASE_EXPIRY_SLACK_S: Final = 0.005
+"""Added to a denying holder's remaining lease before retrying, so the retry finds it expired."""
 
 
 class Outcome:
@@ -352,6 +357,9 @@ class ConsumerLoop:
             max_attempts=1,
             jitter=self._retry.jitter,
         )
+        # A denying lease runs out within one TTL (a live holder's work is bounded by the handler
+        # timeout, which is below the TTL); twice that is the most a lane waits before it parks.
+        self._lease_wait_budget_s = 2 * settings.lease_ttl_ms / 1000
         self._consumer_factory = consumer_factory
         self._consumer: AIOKafkaConsumer | None = None
         self._lanes: dict[TopicPartition, _Lane] = {}
@@ -626,6 +634,8 @@ class ConsumerLoop:
         self, lane: _Lane, record: Any, handler: ArvoHandler, event: ArvoEvent
     ) -> str:
         delays = self._retry.delays()
+        lease_delays = self._retry.unbounded_delays()
+        denied_since: float | None = None
         attempts = 0
         while True:
             attempts += 1
@@ -639,23 +649,24 @@ class ConsumerLoop:
                     )
                     await self._dead_letter(lane, record, reason=reason, error=exc, attempts=attempts)
                     return Outcome.DEAD_LETTERED
+                holder_ttl_ms = _holder_ttl_ms(exc)
+                if holder_ttl_ms is not None:
+                    # Denied by a lease that expires (a crashed or draining holder): wait it out
+                    # without spending the park budget, for at most two lease TTLs.
+                    now = time.monotonic()
+                    denied_since = now if denied_since is None else denied_since
+                    if now - denied_since < self._lease_wait_budget_s:
+                        attempts -= 1
+                        wait = min(next(lease_delays), holder_ttl_ms / 1000 + _LEASE_EXPIRY_SLACK_S)
+                        await self._retry_later(lane, record, event, exc, attempts=attempts, delay=wait)
+                        continue
                 delay = next(delays, None)
                 if delay is None:
                     await self._park(
                         lane, record=record, handler=handler, event=event, error=exc, attempts=attempts
                     )
                     return Outcome.PARKED
-                error_class = type(exc).__name__
-                self.stats.retries[(record.topic, error_class)] += 1
-                self._hooks.on_retry(record.topic, error_class)
-                _log.info(
-                    "transient failure; retrying in place",
-                    **_record_fields(record, event),
-                    error=repr(exc),
-                    attempt=attempts,
-                    delay_s=round(delay, 3),
-                )
-                await lane.sleep(delay)
+                await self._retry_later(lane, record, event, exc, attempts=attempts, delay=delay)
                 continue
             unpublishable = await self._publish(lane, result.events)
             if unpublishable is not None:
@@ -664,6 +675,21 @@ class ConsumerLoop:
                 )
                 return Outcome.DEAD_LETTERED
             return str(result.outcome.value)
+
+    async def _retry_later(
+        self, lane: _Lane, record: Any, event: ArvoEvent, error: Exception, *, attempts: int, delay: float
+    ) -> None:
+        error_class = type(error).__name__
+        self.stats.retries[(record.topic, error_class)] += 1
+        self._hooks.on_retry(record.topic, error_class)
+        _log.info(
+            "transient failure; retrying in place",
+            **_record_fields(record, event),
+            error=repr(error),
+            attempt=attempts,
+            delay_s=round(delay, 3),
+        )
+        await lane.sleep(delay)
 
     async def _execute(self, record: Any, handler: ArvoHandler, event: ArvoEvent) -> ExecutionResult:
         traceparent = event.traceparent or _header_text(record.headers, TRACEPARENT_HEADER)
@@ -799,6 +825,18 @@ class ConsumerLoop:
         lane.tracker.done(record.offset)
         self.stats.consumed[(record.topic, event_type, outcome)] += 1
         self._hooks.on_consumed(record.topic, event_type, outcome, time.perf_counter() - started)
+
+
+def _holder_ttl_ms(error: BaseException) -> int | None:
+    """The remaining lease of the holder that denied ``error``'s lease, if it is known and bounded.
+
+    Set by :class:`~service.arvo.orchestration.pipeline.LeaseDeniedViolation` (duck-typed, so any
+    handler can report a lease denial the same way).
+    """
+    ttl = getattr(error, "holder_ttl_ms", None)
+    if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0:
+        return ttl
+    return None
 
 
 def _owned_instance_key(subject: str, handler_source: str) -> str | None:

@@ -45,8 +45,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +72,15 @@ from service.runtime.settings import ServiceSettings, env_var_name, load_setting
 
 __all__ = ["CrashReport", "main", "run_crash_test"]
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT = "com.crash.client"
 APP = "service.examples:bench_app"
 PARTITIONS = 4
 WORKERS = 2
 JOIN_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+BURST_S = 2.0
+"""How long each wave of init events trickles in; a kill lands at a random moment within it."""
 ORCHESTRATOR_TOPIC_EVENTS = 3
 """Distinct events an instance consumes: init, add reply, double reply."""
 
@@ -119,10 +123,12 @@ class Children:
     def __init__(self) -> None:
         self._processes: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, argv: Sequence[str], *, stdout: Path, stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, argv: Sequence[str], *, stdout: Path, stderr: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with stdout.open("ab") as out, stderr.open("ab") as err:
             process = subprocess.Popen(
-                list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=Path.cwd()
+                list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT
             )
         self._processes.append(process)
         return process
@@ -165,7 +171,19 @@ async def start_private_redis(children: Children, workdir: Path) -> str | None:
     directory = workdir / "redis"
     directory.mkdir(parents=True, exist_ok=True)
     children.spawn(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
         stdout=workdir / "redis.log",
         stderr=workdir / "redis.log",
     )
@@ -328,6 +346,7 @@ def worker_env(values: dict[str, Any]) -> dict[str, str]:
     for name, value in values.items():
         env[env_var_name(name)] = str(value).lower() if isinstance(value, bool) else str(value)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return env
 
 
@@ -366,7 +385,10 @@ async def publish(producer: AIOKafkaProducer, router: TopicRouter, workflows: Se
         message = encode_event(workflow.init)
         futures.append(
             await producer.send(
-                router.route_event(workflow.init), key=message.key, value=message.value, headers=message.headers
+                router.route_event(workflow.init),
+                key=message.key,
+                value=message.value,
+                headers=message.headers,
             )
         )
     await asyncio.gather(*futures)
@@ -394,6 +416,17 @@ async def wait_all_done(memory: RedisMemory, workflows: Sequence[Workflow], dead
         await asyncio.sleep(0.25)
 
 
+async def trickle(
+    producer: AIOKafkaProducer, router: TopicRouter, workflows: Sequence[Workflow], *, duration_s: float
+) -> None:
+    """Publish ``workflows`` in small groups spread over ``duration_s`` (work keeps arriving)."""
+    groups = max(1, min(len(workflows), int(duration_s / 0.05)))
+    size = -(-len(workflows) // groups)
+    for start in range(0, len(workflows), size):
+        await publish(producer, router, workflows[start : start + size])
+        await asyncio.sleep(duration_s / groups)
+
+
 async def storm(
     *,
     workers: list[Worker],
@@ -403,21 +436,26 @@ async def storm(
     kills: int,
     rng: random.Random,
 ) -> None:
-    """Publish the workflows in ``kills + 1`` bursts; after each but the last, kill and restart a worker."""
-    bursts = kills + 1
-    size = -(-len(workflows) // bursts)
-    for burst in range(bursts):
-        batch = workflows[burst * size : (burst + 1) * size]
-        if batch:
-            await publish(producer, router, batch)
-        if burst == kills:
+    """Publish the workflows in ``kills + 1`` waves; during each but the last, kill and restart a worker.
+
+    Each wave trickles in over ``BURST_S`` seconds and the kill lands at a random moment within it, so
+    records are in flight (leases held, emissions half published, offsets uncommitted) when it hits.
+    """
+    waves = kills + 1
+    size = -(-len(workflows) // waves)
+    for wave in range(waves):
+        batch = workflows[wave * size : (wave + 1) * size]
+        publishing = asyncio.create_task(trickle(producer, router, batch, duration_s=BURST_S))
+        if wave == kills:
+            await publishing
             break
-        await asyncio.sleep(rng.uniform(0.05, 1.5))  # let work get in flight, then strike
+        await asyncio.sleep(rng.uniform(0.1, BURST_S))
         victim = rng.choice(workers)
         victim.kill()
-        log(f"kill -9 #{burst + 1}: worker {victim.index} (generation {victim.generation})")
+        log(f"kill -9 #{wave + 1}: worker {victim.index} (generation {victim.generation})")
         await asyncio.sleep(rng.uniform(0.0, 1.0))
         victim.start()
+        await publishing
         if not await victim.wait_joined():
             log(f"worker {victim.index} did not get partitions within {JOIN_TIMEOUT_S} s; carrying on")
         else:
@@ -513,7 +551,9 @@ def check(
             continue
         if not completions:
             report.lost += 1
-            problem(f"lost: {workflow.kind} {workflow.instance_key} is done but its completion was never published")
+            problem(
+                f"lost: {workflow.kind} {workflow.instance_key} is done but its completion was never published"
+            )
             continue
         report.completed += 1
         issues: list[str] = []
@@ -549,7 +589,9 @@ def check(
             or produced[0].get("data") != {"result": workflow.expected}
             or produced[0].get("parentid") != workflow.init.id
         ):
-            issues.append(f"produced events {produced!r} are not the one completion with result {workflow.expected}")
+            issues.append(
+                f"produced events {produced!r} are not the one completion with result {workflow.expected}"
+            )
         else:
             published = decoded.get(produced[0]["id"])
             if published is None or published != produced[0]:
@@ -586,7 +628,9 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
     await ensure_topics(settings, [*topics, settings.dead_letter_topic_name], partitions=PARTITIONS)
 
     memory = RedisMemory.from_url(redis_url, key_prefix=prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+    )
     await producer.start()
     workers = [
         Worker(index=index, env=worker_env(values), children=children, workdir=workdir)
@@ -601,11 +645,18 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         log(f"{WORKERS} workers up after {time.monotonic() - started:.1f} s")
         workflows = make_workflows(options.workflows, rng)
         await storm(
-            workers=workers, producer=producer, router=router, workflows=workflows, kills=options.kills, rng=rng
+            workers=workers,
+            producer=producer,
+            router=router,
+            workflows=workflows,
+            kills=options.kills,
+            rng=rng,
         )
         report.kills = sum(worker.kills for worker in workers)
         done = await wait_all_done(memory, workflows, deadline)
-        log(f"{done}/{len(workflows)} workflows done after {time.monotonic() - started:.1f} s; stopping workers")
+        log(
+            f"{done}/{len(workflows)} workflows done after {time.monotonic() - started:.1f} s; stopping workers"
+        )
         await asyncio.sleep(0.5)  # let the last commits and replays land
         await asyncio.gather(*(worker.stop() for worker in workers))
         states: dict[str, dict[str, Any] | None] = {}
@@ -646,13 +697,23 @@ async def _delete_prefix(client: Any, prefix: str) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.fault.crash_test", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fault.crash_test", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--workflows", type=int, default=300, help="bench workflows to run (default 300)")
     parser.add_argument("--kills", type=int, default=5, help="kill -9 + restart cycles (default 5)")
     parser.add_argument("--seed", type=int, default=1, help="seed of inputs, kill timing and victims")
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds until unfinished workflows count as lost")
-    parser.add_argument("--redis-url", default=None, help="use this Redis (unique key prefix, cleaned) instead of a private one")
-    parser.add_argument("--workdir", type=Path, default=None, help="where logs go (default: a temporary directory)")
+    parser.add_argument(
+        "--timeout", type=float, default=240.0, help="seconds until unfinished workflows count as lost"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="use this Redis (unique key prefix, cleaned) instead of a private one",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where logs go (default: a temporary directory)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs even when the run passes")
     options = parser.parse_args(argv)
     if options.workflows < 1 or options.kills < 0 or options.timeout <= 0:
@@ -672,18 +733,37 @@ def _terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def worker_log_summary(workdir: Path) -> str:
+    """What the workers' logs say about the recoveries (lease waits, retries, parked records, drains)."""
+    counts: Counter[str] = Counter()
+    for path in workdir.glob("worker*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "transient failure" in line:
+                counts["lease waits" if "LeaseDeniedViolation" in line else "other retries"] += 1
+            elif "record dead-lettered" in line:
+                counts["dead-lettered"] += 1
+            elif "drain timed out" in line:
+                counts["drain time-outs"] += 1
+            elif "partitions revoked" in line:
+                counts["revokes"] += 1
+    return ", ".join(f"{name}: {counts[name]}" for name in sorted(counts)) or "nothing notable"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the crash test; print the result line; 0 when nothing was lost, diverged or differed."""
     options = parse_args(argv)
     workdir: Path = options.workdir or Path(tempfile.mkdtemp(prefix="arvo-crash-"))
     workdir.mkdir(parents=True, exist_ok=True)
     children = Children()
-    report: CrashReport | None = None
     try:
         with _terminate_on_sigterm():
             report = asyncio.run(run_crash_test(options, children, workdir))
+    except Exception:
+        log(f"the crash test could not run:\n{traceback.format_exc()}logs kept in {workdir}")
+        return 2
     finally:
         children.kill_all()
+    log(f"worker logs: {worker_log_summary(workdir)}")
     for text in report.problems[:30]:
         log(text)
     if len(report.problems) > 30:

@@ -584,7 +584,10 @@ def _final_region() -> dict[str, Any]:
         "initial": "a",
         "entry": [_rec("r+")],
         "exit": [_rec("r-")],
-        "states": {"a": {"on": {"E": "f"}}, "f": {"type": "final", "entry": [_rec("f+")], "exit": [_rec("f-")]}},
+        "states": {
+            "a": {"on": {"E": "f"}},
+            "f": {"type": "final", "entry": [_rec("f+")], "exit": [_rec("f-")]},
+        },
     }
 
 

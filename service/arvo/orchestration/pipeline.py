@@ -55,14 +55,45 @@ __all__ = [
     "CoreRequest",
     "CoreResult",
     "EmissionDomains",
+    "LeaseDeniedViolation",
     "OrchestrationPipeline",
     "consumed_key",
+    "validate_lease_ttl_ms",
 ]
 
 RECORD_SCHEMA_VERSION = 1
 CONSUMED_RING_SIZE = 64
 """How many consumed event keys an instance remembers for deduplication."""
 DEFAULT_LEASE_TTL_MS = 30_000
+
+
+class LeaseDeniedViolation(TransactionViolation):
+    """``LOCK_UNACQUIRED``: another holder has the instance's lease; says how long it still runs.
+
+    The consumer uses :attr:`holder_ttl_ms` to wait until the holder's lease has run out (a crashed
+    worker's lease blocks its instance for at most the TTL) instead of giving up before it does.
+
+    Attributes:
+        holder_ttl_ms: The holder's remaining lease in milliseconds, ``None`` when unknown or unbounded.
+
+    """
+
+    def __init__(
+        self, *, message: str, initiating_event: object | None = None, holder_ttl_ms: int | None = None
+    ) -> None:
+        super().__init__(
+            cause=TransactionViolationCause.LOCK_UNACQUIRED,
+            message=message,
+            initiating_event=initiating_event,
+        )
+        self.holder_ttl_ms = holder_ttl_ms
+
+
+def validate_lease_ttl_ms(value: int) -> int:
+    """Return ``value`` if it is a positive integer number of milliseconds, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"lease_ttl_ms must be a positive integer of milliseconds, got {value!r}")
+    return value
 
 
 def consumed_key(event: ArvoEvent) -> str:
@@ -206,10 +237,10 @@ class OrchestrationPipeline:
                 initiating_event=event,
             ) from error
         if not grant.acquired or grant.lease is None:
-            raise TransactionViolation(
-                cause=TransactionViolationCause.LOCK_UNACQUIRED,
+            raise LeaseDeniedViolation(
                 message="Lock acquisition denied - Unable to obtain exclusive access to event processing",
                 initiating_event=event,
+                holder_ttl_ms=grant.holder_ttl_ms,
             )
         return grant
 

@@ -1,0 +1,678 @@
+"""The service commands of the ``arvo`` CLI without Kafka or Redis (CliRunner; I/O seams replaced).
+
+``arvo run``, ``publish``, ``inspect``, ``instances list`` and ``dlq list/replay`` against fakes of the
+service, the broker round trip, the Redis memory and the dead-letter reader; plus the logging setup
+and the entry-event builder behind ``arvo publish``. ``tests/integration/test_cli_runtime.py`` runs
+the same commands against the real broker and Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+import uvloop
+from opentelemetry.sdk.trace import TracerProvider
+from typer.testing import CliRunner
+
+import service.cli as cli
+from service.apps import EntryEventError, build_entry_event, build_handlers, entry_contract
+from service.arvo.event import ArvoEvent, create_arvo_event
+from service.arvo.memory import InMemoryMemory, InstanceStatus
+from service.arvo.subject import ArvoOrchestrationSubject
+from service.runtime import dlq
+from service.runtime.dlq import DeadLetterEntry
+from service.runtime.logging import configure_logging, uses_json
+from service.runtime.producer import EventProducer
+from service.runtime.routing import TopicRouter
+from service.runtime.settings import ServiceSettings
+
+app = cli.app
+DEFAULT_APP = "service.examples:default_app"
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> CliRunner:
+    # No developer .env and no ARVO_* variables leak into the commands.
+    monkeypatch.chdir(tmp_path)
+    for name in list(__import__("os").environ):
+        if name.startswith("ARVO_"):
+            monkeypatch.delenv(name)
+    return CliRunner()
+
+
+def _one_line(stderr: str) -> str:
+    assert stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+    return stderr.strip()
+
+
+# ----------------------------------------------------------------------------------------- arvo run
+
+
+@pytest.fixture
+def fake_service(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replace the service and the logging setup; record what ``arvo run`` hands them."""
+    seen: dict[str, Any] = {"result": None}
+
+    async def run_service(settings: ServiceSettings) -> BaseException | None:
+        seen["settings"] = settings
+        seen["loop"] = asyncio.get_running_loop()
+        if isinstance(seen.get("raise"), BaseException):
+            raise seen["raise"]
+        result: BaseException | None = seen["result"]
+        return result
+
+    def configure(**kwargs: Any) -> None:
+        seen["logging"] = kwargs
+
+    monkeypatch.setattr("service.runtime.app.run_service", run_service)
+    monkeypatch.setattr("service.runtime.logging.configure_logging", configure)
+    return seen
+
+
+def test_run_starts_the_service_on_uvloop_and_exits_0_after_a_graceful_stop(
+    runner: CliRunner, fake_service: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["run"], env={"ARVO_LOG_FORMAT": "json", "ARVO_LOG_LEVEL": "debug"})
+    assert result.exit_code == 0, result.output
+    assert isinstance(fake_service["loop"], uvloop.Loop)
+    assert fake_service["settings"].app == DEFAULT_APP
+    assert fake_service["logging"] == {"log_format": "json", "log_level": "DEBUG"}
+
+
+def test_run_app_option_overrides_the_configured_app(runner: CliRunner, fake_service: dict[str, Any]) -> None:
+    result = runner.invoke(
+        app, ["run", "--app", "service.examples:bench_app"], env={"ARVO_APP": "service.examples:demo_app"}
+    )
+    assert result.exit_code == 0, result.output
+    assert fake_service["settings"].app == "service.examples:bench_app"
+
+
+def test_run_exits_1_when_the_consumer_loop_fails(runner: CliRunner, fake_service: dict[str, Any]) -> None:
+    fake_service["result"] = RuntimeError("fetch task died")
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr) == "arvo: consumer loop failed: RuntimeError: fetch task died"
+
+
+def test_run_exits_1_with_one_line_when_the_service_cannot_start(
+    runner: CliRunner, fake_service: dict[str, Any]
+) -> None:
+    fake_service["raise"] = ConnectionError("Unable to bootstrap from 127.0.0.1:9092")
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr) == (
+        "arvo: service failed: ConnectionError: Unable to bootstrap from 127.0.0.1:9092"
+    )
+
+
+def test_run_reports_an_invalid_setting_as_the_loader_words_it(
+    runner: CliRunner, fake_service: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["run"], env={"ARVO_LEASE_TTL_MS": "soon"})
+    assert result.exit_code == 1
+    line = _one_line(result.stderr)
+    assert line.startswith("invalid setting ARVO_LEASE_TTL_MS='soon': ")
+    assert "settings" not in fake_service
+
+
+def test_run_with_an_unloadable_app_exits_1_before_connecting(
+    runner: CliRunner, fake_service: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["run", "--app", "no_such_module:app"])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr).startswith("arvo: cannot import app module 'no_such_module'")
+    assert "settings" not in fake_service
+
+
+# ------------------------------------------------------------------------------------- arvo publish
+
+
+@pytest.fixture
+def fake_broker(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replace the broker round trip of ``arvo publish``; ``reply`` builds the answer to the event."""
+    seen: dict[str, Any] = {"reply": None}
+
+    async def publish_event(
+        settings: ServiceSettings,
+        router: TopicRouter,
+        event: ArvoEvent,
+        *,
+        reply_topics: list[str],
+        timeout_s: float,
+        on_published: Any,
+        on_tick: Any = None,
+    ) -> ArvoEvent | None:
+        seen.update(
+            event=event, reply_topics=reply_topics, timeout_s=timeout_s, topic=router.route_event(event)
+        )
+        on_published()
+        reply = seen["reply"]
+        return reply(event) if reply is not None else None
+
+    monkeypatch.setattr(cli, "_publish_event", publish_event)
+    return seen
+
+
+def _completion(event: ArvoEvent) -> ArvoEvent:
+    return create_arvo_event(
+        source=event.type,
+        type=f"{event.type}.done",
+        subject=event.subject,
+        data={"result": 42},
+        to=event.source,
+        parentid=event.id,
+    )
+
+
+def _system_error(event: ArvoEvent) -> ArvoEvent:
+    return create_arvo_event(
+        source=event.type,
+        type=f"sys.{event.type}.error",
+        subject=event.subject,
+        data={"errorName": "Boom", "errorMessage": "it broke", "errorStack": None},
+        to=event.source,
+        parentid=event.id,
+    )
+
+
+def _published_lines(stdout: str) -> tuple[str, str, str]:
+    id_line, subject_line, rest = stdout.split("\n", 2)
+    assert id_line.startswith("id: ")
+    assert subject_line.startswith("subject: ")
+    return id_line.removeprefix("id: "), subject_line.removeprefix("subject: "), rest
+
+
+def test_publish_builds_the_init_event_through_the_orchestrator_contract(
+    runner: CliRunner, fake_broker: dict[str, Any]
+) -> None:
+    result = runner.invoke(
+        app, ["publish", "arvo.orc.bench", "--data", '{"a": 2, "b": 3}'], env={"ARVO_TOPIC_PREFIX": "stg."}
+    )
+    assert result.exit_code == 0, result.output
+    event: ArvoEvent = fake_broker["event"]
+    event_id, subject, rest = _published_lines(result.stdout)
+    assert (event_id, subject, rest) == (event.id, event.subject, "")
+    assert event.type == "arvo.orc.bench"
+    assert event.source == "com.arvo.cli"
+    assert event.data == {"parentSubject$$": None, "a": 2, "b": 3}
+    assert event.dataschema == "#/bench/orchestrator/1.0.0"
+    assert ArvoOrchestrationSubject.parse(event.subject).initiator == "com.arvo.cli"
+    assert fake_broker["topic"] == "stg.arvo.orc.bench"
+    assert fake_broker["reply_topics"] == []  # nothing to wait for without --wait
+
+
+def test_publish_builds_a_services_accepted_event_with_the_given_attributes(
+    runner: CliRunner, fake_broker: dict[str, Any]
+) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "publish",
+            "com.bench.add",
+            "--data",
+            '{"a": 1, "b": 1, "extra": "stripped"}',
+            "--source",
+            "com.my.client",
+            "--redirectto",
+            "com.my.sink",
+            "--domain",
+            "ext",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    event: ArvoEvent = fake_broker["event"]
+    assert (event.type, event.source, event.redirectto, event.domain) == (
+        "com.bench.add",
+        "com.my.client",
+        "com.my.sink",
+        "ext",
+    )
+    assert event.data == {"a": 1, "b": 1}
+    assert fake_broker["topic"] == "ext-com.bench.add"
+
+
+def test_publish_wait_prints_the_completion_as_json_and_exits_0(
+    runner: CliRunner, fake_broker: dict[str, Any]
+) -> None:
+    fake_broker["reply"] = _completion
+    result = runner.invoke(
+        app, ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}', "--wait", "--timeout", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    event_id, _, rest = _published_lines(result.stdout)
+    reply = json.loads(rest)
+    assert (reply["type"], reply["parentid"], reply["data"]) == (
+        "arvo.orc.bench.done",
+        event_id,
+        {"result": 42},
+    )
+    assert fake_broker["reply_topics"] == ["com.arvo.cli"]
+    assert fake_broker["timeout_s"] == 5.0
+
+
+def test_publish_wait_exits_1_on_a_system_error(runner: CliRunner, fake_broker: dict[str, Any]) -> None:
+    fake_broker["reply"] = _system_error
+    result = runner.invoke(app, ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}', "--wait"])
+    assert result.exit_code == 1
+    _, _, rest = _published_lines(result.stdout)
+    assert json.loads(rest)["type"] == "sys.arvo.orc.bench.error"
+
+
+def test_publish_wait_exits_2_when_nothing_arrives_in_time(
+    runner: CliRunner, fake_broker: dict[str, Any]
+) -> None:
+    result = runner.invoke(
+        app, ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}', "--wait", "--timeout", "0.5"]
+    )
+    assert result.exit_code == 2
+    event_id, _, rest = _published_lines(result.stdout)
+    assert rest == ""
+    assert _one_line(result.stderr) == f"arvo: no completion or system error of {event_id} within 0.5 s"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["arvo.orc.nope", "--data", "{}"],
+            "arvo: no handler of the app consumes 'arvo.orc.nope' (known types: ",
+        ),
+        (["arvo.orc.bench", "--data", "{not json"], "arvo: --data is not JSON: "),
+        (["arvo.orc.bench", "--data", "[1, 2]"], "arvo: --data must be a JSON object, got list"),
+        (
+            ["arvo.orc.bench", "--data", '{"a": "x", "b": 1}'],
+            "arvo: cannot build 'arvo.orc.bench' 1.0.0: Init Event data validation failed: ",
+        ),
+        (
+            ["arvo.orc.bench", "--data", '{"a": 1, "b": 1}', "--version", "9.9.9"],
+            "arvo: 'arvo.orc.bench' has no version '9.9.9' (versions: 1.0.0)",
+        ),
+        (["arvo.orc.bench", "--data", "{}", "--app", "nope:app"], "arvo: cannot import app module 'nope'"),
+    ],
+)
+def test_publish_rejects_bad_input_with_one_line_and_publishes_nothing(
+    runner: CliRunner, fake_broker: dict[str, Any], args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["publish", *args])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr).startswith(message)
+    assert "event" not in fake_broker
+
+
+def test_reply_topics_cover_the_source_and_redirect_target_in_every_domain() -> None:
+    router = TopicRouter(prefix="p.")
+    assert cli._reply_topics(router, source="com.a.b", redirectto=None, domain=None) == ["p.com.a.b"]
+    assert cli._reply_topics(router, source="com.a.b", redirectto="com.c.d", domain="ext") == [
+        "p.com.a.b",
+        "p.com.c.d",
+        "p.ext-com.a.b",
+        "p.ext-com.c.d",
+    ]
+
+
+def test_a_reply_is_a_child_of_the_published_event_or_a_system_error_on_its_subject() -> None:
+    handlers = build_handlers(DEFAULT_APP, InMemoryMemory())
+    event = build_entry_event(handlers, "arvo.orc.bench", data={"a": 1, "b": 1}, source="com.arvo.cli")
+    assert cli._answers(_completion(event), event) is True
+    assert cli._answers(_system_error(event), event) is False
+    stray_error = create_arvo_event(
+        source="x.y.z", type="sys.x.y.z.error", subject=event.subject, data={}, parentid="other"
+    )
+    assert cli._answers(stray_error, event) is False
+    unrelated = create_arvo_event(
+        source="x.y.z", type="evt.x.done", subject=event.subject, data={}, parentid="o"
+    )
+    assert cli._answers(unrelated, event) is None
+
+
+# ------------------------------------------------------------------------------- entry events (apps)
+
+
+def test_entry_events_use_the_latest_version_unless_one_is_named() -> None:
+    handlers = build_handlers(DEFAULT_APP, InMemoryMemory())
+    contract, is_init = entry_contract(handlers, "arvo.orc.bench.resumable")
+    assert (contract.version, is_init) == ("1.0.0", True)
+    contract, is_init = entry_contract(handlers, "com.payment.charge", version="1.0.0")
+    assert (contract.accepts.type, is_init) == ("com.payment.charge", False)
+    with pytest.raises(EntryEventError, match=r"'com.payment.charge' has no version '2.0.0'"):
+        entry_contract(handlers, "com.payment.charge", version="2.0.0")
+
+
+def test_an_init_event_keeps_an_explicit_parent_subject() -> None:
+    handlers = build_handlers(DEFAULT_APP, InMemoryMemory())
+    parent = ArvoOrchestrationSubject.new(
+        orchestrator="arvo.orc.order", initiator="com.arvo.cli", version="1.0.0"
+    )
+    event = build_entry_event(
+        handlers,
+        "arvo.orc.shipment",
+        data={"parentSubject$$": parent, "orderId": "o", "country": "NL", "weightKg": 1.5},
+        source="arvo.orc.order",
+    )
+    assert event.data["parentSubject$$"] == parent
+    assert ArvoOrchestrationSubject.parse(event.subject).initiator == "arvo.orc.order"
+
+
+# ----------------------------------------------------------------------- arvo inspect and instances
+
+
+class FakeRedisMemory(InMemoryMemory):
+    """The in-process memory with the ``close`` of :class:`RedisMemory`."""
+
+    closed = 0
+
+    async def close(self) -> None:
+        FakeRedisMemory.closed += 1
+
+
+@pytest.fixture
+def memory(monkeypatch: pytest.MonkeyPatch) -> FakeRedisMemory:
+    store = FakeRedisMemory()
+    FakeRedisMemory.closed = 0
+    monkeypatch.setattr(cli, "_open_memory", lambda settings: store)
+    return store
+
+
+async def _store(memory: InMemoryMemory, key: str, record: dict[str, Any], status: InstanceStatus) -> None:
+    grant = await memory.lease_and_read(key, ttl_ms=1_000)
+    assert grant.lease is not None
+    await memory.commit_and_release(grant.lease, record, status=status)
+
+
+def _run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def _bench_record(subject: str) -> dict[str, Any]:
+    return {
+        "schemaVersion": 1,
+        "kind": "orchestrator",
+        "executionStatus": "normal",
+        "status": "done",
+        "completed": True,
+        "subject": subject,
+        "parentSubject": None,
+        "value": "done",
+        "state": {"status": "done", "value": "done", "context": {"a": 1}},
+        "events": {
+            "consumed": {"type": "evt.bench.double.success", "id": "reply-2"},
+            "produced": [{"type": "arvo.orc.bench.done", "id": "done-1", "to": "com.arvo.cli"}],
+        },
+        "consumedIds": ["/init-1", "/reply-1", "/reply-2"],
+        "updatedAt": "2026-01-02T03:04:05.000+00:00",
+    }
+
+
+@pytest.fixture
+def bench_subject() -> str:
+    return ArvoOrchestrationSubject.new(
+        orchestrator="arvo.orc.bench", initiator="com.arvo.cli", version="1.0.0"
+    )
+
+
+def test_inspect_prints_status_state_and_the_last_events_of_an_instance(
+    runner: CliRunner, memory: FakeRedisMemory, bench_subject: str
+) -> None:
+    key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
+    _run(_store(memory, key, _bench_record(bench_subject), InstanceStatus.DONE))
+    result = runner.invoke(app, ["inspect", bench_subject])
+    assert result.exit_code == 0, result.output
+    lines = {
+        label.strip(): value.strip()
+        for label, _, value in (line.partition(":") for line in result.stdout.splitlines())
+    }
+    assert lines["instance"].startswith("arvo.orc.bench")
+    assert (lines["status"], lines["executionStatus"], lines["completed"]) == ("done", "normal", "true")
+    assert lines["machine value"] == '"done"'
+    assert lines["parent subject"] == "-"
+    assert lines["last consumed"] == "evt.bench.double.success (id reply-2)"
+    assert "arvo.orc.bench.done (id done-1) to com.arvo.cli" in result.stdout
+    assert FakeRedisMemory.closed == 1
+
+
+def test_inspect_json_prints_the_whole_record_and_accepts_an_instance_key(
+    runner: CliRunner, memory: FakeRedisMemory, bench_subject: str
+) -> None:
+    key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
+    _run(_store(memory, key, _bench_record(bench_subject), InstanceStatus.DONE))
+    result = runner.invoke(app, ["inspect", key, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == _bench_record(bench_subject)
+
+
+def test_inspect_shows_the_resumable_context_the_error_of_a_failure_and_a_parking(
+    runner: CliRunner, memory: FakeRedisMemory
+) -> None:
+    key = "arvo.orc.bench.resumable:exec-1"
+    failed = {
+        "kind": "resumable",
+        "executionStatus": "failure",
+        "status": "failed",
+        "completed": False,
+        "error": {"errorName": "ValueError", "errorMessage": "bad input", "errorStack": "..."},
+        "previous": {"kind": "resumable", "state$$": {"a": 1, "b": 2}},
+        "parentSubject": "parent-subject",
+        "events": {"consumed": {"type": "evt.x", "id": "e1"}, "produced": []},
+    }
+    _run(_store(memory, key, failed, InstanceStatus.FAILED))
+    _run(memory.set_status(key, InstanceStatus.PARKED, reason="redis down"))
+    result = runner.invoke(app, ["inspect", key])
+    assert result.exit_code == 0, result.output
+    assert "status:          parked" in result.stdout
+    assert 'state:           {"a":1,"b":2}' in result.stdout
+    assert "error:           ValueError: bad input" in result.stdout
+    assert "parked reason:   redis down" in result.stdout
+    assert "parent subject:  parent-subject" in result.stdout
+    assert "produced:        none" in result.stdout
+
+
+def test_inspect_of_an_unknown_instance_or_a_bad_subject_exits_1_with_one_line(
+    runner: CliRunner, memory: FakeRedisMemory, bench_subject: str
+) -> None:
+    result = runner.invoke(app, ["inspect", bench_subject])
+    assert result.exit_code == 1
+    key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
+    assert _one_line(result.stderr) == f"arvo: no instance {key!r} in Redis (key prefix 'arvo')"
+    result = runner.invoke(app, ["inspect", "not-a-subject"])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr).startswith("arvo: invalid subject: ")
+    result = runner.invoke(app, ["inspect", "arvo.orc.bench:"])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr).startswith("arvo: instance key is not")
+
+
+def test_instances_list_prints_tab_separated_rows_filtered_by_orchestrator_and_status(
+    runner: CliRunner, memory: FakeRedisMemory
+) -> None:
+    _run(_store(memory, "arvo.orc.bench:1", {"status": "done"}, InstanceStatus.DONE))
+    _run(_store(memory, "arvo.orc.bench:2", {"status": "active"}, InstanceStatus.ACTIVE))
+    _run(_store(memory, "arvo.orc.order:3", {"status": "done"}, InstanceStatus.DONE))
+    result = runner.invoke(app, ["instances", "list", "--orchestrator", "bench", "--status", "done"])
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t") == ["INSTANCE", "STATUS", "UPDATED"]
+    assert [row.split("\t")[:2] for row in rows] == [["arvo.orc.bench:1", "done"]]
+    result = runner.invoke(app, ["instances", "list", "--limit", "2"])
+    assert len(result.stdout.splitlines()) == 3
+    result = runner.invoke(app, ["instances", "list", "--status", "sleeping"])
+    assert result.exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------ arvo dlq
+
+
+def _entry(
+    partition: int, offset: int, *, reason: str = "not_json", dropped: int | None = None
+) -> DeadLetterEntry:
+    return DeadLetterEntry(
+        topic="arvo.dlq",
+        partition=partition,
+        offset=offset,
+        key=b"k",
+        value=None if dropped else b"garbage",
+        original_headers=[],
+        reason=reason,
+        error_class="RecordDecodeError",
+        error_message="[not_json] record value is not JSON: " + "x" * 200,
+        origin_topic="arvo.orc.bench",
+        origin_partition=1,
+        origin_offset=7 + offset,
+        origin_timestamp=None,
+        attempts=1,
+        dead_lettered_at_ms=None,
+        payload_dropped_bytes=dropped,
+    )
+
+
+@pytest.fixture
+def dead_letters(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    seen: dict[str, Any] = {
+        "entries": [_entry(0, 0), _entry(0, 1, reason="contract"), _entry(1, 0), _entry(1, 2, dropped=9)],
+        "replayed": [],
+    }
+
+    async def read(settings: ServiceSettings, **kwargs: Any) -> list[DeadLetterEntry]:
+        seen["read"] = kwargs
+        entries: list[DeadLetterEntry] = seen["entries"]
+        reason = kwargs.get("reason")
+        return [entry for entry in entries if reason is None or entry.reason == reason]
+
+    async def replay(entry: DeadLetterEntry, *, producer: EventProducer) -> None:
+        if entry.payload_dropped_bytes is not None:
+            raise ValueError(f"dead letter {entry.partition}@{entry.offset} lost its payload")
+        seen["replayed"].append((entry.partition, entry.offset))
+
+    async def nothing(self: EventProducer) -> None:
+        return None
+
+    monkeypatch.setattr(dlq, "read_dead_letters", read)
+    monkeypatch.setattr(dlq, "replay", replay)
+    monkeypatch.setattr(EventProducer, "start", nothing)
+    monkeypatch.setattr(EventProducer, "stop", nothing)
+    return seen
+
+
+def test_dlq_list_prints_where_each_dead_letter_came_from_and_why(
+    runner: CliRunner, dead_letters: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["dlq", "list", "--limit", "3", "--reason", "contract"])
+    assert result.exit_code == 0, result.output
+    assert dead_letters["read"] == {"limit": 3, "reason": "contract"}
+    header, row = result.stdout.splitlines()
+    assert header.split("\t") == ["PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE"]
+    cells = row.split("\t")
+    assert cells[:5] == ["0", "1", "contract", "RecordDecodeError", "arvo.orc.bench/1@8"]
+    assert cells[5].endswith("…")
+    assert len(cells[5]) == 60
+
+
+def test_dlq_replay_replays_the_named_offsets(runner: CliRunner, dead_letters: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["dlq", "replay", "--offset", "1", "--offset", "1:0"])
+    assert result.exit_code == 0, result.output
+    assert dead_letters["replayed"] == [(0, 1), (1, 0)]
+    assert result.stdout.splitlines() == ["replayed 0:1 to arvo.orc.bench", "replayed 1:0 to arvo.orc.bench"]
+
+
+def test_dlq_replay_all_reports_letters_without_payload_and_exits_1(
+    runner: CliRunner, dead_letters: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["dlq", "replay", "--all"])
+    assert result.exit_code == 1
+    assert dead_letters["replayed"] == [(0, 0), (0, 1), (1, 0)]
+    assert _one_line(result.stderr).startswith("arvo: skipped 1:2: dead letter 1@2 lost its payload")
+
+
+def test_dlq_replay_all_with_a_reason_replays_only_those(
+    runner: CliRunner, dead_letters: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["dlq", "replay", "--all", "--reason", "contract"])
+    assert result.exit_code == 0, result.output
+    assert dead_letters["replayed"] == [(0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        ([], 2, "arvo: name the dead letters to replay: --offset N (repeatable) or --all"),
+        (["--all", "--offset", "1"], 2, "arvo: name the dead letters to replay"),
+        (["--offset", "x"], 2, "arvo: --offset 'x' must be N or PARTITION:N"),
+        (["--offset", "9"], 1, "arvo: no dead letter at offset 9 (see 'arvo dlq list')"),
+        (
+            ["--offset", "0"],
+            1,
+            "arvo: offset 0 exists in several partitions (0:0, 1:0); name one as PARTITION:N",
+        ),
+    ],
+)
+def test_dlq_replay_refuses_unclear_selections_before_replaying_anything(
+    runner: CliRunner, dead_letters: dict[str, Any], args: list[str], code: int, message: str
+) -> None:
+    result = runner.invoke(app, ["dlq", "replay", *args])
+    assert result.exit_code == code
+    assert _one_line(result.stderr).startswith(message)
+    assert dead_letters["replayed"] == []
+
+
+# ------------------------------------------------------------------------------------------ logging
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def test_json_logging_writes_one_object_per_line_and_holds_libraries_at_warning(
+    restore_logging: None,
+) -> None:
+    stream = io.StringIO()
+    configure_logging(log_format="json", log_level="info", stream=stream)
+    log = structlog.get_logger("arvo.test.json")
+    log.info("record processed", topic="t", partition=1)
+    log.debug("not shown")
+    logging.getLogger("aiokafka.consumer").info("chatty library line")
+    logging.getLogger("aiokafka.consumer").warning("library warning %d", 7)
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("work") as span:
+        log.warning("inside a span")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["record processed", "library warning 7", "inside a span"]
+    first = lines[0]
+    assert (first["level"], first["logger"], first["topic"], first["partition"]) == (
+        "info",
+        "arvo.test.json",
+        "t",
+        1,
+    )
+    assert first["timestamp"].endswith("Z")
+    assert lines[1]["logger"] == "aiokafka.consumer"
+    assert lines[2]["trace_id"] == trace_id
+    assert "trace_id" not in first
+
+
+def test_console_logging_renders_readable_lines_and_auto_picks_json_when_piped(restore_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging(log_format="console", log_level="DEBUG", stream=stream)
+    structlog.get_logger("arvo.test.console").debug("hello", n=1)
+    line = stream.getvalue()
+    assert "hello" in line
+    assert "n=1" in line
+    assert not line.startswith("{")
+    assert uses_json("auto", io.StringIO()) is True
+    assert uses_json("console", io.StringIO()) is False
+    with pytest.raises(ValueError, match="is not a level name"):
+        configure_logging(log_level="LOUD", stream=stream)
