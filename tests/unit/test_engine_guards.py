@@ -11,7 +11,7 @@ from service.arvo.errors import ConfigViolation, ContractViolation
 from service.arvo.factory import create_arvo_event_factory, create_arvo_orchestrator_event_factory, error_data
 from service.arvo.handler import ArvoEventHandler, HandlerContext
 from service.arvo.machine.arvo_machine import setup_arvo_machine
-from service.arvo.memory import InMemoryMemory
+from service.arvo.memory import InMemoryMemory, InstanceStatus
 from service.arvo.orchestrator import create_arvo_orchestrator
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.examples.bench import bench_orchestrator
@@ -82,3 +82,22 @@ async def test_event_for_an_existing_instance_with_another_machine_version_is_a_
     record = await memory.inspect(parsed.instance_key)
     assert record is not None
     assert record["executionStatus"] == "normal", "the live instance is untouched"
+
+
+async def test_stored_snapshot_that_does_not_fit_the_machine_is_a_config_violation() -> None:
+    memory = InMemoryMemory()
+    orchestrator = bench_orchestrator(memory)
+    factory = create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0"))
+    init = factory.init(source="com.test.client", data={"a": 1, "b": 2, "parentSubject$$": None})
+    await orchestrator.execute(init)
+    key = ArvoOrchestrationSubject.parse(init.subject).instance_key
+    grant = await memory.lease_and_read(key, ttl_ms=1000)
+    assert grant.lease is not None
+    assert grant.record is not None
+    grant.record["state"]["value"] = "no-such-state"
+    await memory.commit_and_release(grant.lease, grant.record, status=InstanceStatus.ACTIVE)
+    reply = create_arvo_event_factory(add_contract.version("1.0.0")).emits(
+        type="evt.bench.add.success", source="com.bench.add", subject=init.subject, data={"sum": 3}
+    )
+    with pytest.raises(ConfigViolation, match="Stored snapshot does not fit machine 'bench'"):
+        await orchestrator.execute(reply)

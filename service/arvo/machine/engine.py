@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.arvo.errors import ConfigViolation
 from service.arvo.event import ArvoEvent
 from service.arvo.machine.arvo_machine import ArvoMachine, take_queued_events
+from service.arvo.machine.statechart import InvalidSnapshotError
 from service.arvo.telemetry import start_internal_span
 
 __all__ = ["MachineExecutionEngine", "MachineExecutionResult"]
@@ -49,7 +51,15 @@ class MachineExecutionEngine:
                     )
                 step = machine.start(event)
             else:
-                step = machine.send(snapshot, event)
+                try:
+                    step = machine.send(snapshot, event)
+                except InvalidSnapshotError as error:
+                    # The stored snapshot does not fit this machine (e.g. a machine changed under the
+                    # same version): a deployment problem to fix, not a failure of the workflow.
+                    raise ConfigViolation(
+                        f"Stored snapshot does not fit machine '{machine.id}' version {machine.version}: "
+                        f"{error}"
+                    ) from error
             new_snapshot = dict(step.snapshot)
             context = dict(new_snapshot.get("context") or {})
             new_snapshot["context"] = context
