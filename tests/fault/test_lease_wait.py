@@ -26,11 +26,14 @@ def bench_init(contract: Any, a: int) -> ArvoEvent:
     )
 
 
-def test_the_service_applies_its_lease_ttl_to_the_apps_orchestrators_and_resumables() -> None:
-    settings = kafka_test_settings("127.0.0.1:9", KafkaNames(prefix="p.", group="g"), lease_ttl_ms=4_321)
+async def test_the_service_applies_its_lease_ttl_to_the_apps_orchestrators_and_resumables() -> None:
+    settings = kafka_test_settings(
+        "127.0.0.1:9", KafkaNames(prefix="p.", group="g"), lease_ttl_ms=4_321, handler_timeout_s=2.0
+    )
     service = ArvoService.from_settings(
         settings, memory=RedisMemory.from_url("redis://127.0.0.1:9/0", key_prefix="unused")
     )
+    await service.memory.close()
     stateful = [h for h in service.handlers if isinstance(h, ArvoOrchestrator | ArvoResumable)]
     assert len(stateful) >= 2
     assert {handler.lease_ttl_ms for handler in stateful} == {4_321}
