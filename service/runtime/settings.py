@@ -253,6 +253,27 @@ class ServiceSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _request_timeout_above_waits(self) -> ServiceSettings:
+        # aiokafka sends JoinGroup (which the coordinator may hold for a session timeout or more) and
+        # fetches (held up to fetch_max_wait_ms) with the plain request timeout: below either, every
+        # join or fetch times out and the consumer never gets partitions.
+        for other in ("session_timeout_ms", "fetch_max_wait_ms"):
+            bound = getattr(self, other)
+            if self.kafka_request_timeout_ms <= bound:
+                raise PydanticCustomError(
+                    "request_timeout",
+                    "{timeout}={value} must be greater than {other}={bound} (joins and fetches would"
+                    " time out)",
+                    {
+                        "timeout": env_var_name("kafka_request_timeout_ms"),
+                        "value": self.kafka_request_timeout_ms,
+                        "other": env_var_name(other),
+                        "bound": bound,
+                    },
+                )
+        return self
+
+    @model_validator(mode="after")
     def _security_consistency(self) -> ServiceSettings:
         if self.kafka_security_protocol.startswith("SASL_") and (
             not self.kafka_sasl_username or self.kafka_sasl_password is None

@@ -1,9 +1,9 @@
 """Differential conformance: our statechart interpreter vs the real XState 5.24.0, step by step.
 
-Random machines inside the Arvo subset (nested compound and parallel states, final states, ``onDone``,
-eventless transitions, exact/``*``/``prefix.*`` descriptors, guards and ``and``/``or``/``not``, multiple
-targets, ``reenter``, custom ids, root/final ``output``) are generated from a fixed seed, described as JSON
-and run by both engines on the same random event sequences. The Node side
+Random machines inside the Arvo subset (nested compound and parallel states, parallel states without
+regions, final states, ``onDone``, eventless transitions, exact/``*``/``prefix.*`` descriptors, guards and
+``and``/``or``/``not``, multiple targets, ``reenter``, custom ids, root/final ``output``) are generated
+from a fixed seed, described as JSON and run by both engines on the same random event sequences. The Node side
 (``tests/interop/xstate/oracle.mjs``) builds them with ``setup({actions, guards}).createMachine`` and, like
 Arvo's execution engine, persists the actor with ``getPersistedSnapshot()`` and restores it with
 ``createActor(machine, {snapshot})`` between steps; we JSON round-trip our snapshot between steps too.
@@ -57,6 +57,7 @@ DESCRIPTORS = [*EVENTS, "*", "a.*", "b.*"]
 COUNTERS = ["c", "d"]
 FLAGS = ["f", "g"]
 AUTO = "auto"
+EMPTY_PARALLEL_RATE = 0.15  # share of generated parallel states that have no regions
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -333,7 +334,11 @@ class MachineGenerator:
         return root
 
     def _fill(self, node: GenNode, depth: int) -> None:
-        count = self.rng.randint(2, 3) if node.type == "parallel" else self.rng.randint(1, 4)
+        if node.type == "parallel":
+            # A parallel state without regions (Arvo's inc v0.0.1 machine has one) is valid in XState.
+            count = 0 if self.rng.random() < EMPTY_PARALLEL_RATE else self.rng.randint(2, 3)
+        else:
+            count = self.rng.randint(1, 4)
         keys: list[str] = []
         while len(keys) < count:
             key = self.fresh_key()
@@ -393,9 +398,9 @@ class MachineGenerator:
             regions = self.rng.sample(parallel.children, 2)
             picks = [self.rng.choice([r, *r.descendants()]) for r in regions]
             return [self.target_ref(source, t) for t in picks]
-        if self.rng.random() < 0.03:
-            return f"#{nodes[0].state_id(self.machine_id)}"  # the root itself
         candidates = [n for n in nodes if n.parent is not None]
+        if self.rng.random() < 0.03 or not candidates:  # no candidates: a root parallel without regions
+            return f"#{nodes[0].state_id(self.machine_id)}"  # the root itself
         if self.rng.random() < 0.5:
             near = [n for n in candidates if n.parent is source.parent or n.parent is source]
             candidates = near or candidates
@@ -553,6 +558,8 @@ class MachineGenerator:
             config["output"] = {"$output": "root"}
         if node.children:
             config["states"] = {child.key: self.render(child, nodes, parallels) for child in node.children}
+        elif node.type == "parallel" and self.rng.random() < 0.6:
+            config["states"] = {}  # else no 'states' key at all: both are an empty parallel state
         return config
 
     def case(self) -> dict[str, Any]:
@@ -644,6 +651,103 @@ SPECIAL_CASES: list[dict[str, Any]] = [
         "contextMode": "object",
         "events": [{"type": "E"}],
     },
+    {
+        # Arvo's inc v0.0.1 shape: a parallel state without regions. Its value is {}, its own 'on'
+        # transitions fire (targetless, reenter, out), its onDone never does, and neither its 'always' nor
+        # an ancestor's is selected (there is no active atomic state).
+        "machine": {
+            "id": "m",
+            "initial": "fetch",
+            "always": {"actions": [_rec("root-always")]},
+            "states": {
+                "fetch": {"exit": [_rec("fetch-")], "on": {"GO": "increment"}},
+                "increment": {
+                    "type": "parallel",
+                    "states": {},
+                    "entry": [_rec("inc+")],
+                    "exit": [_rec("inc-")],
+                    "always": {"target": "done", "actions": [_rec("inc-always")]},
+                    "onDone": {"target": "done", "actions": [_rec("inc-done")]},
+                    "on": {
+                        "SELF": {"actions": [_rec("self")]},
+                        "RE": {"target": "increment", "reenter": True, "actions": [_rec("re")]},
+                        "a.*": {"actions": [_rec("partial")]},
+                        "OK": {"target": "done", "actions": [_rec("ok")]},
+                    },
+                },
+                "done": {"type": "final", "entry": [_rec("done+")]},
+            },
+            "output": {"$output": "root"},
+        },
+        "input": {"log": []},
+        "contextMode": "fn",
+        "events": [
+            {"type": "GO"},
+            {"type": "SELF"},
+            {"type": "RE"},
+            {"type": "zzz"},
+            {"type": "a.x"},
+            {"type": "OK"},
+        ],
+    },
+    {
+        # A machine whose root is a parallel state without regions (and without a 'states' key).
+        "machine": {
+            "id": "m",
+            "type": "parallel",
+            "entry": [_rec("m+")],
+            "exit": [_rec("m-")],
+            "always": {"actions": [_rec("never")]},
+            "on": {
+                "X": {"actions": [_rec("x")]},
+                "Y": {"target": "#m", "reenter": True, "actions": [_rec("y")]},
+                "Z": {"target": "#m", "actions": [_rec("z")]},
+            },
+            "output": {"$output": "root"},
+        },
+        "input": {"log": []},
+        "contextMode": "fn",
+        "events": [{"type": "X"}, {"type": "Y"}, {"type": "Z"}],
+    },
+    {
+        # A region without regions counts as final when a sibling region completes: the outer parallel
+        # state is done, the empty one never raises its own done event.
+        "machine": {
+            "id": "m",
+            "initial": "outer",
+            "states": {
+                "outer": {
+                    "type": "parallel",
+                    "onDone": {"target": "after", "actions": [_rec("outer-done")]},
+                    "states": {
+                        "e": {"type": "parallel", "states": {}, "onDone": {"actions": [_rec("e-done")]}},
+                        "r": {
+                            "initial": "a",
+                            "onDone": {"actions": [_rec("r-done")]},
+                            "states": {"a": {"on": {"F": "f", "E": "#m.outer.e"}}, "f": {"type": "final"}},
+                        },
+                    },
+                },
+                "after": {"entry": [_rec("after+")], "on": {"BACK": "outer.e"}},
+            },
+        },
+        "input": {"log": []},
+        "contextMode": "fn",
+        "events": [{"type": "E"}, {"type": "F"}, {"type": "BACK"}, {"type": "F"}],
+    },
+    {
+        # A parallel root whose regions are a final state and a parallel state without regions is done
+        # as soon as it starts.
+        "machine": {
+            "id": "m",
+            "type": "parallel",
+            "states": {"e": {"type": "parallel", "exit": [_rec("e-")]}, "f": {"type": "final"}},
+            "output": {"$output": "root"},
+        },
+        "input": {"log": []},
+        "contextMode": "fn",
+        "events": [{"type": "X"}],
+    },
 ]
 
 
@@ -726,3 +830,24 @@ def test_generated_cases_exercise_the_interesting_features() -> None:
     for feature in ('"parallel"', '"final"', '"onDone"', '"always"', '"*"', '"a.*"', '"reenter"', '"$and"'):
         assert feature in text, feature
     assert '"target":["' in text  # multiple targets
+
+
+def _empty_parallel_states(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    found = [state] if state.get("type") == "parallel" and not state.get("states") else []
+    for child in (state.get("states") or {}).values():
+        found.extend(_empty_parallel_states(child))
+    return found
+
+
+def test_generated_cases_include_parallel_states_without_regions() -> None:
+    random_cases = generate_cases(DEFAULT_CASES, DEFAULT_SEED)[len(SPECIAL_CASES) :]
+    empty = [s for case in random_cases for s in _empty_parallel_states(case["machine"])]
+    roots = [
+        case for case in random_cases if _empty_parallel_states(case["machine"])[:1] == [case["machine"]]
+    ]
+    assert roots, "no machine whose root is a parallel state without regions"
+    assert any("states" in s for s in empty), "no empty parallel state with 'states': {}"
+    assert any("states" not in s for s in empty), "no empty parallel state without a 'states' key"
+    for feature in ("on", "onDone", "always"):
+        assert any(feature in s for s in empty), f"no empty parallel state with {feature!r}"
+        assert any(feature not in s for s in empty), f"every empty parallel state has {feature!r}"

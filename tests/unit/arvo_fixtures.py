@@ -5,10 +5,9 @@ Python equivalents of ``arvo-event-handler/tests/ArvoOrchestrator/{contracts,han
 Machines are dict configs using ``emit``/``assign`` and Arvo's ``enqueueArvoEvent`` action. Everything
 is built by functions so every test gets fresh handlers over its own memory and value store.
 
-Divergence from the original fixtures: the ``inc`` v0.0.1 machine's ``increment`` state is a parallel
-state with one (never finishing) region ``waiting`` instead of ``type: 'parallel', states: {}``: our
-statechart interpreter rejects childless compound/parallel states at build time (XState accepts them).
-Its purpose — making the machine require resource locking — is unchanged.
+As in the original fixtures, the ``inc`` v0.0.1 machine's ``increment`` state is ``type: 'parallel',
+states: {}`` (a parallel state without regions: state value ``{"increment": {}}``, its own ``on``
+transitions still fire), which makes the machine require resource locking.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from service.arvo.contract import (
 )
 from service.arvo.errors import ExecutionViolation
 from service.arvo.handler import ArvoEventHandler, HandlerContext, HandlerOutput
-from service.arvo.machine.arvo_machine import ArvoMachine, setup_arvo_machine
+from service.arvo.machine.arvo_machine import ArvoMachine, ArvoMachineSetup, setup_arvo_machine
 from service.arvo.machine.statechart import ActionArgs, assign, emit
 from service.arvo.memory import Memory
 from service.arvo.orchestrator import ArvoOrchestrator, create_arvo_orchestrator
@@ -290,7 +289,7 @@ def _number_machine(
         },
     }
     if parallel:
-        operation_state.update({"type": "parallel", "states": {"waiting": {}}})
+        operation_state.update({"type": "parallel", "states": {}})
     return setup_arvo_machine(
         contracts={
             "self": self_contract.version(version),
@@ -872,7 +871,7 @@ COUNTER_SERVICES = {
 }
 
 
-def counter_setup(log: list[Any] | None = None) -> Any:
+def counter_setup(log: list[Any] | None = None) -> ArvoMachineSetup:
     """``setupArvoMachine`` of the counter (actions ``log`` and ``assignEventError``, two guards)."""
     calls = log if log is not None else []
     return setup_arvo_machine(

@@ -621,6 +621,194 @@ def test_done_machine_ignores_events() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Parallel states without regions (``{"type": "parallel", "states": {}}``, as Arvo's inc v0.0.1 machine)
+
+
+def _inc_like_chart() -> Statechart:
+    """A compound machine whose ``increment`` state is a parallel state without regions."""
+    return Statechart(
+        {
+            "id": "m",
+            "context": LOG_CONTEXT,
+            "initial": "fetch",
+            "states": {
+                "fetch": {"on": {"GO": "increment"}},
+                "increment": {
+                    **entry_exit("inc"),
+                    "type": "parallel",
+                    "states": {},
+                    "onDone": {"target": "done", "actions": rec("inc-done")},
+                    "on": {
+                        "SELF": {"actions": rec("self")},
+                        "RE": {"target": "increment", "reenter": True},
+                        "OK": {"target": "done", "actions": rec("ok")},
+                    },
+                },
+                "done": {"type": "final"},
+            },
+            "output": lambda a: {"event": a.event["type"]},
+        }
+    )
+
+
+def test_parallel_state_without_regions_is_entered_with_an_empty_object_value() -> None:
+    chart = _inc_like_chart()
+    start = chart.start()
+    step = chart.send(start.snapshot, {"type": "GO"})
+    assert step.snapshot["status"] == "active"
+    assert step.snapshot["value"] == {"increment": {}}
+    assert new_entries(start, step) == ["inc+@GO"]
+
+
+def test_parallel_state_without_regions_still_takes_its_own_transitions() -> None:
+    chart = _inc_like_chart()
+    inside = chart.send(chart.start().snapshot, {"type": "GO"})
+    targetless = chart.send(inside.snapshot, {"type": "SELF"})
+    assert targetless.snapshot["value"] == {"increment": {}}
+    assert new_entries(inside, targetless) == ["self@SELF"]
+    reentered = chart.send(targetless.snapshot, {"type": "RE"})
+    assert reentered.snapshot["value"] == {"increment": {}}
+    assert new_entries(targetless, reentered) == ["inc-@RE", "inc+@RE"]
+    unhandled = chart.send(reentered.snapshot, {"type": "zzz"})
+    assert unhandled.snapshot == reentered.snapshot
+    done = chart.send(unhandled.snapshot, {"type": "OK"})
+    assert done.snapshot["status"] == "done"
+    assert done.snapshot["value"] == "done"
+    assert done.snapshot["output"] == {"event": "xstate.done.state.m.done"}
+    assert new_entries(unhandled, done) == ["inc-@OK", "ok@OK"]
+
+
+def test_parallel_state_without_regions_is_never_done_and_its_on_done_never_fires() -> None:
+    chart = _inc_like_chart()
+    step = chart.send(chart.start().snapshot, {"type": "GO"})
+    for event in ("SELF", "RE", "zzz"):
+        step = chart.send(step.snapshot, {"type": event})
+        assert step.snapshot["status"] == "active"
+        assert not any(entry.startswith("inc-done") for entry in log_of(step))
+
+
+def test_parallel_state_without_a_states_key_behaves_like_one_with_empty_states() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "initial": "p",
+            "states": {"p": {"type": "parallel", "on": {"X": "q"}, "onDone": "q"}, "q": {}},
+        }
+    )
+    start = chart.start()
+    assert start.snapshot["value"] == {"p": {}}
+    assert chart.send(start.snapshot, {"type": "X"}).snapshot["value"] == "q"
+
+
+def test_always_is_not_selected_when_no_atomic_state_is_active() -> None:
+    # XState only walks eventless transitions up from active atomic states; a parallel state without
+    # regions is not atomic, so neither its own 'always' nor an ancestor's is ever selected.
+    chart = Statechart(
+        {
+            "id": "m",
+            "context": LOG_CONTEXT,
+            "initial": "p",
+            "always": {"actions": rec("root-always")},
+            "states": {
+                "p": {"type": "parallel", "states": {}, "always": {"target": "q", "actions": rec("p")}},
+                "q": {},
+            },
+        }
+    )
+    start = chart.start()
+    step = chart.send(start.snapshot, {"type": "X"})
+    assert step.snapshot["value"] == {"p": {}}
+    assert log_of(step) == []
+
+
+def test_parallel_region_without_regions_counts_as_final_when_its_siblings_complete() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "context": LOG_CONTEXT,
+            "initial": "outer",
+            "states": {
+                "outer": {
+                    "type": "parallel",
+                    "onDone": {"target": "after", "actions": rec("outer-done")},
+                    "states": {
+                        "e": {"type": "parallel", "states": {}, "onDone": {"actions": rec("e-done")}},
+                        "r": {"initial": "a", "states": {"a": {"on": {"F": "f"}}, "f": {"type": "final"}}},
+                    },
+                },
+                "after": {},
+            },
+        }
+    )
+    start = chart.start()
+    assert start.snapshot["value"] == {"outer": {"e": {}, "r": "a"}}
+    step = chart.send(start.snapshot, {"type": "F"})
+    assert step.snapshot["value"] == "after"
+    assert log_of(step) == ["outer-done@xstate.done.state.m.outer"]
+
+
+def test_parallel_root_with_a_final_region_and_an_empty_region_is_done_at_start() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "type": "parallel",
+            "states": {"e": {"type": "parallel"}, "f": {"type": "final"}},
+            "output": lambda a: a.event["type"],
+        }
+    )
+    assert chart.start().snapshot == {
+        "status": "done",
+        "value": {"f": {}, "e": {}},
+        "context": {},
+        "output": "xstate.done.state.m",
+    }
+
+
+def test_root_parallel_without_regions_has_an_empty_value_and_handles_events() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "context": LOG_CONTEXT,
+            **entry_exit("m"),
+            "type": "parallel",
+            "on": {"X": {"actions": rec("x")}, "Y": {"target": "#m", "reenter": True}},
+        }
+    )
+    start = chart.start()
+    assert start.snapshot == {
+        "status": "active",
+        "value": {},
+        "context": {"log": ["m+@xstate.init"]},
+        "output": None,
+    }
+    handled = chart.send(start.snapshot, {"type": "X"})
+    assert new_entries(start, handled) == ["x@X"]
+    reentered = chart.send(handled.snapshot, {"type": "Y"})
+    assert reentered.snapshot["value"] == {}
+    assert new_entries(handled, reentered) == ["m-@Y", "m+@Y"]
+
+
+def test_snapshot_of_a_parallel_state_without_regions_restores_from_json_or_its_key() -> None:
+    chart = _inc_like_chart()
+    inside = chart.send(chart.start().snapshot, {"type": "GO"})
+    persisted = orjson.loads(orjson.dumps(inside.snapshot))
+    assert persisted["value"] == {"increment": {}}
+    by_key = {**persisted, "value": "increment"}  # XState resolves a bare key to the same state
+    for snapshot in (persisted, by_key):
+        step = chart.send(snapshot, {"type": "SELF"})
+        assert step.snapshot["value"] == {"increment": {}}
+        assert new_entries(inside, step) == ["self@SELF"]
+    with pytest.raises(InvalidSnapshotError, match="does not exist"):
+        chart.send({**persisted, "value": {"increment": {"x": {}}}}, {"type": "SELF"})
+
+
+def test_mermaid_draws_a_parallel_state_without_regions_as_a_plain_state() -> None:
+    diagram = _inc_like_chart().to_mermaid()
+    assert 'state "increment" as s2' in diagram
+    assert "s2 --> s3 : OK" in diagram
+
+
+# ---------------------------------------------------------------------------------------------------
 # Actions, guards, context
 
 
@@ -1103,8 +1291,8 @@ def test_integer_like_state_keys_follow_javascript_object_key_order() -> None:
             "a final state cannot have child states",
         ),
         (
-            {"id": "m", "initial": "a", "states": {"a": {"type": "parallel"}}},
-            "a parallel state needs at least one child",
+            {"id": "m", "initial": "a", "states": {"a": {"type": "compound", "states": {}}}},
+            "a compound state needs at least one child",
         ),
         (
             {"id": "m", "initial": "a", "states": {"a": {"initial": "x"}}},

