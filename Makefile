@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Coverage of the Arvo primitives is reported on every test run (issue bar: >= 90 %).
 COVERAGE_ARGS ?= --cov=service/arvo --cov-report=term:skip-covered --cov-fail-under=90
 
-.PHONY: install test lint bench run fault-test clean
+.PHONY: install test lint bench run fault-test clean up down logs publish docs validate-deploy
 
 install: $(STAMP)
 
@@ -23,10 +23,41 @@ test: install
 	$(BIN)/python -m pytest $(COVERAGE_ARGS) $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check service contracts tests
-	$(BIN)/ruff format --check service contracts tests
+	$(BIN)/ruff check service contracts tests tools
+	$(BIN)/ruff format --check service contracts tests tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory validate-deploy
+
+# Offline checks of the deployment files (docs/deploying.md, "Validation"): hadolint on the Dockerfile,
+# docker-compose.yml against the Compose specification schema, then tests/deploy's static checks
+# (Kubernetes manifests rendered and validated against the Kubernetes schemas, settings, docs).
+validate-deploy: install
+	$(BIN)/hadolint --config deploy/hadolint.yaml deploy/Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e" tests/deploy
+
+# Regenerate docs/configuration.md from the settings class.
+docs: install
+	$(BIN)/python -m tools.gen_config_docs
+
+# The Docker path (needs Docker with the compose plugin): Kafka, Redis, Jaeger, the example services
+# and a one-shot publisher of demo workflows. Jaeger: http://localhost:16686
+COMPOSE ?= docker compose
+
+up:
+	$(COMPOSE) up --build --detach
+	@echo "Started. Completions: '$(COMPOSE) logs publisher'; traces: http://localhost:16686; stop: make down"
+
+down:
+	$(COMPOSE) down --volumes --remove-orphans
+
+logs:
+	$(COMPOSE) logs --follow --tail=100
+
+# Start the demo workflows again (the publisher is a one-shot container).
+publish:
+	$(COMPOSE) run --rm publisher
 
 bench: install
 	$(BIN)/python -m tests.benchmarks

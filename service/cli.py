@@ -319,8 +319,10 @@ def _run_async(coroutine: Coroutine[Any, Any, _T], *, what: str) -> _T:
 
     try:
         return uvloop.run(coroutine)
-    except (typer.Exit, KeyboardInterrupt):
+    except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        _fail("interrupted", code=130)
     except Exception as error:
         _fail(f"{what} failed: {_describe(error)}")
 
@@ -530,7 +532,7 @@ def publish(
         typer.Argument(
             metavar="TYPE",
             help="The type to start: an orchestrator's or resumable's init type (arvo.orc.bench) or a"
-            " service's accepted type (com.bench.add)."
+            " service's accepted type (com.bench.add).",
         ),
     ],
     *,

@@ -7,11 +7,13 @@ app — orchestrator, resumable and both services — in this process, on uvloop
 * **Service**: ``BENCH_KAFKA_WORKFLOWS`` workflows (default 500, half orchestrator, half resumable)
   after ``BENCH_KAFKA_WARMUP`` warm-up ones, published with at most ``BENCH_KAFKA_CONCURRENCY``
   (default 128) in flight: a new init is published when a completion comes back. Reports
-  workflows/s, consumed events/s (each workflow makes the service consume 5 events: init, add call,
-  add reply, double call, double reply), p50/p99 latency from the publish of an init to the
-  consumption of its completion, and Redis per consumed event: round trips (requests sent by the
-  service's client, counted on the client) and commands (``INFO commandstats`` deltas of the private
-  server, which also count the commands run inside the Lua scripts).
+  workflows/s (and per CPU-second of this process), consumed events/s (each workflow makes the
+  service consume 5 events: init, add call, add reply, double call, double reply), p50/p99 latency
+  from the publish of an init to the consumption of its completion, and Redis per consumed event:
+  round trips (requests sent by the service's client, counted on the client) and commands
+  (``INFO commandstats`` deltas of the private server, which also count the commands run inside the
+  Lua scripts). Then ``BENCH_KAFKA_LATENCY_WORKFLOWS`` (50) workflows one at a time: the latency of
+  the hops without queueing.
 * **Baseline** (same run, same broker): the records the service consumed — same keys, values and
   headers, hence same sizes and partitions — are loaded into a source topic, and a bare aiokafka
   consumer (group, manual commits) produces each to a sink topic with ``acks=all``, batch by batch.
@@ -53,6 +55,7 @@ from service.runtime.settings import ServiceSettings, load_settings
 WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
 WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
 CONCURRENCY = int(os.environ.get("BENCH_KAFKA_CONCURRENCY", "128"))
+LATENCY_WORKFLOWS = int(os.environ.get("BENCH_KAFKA_LATENCY_WORKFLOWS", "50"))
 PARTITIONS = 4
 CLIENT = "com.bench.kafka.client"
 CONSUMED_PER_WORKFLOW = 5
@@ -163,6 +166,11 @@ class _CountingRedis(redis.asyncio.Redis):
 # The service run
 
 
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 def _settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
     return load_settings(
         env_file=None,
@@ -198,9 +206,11 @@ async def _run_workflows(
     service: ArvoService,
     completions: asyncio.Queue[tuple[str, int, float]],
     inits: list[ArvoEvent],
+    *,
+    concurrency: int = CONCURRENCY,
 ) -> tuple[float, list[float]]:
-    """Publish ``inits`` with at most ``CONCURRENCY`` in flight; return elapsed seconds and latencies."""
-    window = asyncio.Semaphore(CONCURRENCY)
+    """Publish ``inits`` with at most ``concurrency`` in flight; return elapsed seconds and latencies."""
+    window = asyncio.Semaphore(concurrency)
     published: dict[str, tuple[float, int]] = {}
     latencies: list[float] = []
     started = time.perf_counter()
@@ -294,10 +304,13 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         cpu_started = time.process_time()
         elapsed, latencies = await _run_workflows(producer, service, completions, _inits(WORKFLOWS, 0))
         cpu_elapsed = time.process_time() - cpu_started
-        # Commands still running for the last completion's offsets are not part of the workload.
         consumed = sum(service.loop.stats.consumed.values()) - consumed_before
         requests = _CountingRedis.requests - requests_before
         commands = await _commandstats(stats_client) - commands_before
+        # One workflow at a time: the latency of the hops themselves, without queueing.
+        _, unloaded = await _run_workflows(
+            producer, service, completions, _inits(LATENCY_WORKFLOWS, 20_000_000), concurrency=1
+        )
     finally:
         collecting.cancel()
         await service.stop()
@@ -312,7 +325,9 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         "service.workflows_per_cpu_s": WORKFLOWS / cpu_elapsed,
         "service.events_per_s": expected_consumed / elapsed,
         "service.p50_ms": statistics.median(latencies) * 1000,
-        "service.p99_ms": sorted(latencies)[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
+        "service.p99_ms": _percentile(latencies, 0.99) * 1000,
+        "service.unloaded_p50_ms": statistics.median(unloaded) * 1000,
+        "service.unloaded_p99_ms": _percentile(unloaded, 0.99) * 1000,
         "redis_round_trips_per_event": requests / max(consumed, 1),
         "redis_commands_per_event": total_commands / max(consumed, 1),
         "service.consumed_events": float(consumed),
@@ -423,6 +438,8 @@ def run(results: dict[str, float]) -> None:
         f"{figures['service.events_per_s']:8.0f} consumed events/s  "
         f"p50 {figures['service.p50_ms']:.1f} ms  p99 {figures['service.p99_ms']:.1f} ms  "
         f"({WORKFLOWS} workflows, {CONCURRENCY} in flight, {PARTITIONS} partitions, one process)\n"
+        f"              one workflow at a time: p50 {figures['service.unloaded_p50_ms']:.1f} ms  "
+        f"p99 {figures['service.unloaded_p99_ms']:.1f} ms ({LATENCY_WORKFLOWS} workflows, 6 events each)\n"
         f" passthrough: {figures['passthrough.events_per_s']:8.0f} events/s "
         f"(baseline: bare aiokafka consume → produce of the records the service consumed: "
         f"{int(figures['passthrough.records'])}, mean {figures['passthrough.mean_record_bytes']:.0f} bytes)\n"

@@ -79,8 +79,10 @@ PARTITIONS = 4
 WORKERS = 2
 JOIN_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-BURST_S = 2.0
-"""How long each wave of init events trickles in; a kill lands at a random moment within it."""
+BURST_S = 0.5
+"""How long each wave of init events trickles in."""
+KILL_WITHIN_S = 1.0
+"""A kill lands at a random moment within this long after a wave started (the workers are busy then)."""
 ORCHESTRATOR_TOPIC_EVENTS = 3
 """Distinct events an instance consumes: init, add reply, double reply."""
 
@@ -330,8 +332,8 @@ def service_values(*, bootstrap: str, redis_url: str, prefix: str, names: str) -
         "retry_initial_ms": 20,
         "retry_max_ms": 1_000,
         "retry_max_attempts": 8,
-        "lease_ttl_ms": 3_000,
-        "handler_timeout_s": 2.0,
+        "lease_ttl_ms": 6_000,  # outlives the ~3 s until a dead member's partitions move
+        "handler_timeout_s": 4.0,
         "auto_offset_reset": "earliest",
         "redis_url": redis_url,
         "redis_key_prefix": prefix,
@@ -438,8 +440,9 @@ async def storm(
 ) -> None:
     """Publish the workflows in ``kills + 1`` waves; during each but the last, kill and restart a worker.
 
-    Each wave trickles in over ``BURST_S`` seconds and the kill lands at a random moment within it, so
-    records are in flight (leases held, emissions half published, offsets uncommitted) when it hits.
+    Each wave trickles in over ``BURST_S`` seconds and the kill lands at a random moment within
+    ``KILL_WITHIN_S`` of its start, while the workers work through it: records are in flight (leases
+    held, emissions half published, offsets uncommitted) when it hits.
     """
     waves = kills + 1
     size = -(-len(workflows) // waves)
@@ -449,7 +452,7 @@ async def storm(
         if wave == kills:
             await publishing
             break
-        await asyncio.sleep(rng.uniform(0.1, BURST_S))
+        await asyncio.sleep(rng.uniform(0.05, KILL_WITHIN_S))
         victim = rng.choice(workers)
         victim.kill()
         log(f"kill -9 #{wave + 1}: worker {victim.index} (generation {victim.generation})")

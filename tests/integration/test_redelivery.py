@@ -16,6 +16,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from contracts.bench import add_contract
+from service.arvo.execution import ArvoHandler
 from service.arvo.factory import create_arvo_event_factory
 from service.arvo.orchestration.pipeline import consumed_key
 from service.arvo.subject import ArvoOrchestrationSubject
@@ -59,7 +60,7 @@ async def harness(kafka_bootstrap: str, shared_redis_url: str) -> AsyncIterator[
         kafka_bootstrap, names, redis_url=shared_redis_url, redis_key_prefix=prefix
     )
     memory = RedisMemory.from_url(shared_redis_url, key_prefix=prefix)
-    handlers = [bench_orchestrator(memory), bench_add_handler()]
+    handlers: list[ArvoHandler] = [bench_orchestrator(memory), bench_add_handler()]
     try:
         async with running_service(settings, handlers=handlers, memory=memory) as service:
             yield Harness(service=service, memory=memory, bootstrap=kafka_bootstrap)

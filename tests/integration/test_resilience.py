@@ -196,7 +196,6 @@ async def test_a_frozen_broker_pauses_work_which_resumes_by_itself_when_it_retur
                 assert at_stop < RECORDS_PER_WORKFLOW * len(inits)  # the outage really hit mid-run
                 await replies.wait_for_replies([init.id for init in inits], timeout_s=90)
                 assert service.loop.stats.parked == 0
-                print("DEBUG", at_stop, service.loop.stats)
             _assert_results(replies, inits)
             assert not await read_dead_letters(settings)
     finally:

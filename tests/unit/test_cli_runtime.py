@@ -12,7 +12,9 @@ import asyncio
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -124,6 +126,27 @@ def test_run_reports_an_invalid_setting_as_the_loader_words_it(
     assert "settings" not in fake_service
 
 
+@pytest.mark.parametrize("other", ["ARVO_SESSION_TIMEOUT_MS", "ARVO_FETCH_MAX_WAIT_MS"])
+def test_run_refuses_a_request_timeout_that_joins_or_fetches_would_always_exceed(
+    runner: CliRunner, fake_service: dict[str, Any], other: str
+) -> None:
+    # aiokafka sends JoinGroup and fetches with the plain request timeout: a consumer configured
+    # like this would never be assigned a partition.
+    env = {
+        "ARVO_KAFKA_REQUEST_TIMEOUT_MS": "2000",
+        "ARVO_SESSION_TIMEOUT_MS": "2000",
+        "ARVO_HEARTBEAT_INTERVAL_MS": "500",
+    }
+    if other == "ARVO_FETCH_MAX_WAIT_MS":
+        env |= {"ARVO_SESSION_TIMEOUT_MS": "1500", other: "2500"}
+    result = runner.invoke(app, ["run"], env=env)
+    assert result.exit_code == 1
+    assert _one_line(result.stderr).startswith(
+        f"invalid settings: ARVO_KAFKA_REQUEST_TIMEOUT_MS=2000 must be greater than {other}="
+    )
+    assert "settings" not in fake_service
+
+
 def test_run_with_an_unloadable_app_exits_1_before_connecting(
     runner: CliRunner, fake_service: dict[str, Any]
 ) -> None:
@@ -152,9 +175,16 @@ def fake_broker(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         on_tick: Any = None,
     ) -> ArvoEvent | None:
         seen.update(
-            event=event, reply_topics=reply_topics, timeout_s=timeout_s, topic=router.route_event(event)
+            event=event,
+            reply_topics=reply_topics,
+            timeout_s=timeout_s,
+            topic=router.route_event(event),
+            ticking=on_tick is not None,
         )
         on_published()
+        if on_tick is not None:
+            on_tick(0.0)
+            on_tick(1.2)
         reply = seen["reply"]
         return reply(event) if reply is not None else None
 
@@ -257,6 +287,29 @@ def test_publish_wait_prints_the_completion_as_json_and_exits_0(
     )
     assert fake_broker["reply_topics"] == ["com.arvo.cli"]
     assert fake_broker["timeout_s"] == 5.0
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_publish_wait_shows_a_progress_display_only_when_stderr_is_a_terminal(
+    runner: CliRunner, fake_broker: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_broker["reply"] = _completion
+    args = ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}', "--wait"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert fake_broker["ticking"] is False
+    assert result.stderr == ""
+
+    terminal = _Terminal()
+    monkeypatch.setattr(cli, "sys", SimpleNamespace(stdin=sys.stdin, stdout=sys.stdout, stderr=terminal))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert fake_broker["ticking"] is True
+    assert json.loads(_published_lines(result.stdout)[2])["type"] == "arvo.orc.bench.done"
 
 
 def test_publish_wait_exits_1_on_a_system_error(runner: CliRunner, fake_broker: dict[str, Any]) -> None:

@@ -1,0 +1,1 @@
+"""Repository tooling (not shipped in the package): documentation generators."""
