@@ -114,11 +114,6 @@ class ArvoOrchestrator:
         return self._self_contract.system_error
 
     @property
-    def memory_ttl_ms(self) -> int:
-        """The lease TTL used for each event."""
-        return self._pipeline.lease_ttl_ms
-
-    @property
     def lease_ttl_ms(self) -> int:
         """The lease TTL used for each event; the service sets it from ``ARVO_LEASE_TTL_MS``."""
         return self._pipeline.lease_ttl_ms

@@ -17,7 +17,7 @@ from service.arvo.handler import ArvoEventHandler
 from service.arvo.memory import Memory
 from service.arvo.orchestrator import ArvoOrchestrator
 from service.arvo.resumable import ArvoResumable
-from service.runtime.consumer import ConsumerLoop, LoopHooks, run_until_signal
+from service.runtime.consumer import ConsumerLoop, LoopHooks, run_until_signal, signal_handlers
 from service.runtime.dlq import DeadLetterPublisher
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.outbox import OutboxedHandler, StatelessOutbox
@@ -126,14 +126,22 @@ class ArvoService:
         _log.info("service stopped")
 
     async def run_until_signal(self, *, stop_event: asyncio.Event | None = None) -> BaseException | None:
-        """Run until SIGTERM/SIGINT (or ``stop_event``); drain and commit on the way out."""
-        await self.prepare_topics()
-        await self.producer.start()
-        try:
-            return await run_until_signal(self.loop, stop_event=stop_event)
-        finally:
-            await self.producer.stop()
-            await self.memory.close()
+        """Run until SIGTERM/SIGINT (or ``stop_event``); drain and commit on the way out.
+
+        The signal handlers are installed before anything connects, so a SIGTERM during start-up
+        (topic creation, producer start) also ends the service gracefully.
+        """
+        stop = stop_event or asyncio.Event()
+        with signal_handlers(stop):
+            try:
+                await self.prepare_topics()
+                await self.producer.start()
+                if stop.is_set():
+                    return None
+                return await run_until_signal(self.loop, stop_event=stop, signals=())
+            finally:
+                await self.producer.stop()
+                await self.memory.close()
 
 
 def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:

@@ -81,6 +81,7 @@ __all__ = [
     "Outcome",
     "classify_error",
     "run_until_signal",
+    "signal_handlers",
 ]
 
 _log = structlog.get_logger("arvo.runtime.consumer")
@@ -876,7 +877,10 @@ def _record_fields(record: Any, event: ArvoEvent) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _signal_handlers(stop: asyncio.Event, signals: Iterable[signal.Signals]) -> Iterator[None]:
+def signal_handlers(
+    stop: asyncio.Event, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+) -> Iterator[None]:
+    """While active, the given signals set ``stop`` instead of killing the process."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in signals:
@@ -907,7 +911,7 @@ async def run_until_signal(
 
     """
     stop = stop_event or asyncio.Event()
-    with _signal_handlers(stop, signals):
+    with signal_handlers(stop, signals):
         await loop.start()
         stopper = asyncio.create_task(stop.wait())
         failure = asyncio.create_task(loop.wait_failed())

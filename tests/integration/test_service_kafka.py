@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
@@ -32,11 +31,9 @@ async def publish(bootstrap: str, topic: str, events: list[ArvoEvent]) -> None:
 
 
 async def test_bench_and_demo_workflows_complete_through_kafka_in_one_process(
-    kafka_bootstrap: str, kafka_names: KafkaNames
+    kafka_bootstrap: str, kafka_names: KafkaNames, redis_key_prefix: str
 ) -> None:
-    settings = kafka_test_settings(
-        kafka_bootstrap, kafka_names, redis_key_prefix=f"arvotest:{uuid.uuid4().hex[:8]}"
-    )
+    settings = kafka_test_settings(kafka_bootstrap, kafka_names, redis_key_prefix=redis_key_prefix)
     service = ArvoService.from_settings(settings)
     await service.start()
     try:

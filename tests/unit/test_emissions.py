@@ -316,7 +316,7 @@ def test_resumable_rejects_the_self_contract_among_its_services() -> None:
 def test_handler_kinds_expose_their_contract_domain_and_lease_ttl() -> None:
     agent = orchestrator(emitting({"type": "com.audit.log", "data": {}}), lease_ttl_ms=1234)
     assert agent.domain is None
-    assert agent.memory_ttl_ms == 1234
+    assert agent.lease_ttl_ms == 1234
     resumable = ArvoResumable(
         contract=dec_orchestrator_contract, services={}, memory=InMemoryMemory(), handler={}
     )
@@ -378,3 +378,15 @@ async def test_resumable_renews_its_lease_while_a_slow_handler_runs() -> None:
     result = await agent.execute(start)
     assert result.outcome is ExecutionOutcome.EXECUTED
     assert memory.renewals >= 1
+
+
+async def test_changing_the_lease_ttl_also_changes_the_renewal_ttl() -> None:
+    from service.examples.bench import bench_resumable
+
+    agent = bench_resumable(InMemoryMemory())
+    agent.lease_ttl_ms = 900
+    assert agent.lease_ttl_ms == 900
+    renewals = agent._pipeline._renewals
+    assert renewals is not None
+    assert renewals._ttl_ms == 900
+    assert renewals._interval_s == pytest.approx(0.3)

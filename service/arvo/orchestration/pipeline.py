@@ -169,9 +169,20 @@ class OrchestrationPipeline:
         self.domains = domains
         self._span_attributes = dict(span_attributes)
         self._span_name = span_name
-        self.lease_ttl_ms = lease_ttl_ms
-        self._renewals = _LeaseRenewals(memory, lease_ttl_ms) if renew_lease else None
+        self._lease_ttl_ms = validate_lease_ttl_ms(lease_ttl_ms)
+        self._renewals = _LeaseRenewals(memory, self._lease_ttl_ms) if renew_lease else None
         self.include_error_stack = include_error_stack
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        """TTL of the lease taken for every event (renewed while a long core runs)."""
+        return self._lease_ttl_ms
+
+    @lease_ttl_ms.setter
+    def lease_ttl_ms(self, value: int) -> None:
+        self._lease_ttl_ms = validate_lease_ttl_ms(value)
+        if self._renewals is not None:
+            self._renewals.set_ttl(self._lease_ttl_ms)
 
     async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
         """Process ``event``; see the module docstring for the flow."""
@@ -483,6 +494,10 @@ class _LeaseRenewals:
         self._interval_s = ttl_ms / 3000
         self._held: dict[Lease, float] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def set_ttl(self, ttl_ms: int) -> None:
+        self._ttl_ms = ttl_ms
+        self._interval_s = ttl_ms / 3000
 
     def add(self, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
