@@ -92,7 +92,14 @@ def _type_name(annotation: Any) -> str:
         members = [arg for arg in get_args(annotation) if arg is not _NONE]
         inner = " or ".join(_type_name(arg) for arg in members)
         return f"{inner} (optional)" if len(members) < len(get_args(annotation)) else inner
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "file path", SecretStr: "secret"}
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        Path: "file path",
+        SecretStr: "secret",
+    }
     if isinstance(annotation, type) and annotation in names:
         return names[annotation]
     return getattr(annotation, "__name__", str(annotation))

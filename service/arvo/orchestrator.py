@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from service.arvo.errors import ConfigViolation, ContractViolation
 from service.arvo.event import ArvoEvent
-from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
+from service.arvo.execution import ExecutionOutcome
 from service.arvo.machine.arvo_machine import ArvoMachine
 from service.arvo.machine.engine import MachineExecutionEngine
 from service.arvo.machine.registry import MachineRegistry
@@ -20,7 +20,7 @@ from service.arvo.orchestration.pipeline import (
     CoreResult,
     EmissionDomains,
     OrchestrationPipeline,
-    validate_lease_ttl_ms,
+    PipelineHandler,
 )
 from service.arvo.telemetry import log_to_span
 
@@ -44,7 +44,7 @@ def completion_raw_event(
     }
 
 
-class ArvoOrchestrator:
+class ArvoOrchestrator(PipelineHandler):
     """Runs versioned :class:`ArvoMachine` s per orchestration subject, under a lease, with dedupe.
 
     Attributes:
@@ -97,34 +97,6 @@ class ArvoOrchestrator:
             lease_ttl_ms=lease_ttl_ms,
             include_error_stack=include_error_stack,
         )
-
-    @property
-    def source(self) -> str:
-        """The init event type this orchestrator consumes."""
-        return self._pipeline.source
-
-    @property
-    def domain(self) -> str | None:
-        """The self contract's domain."""
-        return self._self_contract.domain
-
-    @property
-    def system_error_schema(self) -> Any:
-        """``{type: sys.arvo.orc.<name>.error, schema}`` of the self contract."""
-        return self._self_contract.system_error
-
-    @property
-    def lease_ttl_ms(self) -> int:
-        """The lease TTL used for each event; the service sets it from ``ARVO_LEASE_TTL_MS``."""
-        return self._pipeline.lease_ttl_ms
-
-    @lease_ttl_ms.setter
-    def lease_ttl_ms(self, value: int) -> None:
-        self._pipeline.lease_ttl_ms = validate_lease_ttl_ms(value)
-
-    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
-        """Process one event of an orchestration (see :mod:`service.arvo.orchestration.pipeline`)."""
-        return await self._pipeline.execute(event, inherit_from=inherit_from)
 
     async def _run_machine(self, request: CoreRequest) -> CoreResult:
         event = request.event

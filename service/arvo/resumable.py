@@ -24,7 +24,7 @@ from opentelemetry.trace import Span
 from service.arvo.contract import ArvoContract, VersionedArvoContract
 from service.arvo.errors import ConfigViolation
 from service.arvo.event import ArvoEvent
-from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
+from service.arvo.execution import ExecutionOutcome
 from service.arvo.machine.arvo_machine import validate_service_contracts
 from service.arvo.memory import Memory
 from service.arvo.orchestration.emittables import RawEvent
@@ -35,7 +35,7 @@ from service.arvo.orchestration.pipeline import (
     CoreResult,
     EmissionDomains,
     OrchestrationPipeline,
-    validate_lease_ttl_ms,
+    PipelineHandler,
 )
 from service.arvo.orchestrator import completion_raw_event
 
@@ -90,7 +90,7 @@ class ResumableContext:
 ResumableHandler = Callable[[ResumableContext], Awaitable[ResumableResult | None]]
 
 
-class ArvoResumable:
+class ArvoResumable(PipelineHandler):
     """An orchestrator whose logic is an async function per contract version."""
 
     def __init__(
@@ -143,34 +143,6 @@ class ArvoResumable:
             renew_lease=True,
             include_error_stack=include_error_stack,
         )
-
-    @property
-    def source(self) -> str:
-        """The init event type this resumable consumes."""
-        return self.contract.type
-
-    @property
-    def domain(self) -> str | None:
-        """The self contract's domain."""
-        return self.contract.domain
-
-    @property
-    def lease_ttl_ms(self) -> int:
-        """The lease TTL used for each event (renewed while the handler runs); ``ARVO_LEASE_TTL_MS``."""
-        return self._pipeline.lease_ttl_ms
-
-    @lease_ttl_ms.setter
-    def lease_ttl_ms(self, value: int) -> None:
-        self._pipeline.lease_ttl_ms = validate_lease_ttl_ms(value)
-
-    @property
-    def system_error_schema(self) -> Any:
-        """``{type: sys.arvo.orc.<name>.error, schema}``."""
-        return self.contract.system_error
-
-    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
-        """Process one event of an orchestration (see :mod:`service.arvo.orchestration.pipeline`)."""
-        return await self._pipeline.execute(event, inherit_from=inherit_from)
 
     async def _run_handler(self, request: CoreRequest) -> CoreResult:
         event = request.event

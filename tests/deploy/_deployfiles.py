@@ -23,7 +23,7 @@ import opentelemetry.sdk.environment_variables
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from service.runtime.settings import ServiceSettings, env_var_name
+from service.runtime.settings import ServiceSettings, env_var_name, load_settings
 from tests.deploy._kustomize import render
 
 __all__ = [
@@ -42,9 +42,11 @@ __all__ = [
     "dockerfile",
     "dockerfile_instructions",
     "image_entrypoint_and_cmd",
+    "k8s_directories",
     "k8s_overlays",
     "otel_variables",
     "rendered",
+    "settings_from_environment",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -153,6 +155,24 @@ def rendered(directory: Path) -> tuple[dict[str, Any], ...]:
 def k8s_overlays() -> list[Path]:
     """Every overlay directory under ``deploy/k8s/overlays``."""
     return sorted(path.parent for path in (K8S_DIR / "overlays").glob("*/kustomization.yaml"))
+
+
+def k8s_directories() -> list[Path]:
+    """The base and every overlay."""
+    return [K8S_BASE, *k8s_overlays()]
+
+
+def settings_from_environment(environment: dict[str, str]) -> ServiceSettings:
+    """The settings a process with exactly these ``ARVO_*`` variables loads (``SettingsError`` if invalid).
+
+    Call it with the process environment free of other ``ARVO_*`` variables (tests/deploy/conftest.py).
+    """
+    fields = {
+        name.removeprefix("ARVO_").lower(): value
+        for name, value in environment.items()
+        if name.startswith("ARVO_")
+    }
+    return load_settings(env_file=None, **fields)
 
 
 def arvo_variables() -> frozenset[str]:

@@ -138,7 +138,11 @@ def _apply_patch(resources: list[Resource], entry: dict[str, Any], directory: Pa
         matched = [
             resource
             for resource in resources
-            if all(_identity(resource)[index] == target[key] for index, key in enumerate(("kind", "name")) if key in target)
+            if all(
+                _identity(resource)[index] == target[key]
+                for index, key in enumerate(("kind", "name"))
+                if key in target
+            )
         ]
         if not matched:
             raise KustomizeError(f"patch target {target} matches no resource")
@@ -220,7 +224,9 @@ def render(directory: Path) -> list[Resource]:
     for entry in kustomization.get("resources", []):
         path = (directory / entry).resolve()
         resources.extend(render(path) if path.is_dir() else _load_documents(path))
-    identities = [(*_identity(resource), resource.get("metadata", {}).get("namespace")) for resource in resources]
+    identities = [
+        (*_identity(resource), resource.get("metadata", {}).get("namespace")) for resource in resources
+    ]
     if len(set(identities)) != len(identities):
         raise KustomizeError(f"{kustomization_file}: the same resource is listed twice")
 

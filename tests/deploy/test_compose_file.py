@@ -16,8 +16,8 @@ import pytest
 from service.apps import build_entry_event, build_handlers
 from service.arvo.memory import InMemoryMemory
 from service.runtime.routing import TopicRouter
-from service.runtime.settings import ServiceSettings, load_settings
-from tests.deploy._deployfiles import compose, compose_command, compose_environment
+from service.runtime.settings import ServiceSettings
+from tests.deploy._deployfiles import compose, compose_command, compose_environment, settings_from_environment
 
 ARVO_SERVICES = ("orchestrator", "services", "publisher")
 LONG_RUNNING = ("orchestrator", "services")
@@ -26,7 +26,9 @@ COMPOSE_SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116d
 
 
 def compose_schema() -> dict[str, Any]:
-    raw = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_bytes()
+    raw = (
+        resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_bytes()
+    )
     assert hashlib.sha256(raw).hexdigest() == COMPOSE_SCHEMA_SHA256, (
         "the vendored Compose schema changed with the check-jsonschema pin: review, then update the hash"
     )
@@ -35,9 +37,7 @@ def compose_schema() -> dict[str, Any]:
 
 
 def settings_of(service: str) -> ServiceSettings:
-    env = compose_environment(service)
-    fields = {name.removeprefix("ARVO_").lower(): value for name, value in env.items() if name.startswith("ARVO_")}
-    return load_settings(env_file=None, **fields)
+    return settings_from_environment(compose_environment(service))
 
 
 def _seconds(duration: str) -> float:
@@ -75,7 +75,9 @@ def test_images_are_official_and_pinned() -> None:
     assert re.fullmatch(r"jaegertracing/jaeger:2\.\d+\.\d+", services["jaeger"]["image"])
     for name in ARVO_SERVICES:
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert services[name]["image"] == services["orchestrator"]["image"], "one image for every arvo container"
+        assert services[name]["image"] == services["orchestrator"]["image"], (
+            "one image for every arvo container"
+        )
 
 
 def test_kafka_is_a_single_kraft_node_with_a_health_check() -> None:
@@ -92,7 +94,6 @@ def test_kafka_is_a_single_kraft_node_with_a_health_check() -> None:
 
 
 def _init_topics() -> tuple[list[str], int]:
-    init = compose()["services"]["kafka-init"]
     env = compose_environment("kafka-init")
     return env["TOPICS"].split(), int(env["PARTITIONS"])
 
@@ -104,7 +105,8 @@ def test_kafka_init_creates_every_topic_of_the_topology_with_several_partitions(
     assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert init["restart"] == "no"
     script = "\n".join(compose_command("kafka-init"))
-    assert "--if-not-exists" in script and '--partitions "${PARTITIONS}"' in script
+    assert "--if-not-exists" in script
+    assert '--partitions "${PARTITIONS}"' in script
     needed: set[str] = set()
     for name in ARVO_SERVICES:
         settings = settings_of(name)
@@ -171,7 +173,8 @@ def test_publisher_waits_for_healthy_services_and_publishes_with_wait() -> None:
     assert len(lines) >= 2
     for line in lines:
         argv = shlex.split(line)
-        assert argv[:2] == ["arvo", "publish"] and "--wait" in argv
+        assert argv[:2] == ["arvo", "publish"]
+        assert "--wait" in argv
 
 
 def _publish_invocations() -> list[tuple[str, dict[str, Any]]]:

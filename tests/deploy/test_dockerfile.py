@@ -91,10 +91,13 @@ def test_runs_as_a_numeric_non_root_user_created_in_the_image() -> None:
     users = [item["value"] for item in _final_stage() if item["instruction"] == "USER"]
     assert users, "the runtime stage must switch to a non-root USER"
     uid, _, gid = users[-1].partition(":")
-    assert uid.isdigit() and int(uid) != 0, "numeric uid, so Kubernetes can verify runAsNonRoot"
-    assert gid.isdigit() and int(gid) != 0
+    assert uid.isdigit(), "numeric uid, so Kubernetes can verify runAsNonRoot"
+    assert int(uid) != 0
+    assert gid.isdigit()
+    assert int(gid) != 0
     runs = " ".join(item["value"] for item in _final_stage() if item["instruction"] == "RUN")
-    assert f"--uid {uid}" in runs and f"--gid {gid}" in runs
+    assert f"--uid {uid}" in runs
+    assert f"--gid {gid}" in runs
 
 
 def test_entrypoint_and_command_run_the_service() -> None:
@@ -109,9 +112,11 @@ def test_healthcheck_probes_healthz_on_the_health_port_with_python_only() -> Non
     options, _, command = checks[0].partition("CMD")
     argv = json.loads(command)
     assert argv[:2] == ["python", "-c"]
-    assert "/healthz" in argv[2] and "ARVO_HEALTH_PORT" in argv[2]
+    assert "/healthz" in argv[2]
+    assert "ARVO_HEALTH_PORT" in argv[2]
     assert "urllib.request" in argv[2]
-    assert "curl" not in checks[0] and "wget" not in checks[0]
+    assert "curl" not in checks[0]
+    assert "wget" not in checks[0]
     compile(argv[2], "<healthcheck>", "exec")  # the inline program is valid Python
     for option in ("--interval=", "--timeout=", "--start-period=", "--retries="):
         assert option in options
@@ -119,7 +124,9 @@ def test_healthcheck_probes_healthz_on_the_health_port_with_python_only() -> Non
 
 def test_exposes_the_health_port_it_sets() -> None:
     envs = dockerfile().envs
-    assert envs["ARVO_HEALTH_PORT"] in [item["value"] for item in _final_stage() if item["instruction"] == "EXPOSE"]
+    assert envs["ARVO_HEALTH_PORT"] in [
+        item["value"] for item in _final_stage() if item["instruction"] == "EXPOSE"
+    ]
     assert envs["ARVO_LOG_FORMAT"] == "json", "containers log JSON lines even without a terminal check"
 
 
@@ -134,7 +141,8 @@ def test_installs_runtime_dependencies_only_with_the_constraint_pins() -> None:
     # The dependency list comes from [project].dependencies (no extras), versions from constraints.txt.
     assert "['project']['dependencies']" in runs
     assert "--constraint constraints.txt --requirement runtime-requirements.txt" in runs
-    assert "[dev]" not in runs and "optional-dependencies" not in runs
+    assert "[dev]" not in runs
+    assert "optional-dependencies" not in runs
     # The project itself is installed from its wheel without resolving anything else.
     assert "pip install --no-deps /wheels/*.whl" in runs
     assert "pip check" in runs

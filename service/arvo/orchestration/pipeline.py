@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from service.arvo.contract import VersionedArvoContract
+from service.arvo.contract import SystemErrorRecord, VersionedArvoContract
 from service.arvo.errors import (
     ConfigViolation,
     ExecutionViolation,
@@ -57,6 +57,7 @@ __all__ = [
     "EmissionDomains",
     "LeaseDeniedViolation",
     "OrchestrationPipeline",
+    "PipelineHandler",
     "consumed_key",
     "validate_lease_ttl_ms",
 ]
@@ -164,7 +165,7 @@ class OrchestrationPipeline:
         self.kind = kind
         self.memory = memory
         self._core = core
-        self._error_contract = error_contract
+        self.error_contract = error_contract
         self._executionunits = executionunits
         self.domains = domains
         self._span_attributes = dict(span_attributes)
@@ -385,7 +386,7 @@ class OrchestrationPipeline:
                     error=error,
                     event=event,
                     source=self.source,
-                    self_contract=self._error_contract,
+                    self_contract=self.error_contract,
                     kind=self.kind,
                     domains=self.domains.system_error,
                     parent_subject=parent_subject,
@@ -476,6 +477,44 @@ class OrchestrationPipeline:
             "consumedIds": _push_ring(record, key),
             "updatedAt": create_timestamp(),
         }
+
+
+class PipelineHandler:
+    """The :class:`~service.arvo.execution.ArvoHandler` surface of orchestrators and resumables.
+
+    Subclasses build :attr:`_pipeline` with their core function; everything a caller sees is
+    derived from it.
+    """
+
+    _pipeline: OrchestrationPipeline
+
+    @property
+    def source(self) -> str:
+        """The init event type consumed (``arvo.orc.<name>``); its topic is this handler's."""
+        return self._pipeline.source
+
+    @property
+    def domain(self) -> str | None:
+        """The self contract's domain."""
+        return self._pipeline.error_contract.domain
+
+    @property
+    def system_error_schema(self) -> SystemErrorRecord:
+        """``{type: sys.arvo.orc.<name>.error, schema, dataschema}`` of the self contract."""
+        return self._pipeline.error_contract.system_error
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        """The lease TTL of every event (renewed while a long core runs); ``ARVO_LEASE_TTL_MS``."""
+        return self._pipeline.lease_ttl_ms
+
+    @lease_ttl_ms.setter
+    def lease_ttl_ms(self, value: int) -> None:
+        self._pipeline.lease_ttl_ms = value
+
+    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
+        """Process one event of an orchestration (see :mod:`service.arvo.orchestration.pipeline`)."""
+        return await self._pipeline.execute(event, inherit_from=inherit_from)
 
 
 class _LeaseRenewals:
