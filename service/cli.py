@@ -499,7 +499,10 @@ async def _publish_event(
     The reply consumer is positioned at the end of the reply topics *before* publishing, so a reply
     can never be missed. Returns ``None`` without reply topics, or when ``timeout_s`` passes.
     """
+    import asyncio
+
     from service.runtime.kafka_admin import ensure_topics
+    from service.runtime.otel import configure_tracing, shutdown_tracing
     from service.runtime.producer import EventProducer
 
     target = router.route_event(event)
@@ -510,10 +513,14 @@ async def _publish_event(
     try:
         producer = EventProducer(settings=settings, router=router)
         await producer.start()
+        # With OTEL_* configured, the publish's `send` span is the root of the workflow's trace: set up
+        # only now, after the event was built, so the init carries no factory-span context.
+        configure_tracing()
         try:
             await producer.publish([event])
         finally:
             await producer.stop()
+            await asyncio.to_thread(shutdown_tracing)
         on_published()
         if consumer is None:
             return None

@@ -7,6 +7,7 @@ same calls produce the span names, kinds and attributes of the original, for das
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "exception_to_span",
     "handler_span",
     "log_to_span",
+    "not_sampled",
     "parent_context_for",
     "set_event_attributes",
     "start_internal_span",
@@ -77,11 +79,18 @@ def parent_context_for(
 ) -> otel_context.Context | None:
     """The parent context of a handler span: the event's trace headers, else the active context."""
     if inherit_from == "EVENT" and traceparent:
-        carrier = {"traceparent": traceparent}
-        if tracestate:
-            carrier["tracestate"] = tracestate
-        return _PROPAGATOR.extract(carrier)
+        return _extract(traceparent, tracestate or None)
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _extract(traceparent: str, tracestate: str | None) -> otel_context.Context:
+    # Cached: every hop of a sampled-out workflow passes the same traceparent on, and parsing one
+    # costs more than the rest of the no-span path. Contexts are immutable, so sharing one is safe.
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _PROPAGATOR.extract(carrier)
 
 
 _TRACEPARENT_RE = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
@@ -122,15 +131,33 @@ def handler_span(
             yield trace.INVALID_SPAN, current_trace_headers()
         return
     parent = parent_context_for(traceparent=traceparent, tracestate=tracestate, inherit_from=inherit_from)
+    if not_sampled(parent):
+        # Parent-based sampling would not record this span either: skip building it and pass the
+        # (unsampled) parent's context on, as the no-SDK path does.
+        if parent is not None:
+            yield trace.INVALID_SPAN, (traceparent, tracestate or None)
+        else:
+            yield trace.INVALID_SPAN, current_trace_headers()
+        return
     with start_span(name, kind=kind, attributes=attributes, parent=parent) as span:
         yield span, current_trace_headers()
 
 
-def current_trace_headers() -> TraceHeaders:
-    """W3C headers of the active span (or the propagated parent when nothing records)."""
+def current_trace_headers(context: otel_context.Context | None = None) -> TraceHeaders:
+    """W3C headers of the active span (or of ``context``'s; the propagated parent when nothing records)."""
     carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
+    _PROPAGATOR.inject(carrier, context=context)
     return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+def not_sampled(context: otel_context.Context | None = None) -> bool:
+    """Whether the span of ``context`` (default: the active one) belongs to a trace sampled out.
+
+    Its children are not recorded under parent-based sampling (the default sampler, and
+    ``parentbased_*``/``traceidratio`` ones), so callers skip building them.
+    """
+    span_context = trace.get_current_span(context).get_span_context()
+    return span_context.is_valid and not span_context.trace_flags.sampled
 
 
 def start_span(

@@ -1,6 +1,10 @@
 """The assembled service: settings → Redis memory → the app's handlers → Kafka consumer loop.
 
 ``arvo run`` calls :func:`run_service`; tests and embedders use :class:`ArvoService` directly.
+Every service has its own Prometheus metrics (:attr:`ArvoService.metrics`) and, unless
+``health_port`` is 0, serves ``/healthz``, ``/readyz`` and ``/metrics`` from the moment it starts.
+Tracing is configured once per process by :func:`run_service` (``OTEL_*`` variables); the service
+instruments its Redis client when tracing is on and flushes queued spans when it stops.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from service.arvo.orchestrator import ArvoOrchestrator
 from service.arvo.resumable import ArvoResumable
 from service.runtime.consumer import ConsumerLoop, LoopHooks, run_until_signal, signal_handlers
 from service.runtime.dlq import DeadLetterPublisher
+from service.runtime.health import HealthServer, Readiness
 from service.runtime.kafka_admin import ensure_topics
+from service.runtime.metrics import CombinedHooks, ServiceMetrics
+from service.runtime.otel import configure_tracing, flush_tracing, instrument_redis, shutdown_tracing
 from service.runtime.outbox import OutboxedHandler, StatelessOutbox
 from service.runtime.producer import EventProducer
 from service.runtime.redis_memory import RedisMemory
@@ -45,6 +52,8 @@ class ArvoService:
     producer: EventProducer
     loop: ConsumerLoop
     hooks: LoopHooks | None = None
+    metrics: ServiceMetrics | None = None
+    health: HealthServer | None = None
     _started: bool = field(default=False, init=False)
 
     @classmethod
@@ -70,19 +79,33 @@ class ArvoService:
             key_prefix=settings.redis_key_prefix,
             cluster_mode=settings.redis_cluster,
         )
+        instrument_redis(redis_memory.client, scripts=redis_memory.script_operations)
         built = list(handlers) if handlers is not None else _build(settings, redis_memory)
         served = _with_outbox(built, redis_memory, settings)
         router = TopicRouter.from_settings(settings)
         producer = EventProducer(settings=settings, router=router)
+        metrics = ServiceMetrics()
         loop = ConsumerLoop(
             settings=settings,
             handlers={router.handler_topic(handler.source): handler for handler in served},
             producer=producer,
             router=router,
             dlq=DeadLetterPublisher(producer=producer, topic=settings.dead_letter_topic_name),
-            metrics_hooks=hooks,
+            metrics_hooks=CombinedHooks(metrics, hooks) if hooks is not None else metrics,
             memory=redis_memory,
         )
+        metrics.bind(
+            loop=loop,
+            memory=redis_memory,
+            orchestrators=[h.source for h in built if isinstance(h, ArvoOrchestrator | ArvoResumable)],
+        )
+        health = None
+        if settings.health_port:
+            health = HealthServer(
+                port=settings.health_port,
+                readiness=Readiness(loop=loop, memory=redis_memory),
+                metrics=metrics,
+            )
         return cls(
             settings=settings,
             memory=redis_memory,
@@ -91,6 +114,8 @@ class ArvoService:
             producer=producer,
             loop=loop,
             hooks=hooks,
+            metrics=metrics,
+            health=health,
         )
 
     @property
@@ -105,25 +130,37 @@ class ArvoService:
         return await ensure_topics(self.settings, [*self.topics, self.settings.dead_letter_topic_name])
 
     async def start(self) -> None:
-        """Create topics, start the producer and the consumer loop."""
-        await self.prepare_topics()
-        await self.producer.start()
+        """Start the health server, create topics, start the producer and the consumer loop."""
+        if self.health is not None:
+            await self.health.start()
         try:
-            await self.loop.start()
+            await self.prepare_topics()
+            await self.producer.start()
+            try:
+                await self.loop.start()
+            except BaseException:
+                await self.producer.stop()
+                raise
         except BaseException:
-            await self.producer.stop()
+            await self._stop_health()
             raise
         self._started = True
         _log.info("service started", topics=self.topics, group=self.settings.consumer_group)
 
     async def stop(self) -> None:
-        """Drain in-flight records, commit, then stop the producer and close Redis."""
+        """Drain in-flight records, commit, stop the producer, close Redis, flush queued spans."""
         if self._started:
             await self.loop.stop()
             self._started = False
         await self.producer.stop()
         await self.memory.close()
+        await self._stop_health()
+        await asyncio.to_thread(flush_tracing)
         _log.info("service stopped")
+
+    async def _stop_health(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
 
     async def run_until_signal(self, *, stop_event: asyncio.Event | None = None) -> BaseException | None:
         """Run until SIGTERM/SIGINT (or ``stop_event``); drain and commit on the way out.
@@ -134,6 +171,8 @@ class ArvoService:
         stop = stop_event or asyncio.Event()
         with signal_handlers(stop):
             try:
+                if self.health is not None:
+                    await self.health.start()
                 await self.prepare_topics()
                 await self.producer.start()
                 if stop.is_set():
@@ -142,6 +181,8 @@ class ArvoService:
             finally:
                 await self.producer.stop()
                 await self.memory.close()
+                await self._stop_health()
+                await asyncio.to_thread(flush_tracing)
 
 
 def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:
@@ -169,7 +210,26 @@ def _with_outbox(
 
 
 async def run_service(settings: ServiceSettings) -> BaseException | None:
-    """Build the service from ``settings`` and run it until a signal (``arvo run``)."""
-    service = ArvoService.from_settings(settings)
-    _log.info("starting", app=settings.app, bootstrap=settings.kafka_bootstrap_servers)
-    return await service.run_until_signal()
+    """Build the service from ``settings`` and run it until a signal (``arvo run``).
+
+    Tracing is set up first from the ``OTEL_*`` variables (off when they configure nothing) and shut
+    down last, so the spans of the drain are exported too.
+
+    Raises:
+        service.runtime.otel.TracingConfigError: an ``OTEL_*`` variable has an unsupported value.
+
+    """
+    tracing = configure_tracing()
+    try:
+        if tracing is not None:
+            _log.info(
+                "tracing on",
+                exporters=list(tracing.exporters),
+                protocol=tracing.protocol,
+                endpoint=tracing.endpoint,
+            )
+        service = ArvoService.from_settings(settings)
+        _log.info("starting", app=settings.app, bootstrap=settings.kafka_bootstrap_servers)
+        return await service.run_until_signal()
+    finally:
+        await asyncio.to_thread(shutdown_tracing)

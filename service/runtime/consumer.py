@@ -13,6 +13,12 @@ Shape::
 * **Nothing is marked done before its emissions are acknowledged**, and offsets are committed only up
   to the first record that is not done, so a crash anywhere re-delivers, never loses (the handlers'
   deterministic ids and dedupe turn re-deliveries into idempotent replays).
+* **Acks off the critical path.** Once a record's emissions are handed to the producer, its lane
+  goes on with the next record — unless that record belongs to the same orchestration instance (or,
+  outside orchestrations, the same subject), which waits for those acks first: an instance's
+  unacknowledged record is always its *last* consumed one, the one the dedupe ring replays after a
+  crash. At most ``max_inflight_publishes_per_partition`` records per lane await acks; drains wait for
+  them before committing.
 * **Error classes** (spec 9, architecture 4): undecodable records and ``Contract``/``Config``/
   ``Execution`` violations are dead-lettered at once. ``TransactionViolation``, memory errors, handler
   time-outs, connection errors — and any unexpected exception — are retried *in place* with capped
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections import Counter, deque
@@ -45,13 +52,15 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service.arvo.errors import is_violation_error
 from service.arvo.memory import InstanceStatus
 from service.arvo.subject import ArvoOrchestrationSubject
+from service.arvo.telemetry import not_sampled, parent_context_for
 from service.runtime.binding import (
     TRACEPARENT_HEADER,
     TRACESTATE_HEADER,
@@ -61,6 +70,7 @@ from service.runtime.binding import (
 )
 from service.runtime.dlq import DeadLetter, DeadLetterPublisher
 from service.runtime.kafka_admin import ensure_topics
+from service.runtime.otel import runtime_tracer, tracing_enabled
 from service.runtime.producer import is_permanent_publish_error
 from service.runtime.retry import RetryPolicy
 
@@ -86,7 +96,7 @@ __all__ = [
 
 _log = structlog.get_logger("arvo.runtime.consumer")
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
-_TRACER_NAME: Final = "arvo-service.runtime"
+_SHORT_SUBJECT_CHARS: Final = 64
 _POLL_TIMEOUT_MS: Final = 100
 _POLL_ERROR_BACKOFF_S: Final = 0.5
 _PERMANENT_VIOLATIONS: Final = frozenset({"Contract", "Config", "Execution"})
@@ -273,6 +283,8 @@ class _Lane:
         self.busy = False
         self.paused = False
         self.task: asyncio.Task[None] | None = None
+        self.publishing: dict[str, asyncio.Task[bool]] = {}
+        """Records handed to the producer and not yet acknowledged, by instance key (one per key)."""
 
     @property
     def closing(self) -> bool:
@@ -370,7 +382,6 @@ class ConsumerLoop:
         self._stopping = False
         self._started = False
         self._assigned_event = asyncio.Event()
-        self._tracer = trace.get_tracer(_TRACER_NAME)
         self.stats = LoopStats()
         """Counters of this loop."""
 
@@ -467,6 +478,23 @@ class ConsumerLoop:
         if self._fetch_task.cancelled():
             return None
         return self._fetch_task.exception()
+
+    @property
+    def joined(self) -> bool:
+        """Whether the group gave this member an assignment since it started (possibly empty)."""
+        return self._started and self.stats.rebalances > 0
+
+    async def broker_reachable(self, *, timeout_s: float = 1.0) -> bool:
+        """Whether the cluster answers a metadata request within ``timeout_s`` (readiness probes)."""
+        consumer = self._consumer
+        if consumer is None or not self._started:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await consumer.topics()
+        except Exception:  # unreachable, timed out, or refused: not ready
+            return False
+        return True
 
     def partition_lag(self) -> dict[TopicPartition, int]:
         """Records behind the partition end per assigned partition (from the last fetch's high watermark)."""
@@ -589,6 +617,20 @@ class ConsumerLoop:
     # --- processing -------------------------------------------------------------------------------
 
     async def _run_lane(self, lane: _Lane) -> None:
+        try:
+            await self._run_lane_records(lane)
+            # Drain (revoke, stop): the records handed to the producer finish before the commit.
+            while lane.publishing:
+                await asyncio.wait(list(lane.publishing.values()))
+        finally:
+            # Cancelled (drain timeout): abandon unacknowledged records; they are redelivered.
+            abandoned = list(lane.publishing.values())
+            for task in abandoned:
+                task.cancel()
+            if abandoned:
+                await asyncio.wait(abandoned)
+
+    async def _run_lane_records(self, lane: _Lane) -> None:
         while not lane.closing:
             if not lane.records:
                 lane.wakeup.clear()
@@ -614,26 +656,51 @@ class ConsumerLoop:
                 self._maybe_resume(lane)
 
     async def _process(self, lane: _Lane, record: Any) -> None:
+        """Process one record inside its ``process <topic>`` span, with its log context bound.
+
+        The span covers everything done for the record (retries, publishing, dead-lettering), so the
+        ``send`` spans of its emissions are its children; the handler span inherits from it.
+        """
         started = time.perf_counter()
         topic: str = record.topic
+        event: ArvoEvent | None = None
+        failure: Exception | None = None
         try:
             event = decode_record(record.value, record.headers, max_bytes=self._settings.max_event_bytes)
         except RecordDecodeError as exc:
-            await self._dead_letter(lane, record, reason=exc.reason, error=exc, attempts=1)
-            self._finish(lane, record, "", Outcome.DEAD_LETTERED, started)
-            return
-        handler = self._handlers.get(topic)
-        if handler is None:
-            error = LookupError(f"no handler consumes topic {topic!r}")
-            await self._dead_letter(lane, record, reason="no_handler", error=error, attempts=1)
-            self._finish(lane, record, event.type, Outcome.DEAD_LETTERED, started)
-            return
-        outcome = await self._execute_with_retries(lane, record, handler, event)
-        self._finish(lane, record, event.type, outcome, started)
+            failure = exc
+        with (
+            structlog.contextvars.bound_contextvars(**_log_context(record, event)),
+            _record_span(record, event) as span,
+        ):
+            if event is None:
+                assert isinstance(failure, RecordDecodeError)
+                await self._dead_letter(lane, record, reason=failure.reason, error=failure, attempts=1)
+                outcome = Outcome.DEAD_LETTERED
+                _fail_span(span, failure, record_exception=True)
+            elif (handler := self._handlers.get(topic)) is None:
+                error = LookupError(f"no handler consumes topic {topic!r}")
+                await self._dead_letter(lane, record, reason="no_handler", error=error, attempts=1)
+                outcome = Outcome.DEAD_LETTERED
+                _fail_span(span, error, record_exception=True)
+            else:
+                executed = await self._execute_with_retries(lane, record, handler, event, span)
+                if isinstance(executed, _Handoff):
+                    # Created in the record's context: the ``send`` spans stay the span's children.
+                    self._hand_off(lane, record, event, executed, started)
+                    if span.is_recording():
+                        span.set_attribute("arvo.consumer.outcome", executed.outcome)
+                    return
+                outcome = executed
+            if span.is_recording():
+                span.set_attribute("arvo.consumer.outcome", outcome)
+        self._finish(lane, record, event.type if event is not None else "", outcome, started)
 
     async def _execute_with_retries(
-        self, lane: _Lane, record: Any, handler: ArvoHandler, event: ArvoEvent
-    ) -> str:
+        self, lane: _Lane, record: Any, handler: ArvoHandler, event: ArvoEvent, span: Span
+    ) -> str | _Handoff:
+        instance = _instance_key(event.subject)
+        await self._wait_for_instance(lane, instance)
         delays = self._retry.delays()
         lease_delays = self._retry.unbounded_delays()
         denied_since: float | None = None
@@ -641,14 +708,17 @@ class ConsumerLoop:
         while True:
             attempts += 1
             try:
-                result = await self._execute(record, handler, event)
+                result = await self._execute(handler, event)
             except Exception as exc:  # classified below; the loop never dies on input
+                if span.is_recording():
+                    span.record_exception(exc)
                 reason = classify_error(exc)
                 if reason is not None:
                     _log.warning(
                         "permanent failure; dead-lettering", **_record_fields(record, event), error=str(exc)
                     )
                     await self._dead_letter(lane, record, reason=reason, error=exc, attempts=attempts)
+                    _fail_span(span, exc)
                     return Outcome.DEAD_LETTERED
                 holder_ttl_ms = _holder_ttl_ms(exc)
                 if holder_ttl_ms is not None:
@@ -666,16 +736,83 @@ class ConsumerLoop:
                     await self._park(
                         lane, record=record, handler=handler, event=event, error=exc, attempts=attempts
                     )
+                    _fail_span(span, exc)
                     return Outcome.PARKED
                 await self._retry_later(lane, record, event, exc, attempts=attempts, delay=delay)
                 continue
-            unpublishable = await self._publish(lane, result.events)
-            if unpublishable is not None:
-                await self._dead_letter(
-                    lane, record, reason=Outcome.UNPUBLISHABLE, error=unpublishable, attempts=attempts
+            if result.events:
+                return _Handoff(
+                    instance=instance,
+                    events=list(result.events),
+                    outcome=str(result.outcome.value),
+                    attempts=attempts,
                 )
-                return Outcome.DEAD_LETTERED
             return str(result.outcome.value)
+
+    # --- publishing off the lane's critical path --------------------------------------------------
+
+    async def _wait_for_instance(self, lane: _Lane, instance: str) -> None:
+        """Wait until ``instance`` has no unacknowledged emissions and the lane has room for one more.
+
+        An instance's next event runs only once its previous emissions are acknowledged: after a crash,
+        a record whose publish was lost is then still the instance's *last* consumed event, which the
+        dedupe ring replays (an older one would be dropped). Other instances' records go ahead.
+
+        Raises:
+            _Stopping: the earlier record of ``instance`` was abandoned (the lane is closing).
+
+        """
+        pending = lane.publishing.get(instance)
+        if pending is not None:
+            await asyncio.wait({pending})
+            if pending.cancelled() or not pending.result():
+                raise _Stopping
+        while len(lane.publishing) >= self._settings.max_inflight_publishes_per_partition:
+            await asyncio.wait(list(lane.publishing.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    def _hand_off(
+        self, lane: _Lane, record: Any, event: ArvoEvent, handoff: _Handoff, started: float
+    ) -> None:
+        """Publish ``handoff``'s events in a task of their own; the record is done once they are acked."""
+        task = asyncio.create_task(
+            self._publish_and_finish(lane, record, event, handoff, started),
+            name=f"arvo-publish-{lane.tp.topic}-{lane.tp.partition}@{record.offset}",
+        )
+        lane.publishing[handoff.instance] = task
+        task.add_done_callback(functools.partial(_forget_publish, lane, handoff.instance))
+
+    async def _publish_and_finish(
+        self, lane: _Lane, record: Any, event: ArvoEvent, handoff: _Handoff, started: float
+    ) -> bool:
+        """Publish until acknowledged (retried in order, without bound), then mark the record done.
+
+        Returns:
+            Whether the record was finished (``False``: abandoned because the lane is closing).
+
+        """
+        outcome = handoff.outcome
+        while True:
+            try:
+                unpublishable = await self._publish(lane, handoff.events)
+                if unpublishable is not None:
+                    await self._dead_letter(
+                        lane,
+                        record,
+                        reason=Outcome.UNPUBLISHABLE,
+                        error=unpublishable,
+                        attempts=handoff.attempts,
+                    )
+                    outcome = Outcome.DEAD_LETTERED
+                self._finish(lane, record, event.type, outcome, started)
+                return True
+            except _Stopping:
+                return False
+            except Exception:
+                _log.exception("publishing failed unexpectedly; retrying", partition=str(lane.tp))
+                try:
+                    await lane.sleep(self._publish_retry.max_ms / 1000)
+                except _Stopping:
+                    return False
 
     async def _retry_later(
         self, lane: _Lane, record: Any, event: ArvoEvent, error: Exception, *, attempts: int, delay: float
@@ -692,44 +829,19 @@ class ConsumerLoop:
         )
         await lane.sleep(delay)
 
-    async def _execute(self, record: Any, handler: ArvoHandler, event: ArvoEvent) -> ExecutionResult:
-        traceparent = event.traceparent or _header_text(record.headers, TRACEPARENT_HEADER)
-        tracestate = event.tracestate or _header_text(record.headers, TRACESTATE_HEADER)
-        carrier = {TRACEPARENT_HEADER: traceparent} if traceparent else {}
-        if traceparent and tracestate:
-            carrier[TRACESTATE_HEADER] = tracestate
-        parent = _PROPAGATOR.extract(carrier) if carrier else None
-        with self._tracer.start_as_current_span(
-            f"process {record.topic}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": record.topic,
-                "messaging.destination.partition.id": str(record.partition),
-                "messaging.kafka.offset": int(record.offset),
-                "messaging.message.id": event.id,
-            },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                try:
-                    async with asyncio.timeout(self._settings.handler_timeout_s):
-                        return await handler.execute(event, inherit_from="CONTEXT")
-                except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise  # the lane itself is being cancelled (drain timeout)
-                    # Leaked from the handler's own tasks: a failure of this execution, not ours.
-                    raise HandlerCancelledError(
-                        f"handler {handler.source!r} raised CancelledError without being cancelled"
-                    ) from None
-            except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
+    async def _execute(self, handler: ArvoHandler, event: ArvoEvent) -> ExecutionResult:
+        """One attempt, inside the record's span: the handler span is its child (``CONTEXT``)."""
+        try:
+            async with asyncio.timeout(self._settings.handler_timeout_s):
+                return await handler.execute(event, inherit_from="CONTEXT")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the lane itself is being cancelled (drain timeout)
+            # Leaked from the handler's own tasks: a failure of this execution, not ours.
+            raise HandlerCancelledError(
+                f"handler {handler.source!r} raised CancelledError without being cancelled"
+            ) from None
 
     async def _publish(self, lane: _Lane, events: list[ArvoEvent]) -> BaseException | None:
         """Publish until acknowledged; return the error if it can never succeed (nothing retried)."""
@@ -828,6 +940,29 @@ class ConsumerLoop:
         self._hooks.on_consumed(record.topic, event_type, outcome, time.perf_counter() - started)
 
 
+@dataclass(frozen=True, slots=True)
+class _Handoff:
+    """A record's execution is done; its emissions still have to be published."""
+
+    instance: str
+    events: list[ArvoEvent]
+    outcome: str
+    attempts: int
+
+
+def _forget_publish(lane: _Lane, instance: str, task: asyncio.Task[bool]) -> None:
+    if lane.publishing.get(instance) is task:
+        del lane.publishing[instance]
+
+
+def _instance_key(subject: str) -> str:
+    """What orders a lane's records: the orchestration instance of ``subject``, else the subject."""
+    try:
+        return ArvoOrchestrationSubject.parse(subject).instance_key
+    except Exception:  # not an orchestration subject (stateless handlers): the subject itself
+        return subject
+
+
 def _holder_ttl_ms(error: BaseException) -> int | None:
     """The remaining lease of the holder that denied ``error``'s lease, if it is known and bounded.
 
@@ -863,6 +998,84 @@ def _header_text(headers: Any, name: str) -> str | None:
         return bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _parent_context(record: Any, event: ArvoEvent | None) -> otel_context.Context | None:
+    """The trace context a record continues: the event's ``traceparent``, else the record header's."""
+    traceparent = (event.traceparent if event is not None else None) or _header_text(
+        record.headers, TRACEPARENT_HEADER
+    )
+    if not traceparent:
+        return None
+    tracestate = (event.tracestate if event is not None else None) or _header_text(
+        record.headers, TRACESTATE_HEADER
+    )
+    return parent_context_for(traceparent=traceparent, tracestate=tracestate, inherit_from="EVENT")
+
+
+@contextlib.contextmanager
+def _record_span(record: Any, event: ArvoEvent | None) -> Iterator[Span]:
+    """The CONSUMER span ``process <topic>`` of one record, active while the record is processed.
+
+    Its parent is the event's trace context. Without tracing no span is built: the parent context
+    is made current instead, so the handler still passes the event's ``traceparent`` on.
+    """
+    parent = _parent_context(record, event)
+    if not tracing_enabled() or not_sampled(parent):
+        # Off, or the event's trace was sampled out (its children would not record either).
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            yield trace.INVALID_SPAN
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        return
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": int(record.offset),
+    }
+    if event is not None:
+        attributes["messaging.message.id"] = event.id
+        attributes["cloudevents.event_type"] = event.type
+    with runtime_tracer().start_as_current_span(
+        f"process {record.topic}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def _fail_span(span: Span, error: BaseException, *, record_exception: bool = False) -> None:
+    """Mark a record's span as failed (ERROR status), recording ``error`` unless it already was."""
+    if span.is_recording():
+        if record_exception:
+            span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {str(error)[:200]}"))
+
+
+def _short_subject(subject: str) -> str:
+    """The instance key of an orchestration subject (``<orchestrator>:<execution id>``), else a prefix."""
+    try:
+        return ArvoOrchestrationSubject.parse(subject).instance_key
+    except Exception:  # not an orchestration subject
+        return subject if len(subject) <= _SHORT_SUBJECT_CHARS else f"{subject[:_SHORT_SUBJECT_CHARS]}…"
+
+
+def _log_context(record: Any, event: ArvoEvent | None) -> dict[str, Any]:
+    """Key-value pairs bound to every log line written while ``record`` is processed."""
+    fields: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    if event is not None:
+        fields["event_id"] = event.id
+        fields["event_type"] = event.type
+        fields["subject"] = _short_subject(event.subject)
+    return fields
 
 
 def _record_fields(record: Any, event: ArvoEvent) -> dict[str, Any]:

@@ -30,7 +30,6 @@ instead of the global one, which OpenTelemetry lets a process set only once.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -51,6 +50,7 @@ __all__ = [
     "RUNTIME_TRACER_NAME",
     "TracingConfigError",
     "TracingSetup",
+    "build_tracing",
     "configure_tracing",
     "flush_tracing",
     "instrument_redis",
@@ -71,7 +71,6 @@ _GRPC: Final = "grpc"
 _PROTOCOLS: Final = (_HTTP, _GRPC)
 _EXPORTERS: Final = ("otlp", "console", "none")
 _DEFAULT_HTTP_ENDPOINT: Final = "http://localhost:4318"
-_log = logging.getLogger("arvo.runtime.otel")
 
 _GLOBAL_RUNTIME_TRACER: Final = trace.get_tracer(RUNTIME_TRACER_NAME)
 _runtime_tracer: trace.Tracer = _GLOBAL_RUNTIME_TRACER
@@ -187,6 +186,41 @@ def _resource(environ: Mapping[str, str]) -> Any:
     return Resource.create() if named else Resource.create({SERVICE_NAME: DEFAULT_SERVICE_NAME})
 
 
+def build_tracing(environ: Mapping[str, str] | None = None) -> TracingSetup | None:
+    """Build (not install) the SDK provider the ``OTEL_*`` variables describe; ``None`` when off.
+
+    The resource, sampler, batch processor and exporter details are read from ``os.environ`` by the
+    SDK; ``environ`` (default ``os.environ``) decides whether tracing is on, which exporters and
+    which OTLP protocol and endpoint are used.
+
+    Raises:
+        TracingConfigError: an ``OTEL_*`` variable has an unsupported value.
+
+    """
+    env = os.environ if environ is None else environ
+    if not tracing_requested(env):
+        return None
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (read by the SDK).
+    provider = TracerProvider(resource=_resource(env))
+    names = _exporter_names(env)
+    protocol = endpoint = None
+    for name in names:
+        exporter: SpanExporter
+        if name == "otlp":
+            exporter, protocol, endpoint = _otlp_exporter(env)
+        else:
+            import sys
+
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporter = ConsoleSpanExporter(out=sys.stderr)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return TracingSetup(provider=provider, exporters=names, protocol=protocol, endpoint=endpoint)
+
+
 def configure_tracing() -> TracingSetup | None:
     """Install the SDK as configured by ``OTEL_*`` (see the module docstring); ``None`` when off.
 
@@ -198,36 +232,16 @@ def configure_tracing() -> TracingSetup | None:
 
     """
     global _installed  # noqa: PLW0603 - one SDK per process
-    environ = os.environ
-    if not tracing_requested(environ):
-        return None
     with _install_lock:
         if _installed is not None:
             return _installed
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (read by the SDK).
-        provider = TracerProvider(resource=_resource(environ))
-        names = _exporter_names(environ)
-        protocol = endpoint = None
-        for name in names:
-            exporter: SpanExporter
-            if name == "otlp":
-                exporter, protocol, endpoint = _otlp_exporter(environ)
-            else:
-                import sys
-
-                from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-                exporter = ConsoleSpanExporter(out=sys.stderr)
-            provider.add_span_processor(BatchSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-        _installed = TracingSetup(provider=provider, exporters=names, protocol=protocol, endpoint=endpoint)
-        _log.info(
-            "tracing on: exporters %s, protocol %s, endpoint %s", ",".join(names), protocol, endpoint
-        )
-        return _installed
+        setup = build_tracing()
+        if setup is None:
+            return None
+        trace.set_tracer_provider(setup.provider)
+        # Not logged here: ``arvo publish`` calls this before any logging is configured.
+        _installed = setup
+        return setup
 
 
 def _provider() -> Any:
@@ -244,7 +258,7 @@ def flush_tracing(timeout_ms: int = 5_000) -> bool:
 
 def shutdown_tracing(timeout_ms: int = 5_000) -> None:
     """Flush and shut down the provider installed by :func:`configure_tracing` (no-op otherwise)."""
-    global _installed  # noqa: PLW0603 - one SDK per process
+    global _installed
     with _install_lock:
         setup, _installed = _installed, None
     if setup is None:

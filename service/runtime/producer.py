@@ -5,6 +5,13 @@ the delivery futures together, so one execution's emissions travel as one batch 
 round of acks) and the call returns only when every record is acknowledged (``acks=all`` by
 default). It raises on the first failed delivery; the caller retries the whole batch, which is safe
 because emitted event ids are deterministic and consumers dedupe by id.
+
+With tracing on, every record sent gets a PRODUCER span ``send <topic>`` (messaging attributes,
+``messaging.message.id`` = the event id), a child of the active span (a consumed record's ``process``
+span, or the caller's). An event without a ``traceparent`` — an init event published by a client —
+is sent carrying its ``send`` span's context, so the workflow it starts is one trace from that
+publish on. Events that have one keep it: the handler span that emitted them is what the next hop
+continues (spec 13.3).
 """
 
 from __future__ import annotations
@@ -25,8 +32,13 @@ from aiokafka.errors import (
     RecordTooLargeError,
     UnsupportedForMessageFormatError,
 )
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from service.runtime.binding import encode_event
+from service.arvo.telemetry import current_trace_headers, not_sampled
+from service.runtime.binding import encode_event, header_value
+from service.runtime.otel import runtime_tracer, tracing_enabled
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
@@ -35,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventProducer", "KeyPartitioner", "is_permanent_publish_error", "murmur2"]
 
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
 _MURMUR_M: Final = 0x5BD1E995
 _MASK32: Final = 0xFFFFFFFF
 
@@ -180,6 +193,12 @@ class EventProducer:
             return
         client = self._client()
         routed = [(self._router.route_event(event), event) for event in events]
+        if tracing_enabled():
+            if not not_sampled():
+                await self._publish_traced(client, routed)
+                return
+            # The caller's trace is sampled out: no spans, but a client's event still joins it.
+            routed = [(topic, _with_current_context(event)) for topic, event in routed]
         futures: list[asyncio.Future[Any]] = []
         try:
             for topic, event in routed:
@@ -196,6 +215,48 @@ class EventProducer:
         for topic, event in routed:
             self.produced[(topic, event.type)] += 1
 
+    async def _publish_traced(self, client: AIOKafkaProducer, routed: list[tuple[str, ArvoEvent]]) -> None:
+        """:meth:`publish` with one ``send <topic>`` span per record, ended when it is acknowledged."""
+        tracer = runtime_tracer()
+        spans: list[Span] = []
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for index, (topic, event) in enumerate(routed):
+                span = tracer.start_span(
+                    f"send {topic}", kind=SpanKind.PRODUCER, attributes=_send_attributes(topic, event.id)
+                )
+                spans.append(span)
+                try:
+                    if event.traceparent is None and span.get_span_context().is_valid:
+                        # A client's init event: the workflow continues this publish's trace.
+                        carrier: dict[str, str] = {}
+                        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+                        event = event.replace(  # noqa: PLW2901 - the event as sent
+                            traceparent=carrier.get("traceparent"), tracestate=carrier.get("tracestate")
+                        )
+                        routed[index] = (topic, event)
+                    message = encode_event(event)
+                    futures.append(
+                        await client.send(
+                            topic, value=message.value, key=message.key, headers=message.headers
+                        )
+                    )
+                except BaseException as error:
+                    _fail(span, error)
+                    raise
+        finally:
+            results: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
+            results += [None] * (len(spans) - len(results))  # a send that raised (already failed)
+            for span, result in zip(spans, results, strict=True):
+                if isinstance(result, BaseException):
+                    _fail(span, result)
+                span.end()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        for topic, event in routed:
+            self.produced[(topic, event.type)] += 1
+
     async def publish_raw(
         self,
         topic: str,
@@ -206,5 +267,46 @@ class EventProducer:
     ) -> None:
         """Send one record as given and wait for its acknowledgement (dead letters, replays)."""
         client = self._client()
-        future = await client.send(topic, value=value, key=key, headers=list(headers))
-        await future
+        if not tracing_enabled() or not_sampled():
+            future = await client.send(topic, value=value, key=key, headers=list(headers))
+            await future
+            return
+        event_id = header_value(headers, "ce_id")
+        with runtime_tracer().start_as_current_span(
+            f"send {topic}",
+            kind=SpanKind.PRODUCER,
+            attributes=_send_attributes(topic, event_id.decode("utf-8", "replace") if event_id else None),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                future = await client.send(topic, value=value, key=key, headers=list(headers))
+                await future
+            except BaseException as error:
+                _fail(span, error)
+                raise
+
+
+def _with_current_context(event: ArvoEvent) -> ArvoEvent:
+    if event.traceparent is not None:
+        return event
+    traceparent, tracestate = current_trace_headers()
+    return event.replace(traceparent=traceparent, tracestate=tracestate) if traceparent else event
+
+
+def _send_attributes(topic: str, message_id: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": topic,
+    }
+    if message_id is not None:
+        attributes["messaging.message.id"] = message_id
+    return attributes
+
+
+def _fail(span: Span, error: BaseException) -> None:
+    if span.is_recording():
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {str(error)[:200]}"))

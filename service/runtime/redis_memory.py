@@ -355,6 +355,18 @@ class RedisMemory:
         return self._client
 
     @property
+    def script_operations(self) -> dict[str, str]:
+        """SHA1 of each Lua script → the method that runs it (names the ``EVALSHA`` spans in traces)."""
+        return {
+            self._lease_script.sha: "lease_and_read",
+            self._commit_script.sha: "commit_and_release",
+            self._release_script.sha: "release",
+            self._renew_script.sha: "renew",
+            self._set_status_script.sha: "set_status",
+            self._index_move_script.sha: "index_move",
+        }
+
+    @property
     def key_prefix(self) -> str:
         """The prefix of every key of this memory."""
         return self._prefix

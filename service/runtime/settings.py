@@ -108,6 +108,9 @@ class ServiceSettings(BaseSettings):
     """Maximum time between polls before the member is considered stuck (the poll loop never blocks)."""
     partition_buffer_size: int = Field(default=256, ge=1)
     """Records buffered per partition; the partition is paused when full and resumed below half."""
+    max_inflight_publishes_per_partition: int = Field(default=32, ge=1)
+    """Records per partition whose emissions may await the broker's acks while later records run
+    (records of one orchestration instance still wait for each other); ``1`` waits for every ack."""
     commit_interval_ms: int = Field(default=200, ge=1)
     """How often done offsets are committed (also on revoke and shutdown)."""
     drain_timeout_s: float = Field(default=10.0, gt=0)
@@ -133,9 +136,9 @@ class ServiceSettings(BaseSettings):
     producer_acks: Acks = "all"
     """Acknowledgements awaited per record: ``all``, ``1`` or ``0``."""
     producer_linger_ms: int = Field(default=0, ge=0)
-    """Batching delay of the producer. A lane awaits the acks of one record's emissions before the
-    next record, so a linger adds straight to per-partition latency; records of different partitions
-    still share batches while a request is in flight. Raise it only for many partitions per member."""
+    """Batching delay of the producer. It adds to every hop of one orchestration (an instance's next
+    event waits for the acks of its previous emissions); other instances' records keep flowing and
+    share batches while a request is in flight. Raise it only for many partitions per member."""
     producer_compression: Literal["none", "gzip"] = "none"
     """Compression codec of produced batches."""
 

@@ -18,6 +18,7 @@ BENCHMARK_MODULES = [
     "tests.benchmarks.bench_codec",
     "tests.benchmarks.bench_workflow",
     "tests.benchmarks.bench_kafka",
+    "tests.benchmarks.bench_tracing",
 ]
 
 

@@ -45,13 +45,13 @@ from service.runtime.settings import load_settings
 from tests.deploy._deployfiles import compose, compose_command, compose_environment, dockerfile
 from tests.integration._redis import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 BIN = Path(sys.executable).parent
 ARVO = BIN / "arvo"
 READY_LINE = "partitions assigned"
-JOIN_TIMEOUT_S = 45.0
-PUBLISH_TIMEOUT_S = 90.0
+JOIN_TIMEOUT_S = 20.0
+PUBLISH_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 30.0
 HEALTH_SERVER = importlib.util.find_spec("service.runtime.health") is not None
 """The /healthz and /readyz server arrives with the observability work; once it exists it must answer."""
@@ -207,7 +207,13 @@ async def test_the_compose_topology_completes_the_publishers_demo_workflows(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        stdout, stderr = await asyncio.wait_for(publisher.communicate(), timeout=PUBLISH_TIMEOUT_S)
+        try:
+            stdout, stderr = await asyncio.wait_for(publisher.communicate(), timeout=PUBLISH_TIMEOUT_S)
+        except TimeoutError:
+            publisher.kill()
+            await publisher.wait()
+            logs = "\n".join(f"--- {member.name}\n{member.text()[-2000:]}" for member in members)
+            pytest.fail(f"the publisher did not finish in {PUBLISH_TIMEOUT_S} s\n{logs}")
         output = stdout.decode()
         assert publisher.returncode == 0, output + stderr.decode()
 
@@ -224,6 +230,29 @@ async def test_the_compose_topology_completes_the_publishers_demo_workflows(
         assert declined["status"] == "payment_declined"
         assert bench == {"result": 10}
         assert resumable == {"result": 42}
+
+        # The instances are stored as done in Redis (the order that shipped has its shipment child).
+        listing = await asyncio.create_subprocess_exec(
+            "arvo",
+            "instances",
+            "list",
+            "--status",
+            "done",
+            env=_container_environment("orchestrator", overrides("orchestrator"), tmp_path),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        listed, listing_errors = await asyncio.wait_for(listing.communicate(), timeout=30)
+        assert listing.returncode == 0, listing_errors.decode()
+        orchestrators = sorted(line.split("\t")[0].split(":")[0] for line in listed.decode().splitlines()[1:])
+        assert orchestrators == [
+            "arvo.orc.bench",
+            "arvo.orc.bench.resumable",
+            "arvo.orc.order",
+            "arvo.orc.order",
+            "arvo.orc.shipment",
+        ], listed.decode()
 
         # The replicas of the example services share the partitions of their topics.
         replicas = [member for member in members if member.name.startswith("services-")]

@@ -151,6 +151,7 @@ def kafka_test_settings(bootstrap: str, names: KafkaNames, **overrides: Any) -> 
         "lease_ttl_ms": 10_000,
         "handler_timeout_s": 5.0,
         "auto_offset_reset": "earliest",
+        "health_port": 0,  # several services per test process; health tests pick a free port
     }
     values.update(overrides)
     return load_settings(env_file=None, **values)

