@@ -84,7 +84,9 @@ def returning(outputs: Any) -> Any:
 BASIC_CASES = [
     ArvoTestCase(
         name="execute successfully",
-        steps=[ArvoTestStep(input=lambda _prev: default_input(), expect_events=lambda events: len(events) >= 1)],
+        steps=[
+            ArvoTestStep(input=lambda _prev: default_input(), expect_events=lambda events: len(events) >= 1)
+        ],
     ),
     ArvoTestCase(
         name="event domain to local",
@@ -110,7 +112,9 @@ def test_handler_source_is_the_contract_type() -> None:
 
 async def test_handler_output_domains_override_the_default_in_order() -> None:
     handler = make_handler(
-        returning({"type": "evt.hello.world.success", "data": {"result": "x"}, "domain": ["test", "notification"]})
+        returning(
+            {"type": "evt.hello.world.success", "data": {"result": "x"}, "domain": ["test", "notification"]}
+        )
     )
     result = await handler.execute(default_input(domain="test.test"))
     assert [event.domain for event in result.events] == ["test", "notification"]
@@ -199,9 +203,15 @@ async def test_system_error_domain_can_follow_the_current_subject() -> None:
 
 async def test_event_type_mismatch_is_a_config_violation() -> None:
     event = create_arvo_event(
-        source="com.test.env", type="com.saad.invalid.test", subject="test-subject", data={"name": "x", "age": 1}
+        source="com.test.env",
+        type="com.saad.invalid.test",
+        subject="test-subject",
+        data={"name": "x", "age": 1},
     )
-    with pytest.raises(ConfigViolation, match=re.escape("Event type mismatch: Received 'com.saad.invalid.test', expected 'com.hello.world'")):
+    with pytest.raises(
+        ConfigViolation,
+        match=re.escape("Event type mismatch: Received 'com.saad.invalid.test', expected 'com.hello.world'"),
+    ):
         await make_handler().execute(event)
 
 
@@ -237,7 +247,9 @@ async def test_invalid_input_data_is_a_contract_violation() -> None:
     event = create_arvo_event(
         source="com.test.env", type="com.hello.world", subject="test-subject", data={"name": "Saad"}
     )
-    with pytest.raises(ContractViolation, match=r"^ViolationError<Contract> Input event payload validation failed:"):
+    with pytest.raises(
+        ContractViolation, match=r"^ViolationError<Contract> Input event payload validation failed:"
+    ):
         await make_handler().execute(event)
 
 
@@ -345,7 +357,9 @@ async def test_invalid_output_data_is_a_contract_violation() -> None:
 
 async def test_unknown_output_type_is_a_contract_violation() -> None:
     handler = make_handler(returning({"type": "evt.hello.world.unknown", "data": {}}))
-    with pytest.raises(ContractViolation, match=re.escape("No contract available for evt.hello.world.unknown")):
+    with pytest.raises(
+        ContractViolation, match=re.escape("No contract available for evt.hello.world.unknown")
+    ):
         await handler.execute(default_input())
 
 
@@ -354,7 +368,11 @@ async def test_every_output_carries_the_consumed_event_id_as_parentid() -> None:
     handler = make_handler(
         returning(
             [
-                {"type": "evt.hello.world.success", "data": {"result": "a"}, "parentid": "custom-parent-override"},
+                {
+                    "type": "evt.hello.world.success",
+                    "data": {"result": "a"},
+                    "parentid": "custom-parent-override",
+                },
                 {"type": "evt.hello.world.success", "data": {"result": "b"}},
             ]
         )
@@ -380,7 +398,9 @@ async def test_re_executing_the_same_event_emits_identical_ids() -> None:
 
 async def test_extensions_and_accesscontrol_propagate() -> None:
     handler = make_handler(
-        returning({"type": "evt.hello.world.success", "data": {"result": "a"}, "__extensions": {"tenant": "t1"}})
+        returning(
+            {"type": "evt.hello.world.success", "data": {"result": "a"}, "__extensions": {"tenant": "t1"}}
+        )
     )
     result = await handler.execute(default_input(accesscontrol="role=admin"))
     assert result.events[0].extensions == {"tenant": "t1"}
