@@ -293,11 +293,11 @@ class ServiceSettings(BaseSettings):
         if self.producer_idempotence and self.producer_acks != "all":
             raise PydanticCustomError(
                 "idempotence_acks",
-                "{idem}=true needs {acks}=all (got {value!r})",
+                "{idem}=true needs {acks}=all (got {value})",
                 {
                     "idem": env_var_name("producer_idempotence"),
                     "acks": env_var_name("producer_acks"),
-                    "value": self.producer_acks,
+                    "value": repr(self.producer_acks),
                 },
             )
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:

@@ -70,11 +70,11 @@ async def test_orchestrators_and_services_in_separate_processes_complete_workflo
     )
     env = service_env(settings, ARVO_LOG_FORMAT="json")
     orchestrators_env = env | {
-        "ARVO_APP": "tests.e2e.apps:orchestrators_app",
+        "ARVO_APP": "service.examples.topology:orchestrators_app",
         "ARVO_CONSUMER_GROUP": f"{kafka_names.group}-orchestrators",
     }
     services_env = env | {
-        "ARVO_APP": "tests.e2e.apps:services_app",
+        "ARVO_APP": "service.examples.topology:services_app",
         "ARVO_CONSUMER_GROUP": f"{kafka_names.group}-services",
     }
     orchestrators_log, services_log = tmp_path / "orchestrators.log", tmp_path / "services.log"

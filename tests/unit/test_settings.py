@@ -203,3 +203,10 @@ def test_keyfile_without_certfile_is_rejected(tmp_path: Path) -> None:
 def test_env_var_name_maps_fields() -> None:
     assert env_var_name("lease_ttl_ms") == "ARVO_LEASE_TTL_MS"
     assert all(name == name.lower() for name in ServiceSettings.model_fields)
+
+
+def test_idempotence_without_acks_all_names_both_variables_and_the_value() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env_file=None, producer_acks="1")
+    message = str(caught.value)
+    assert "ARVO_PRODUCER_IDEMPOTENCE=true needs ARVO_PRODUCER_ACKS=all (got '1')" in message
