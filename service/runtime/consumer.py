@@ -70,7 +70,7 @@ from service.runtime.binding import (
 )
 from service.runtime.dlq import DeadLetter, DeadLetterPublisher
 from service.runtime.kafka_admin import ensure_topics
-from service.runtime.otel import runtime_tracer, tracing_enabled
+from service.runtime.otel import runtime_tracer, tracing_enabled, untraced
 from service.runtime.producer import is_permanent_publish_error
 from service.runtime.retry import RetryPolicy
 
@@ -1018,14 +1018,18 @@ def _record_span(record: Any, event: ArvoEvent | None) -> Iterator[Span]:
     """The CONSUMER span ``process <topic>`` of one record, active while the record is processed.
 
     Its parent is the event's trace context. Without tracing no span is built: the parent context
-    is made current instead, so the handler still passes the event's ``traceparent`` on.
+    is made current instead, so the handler still passes the event's ``traceparent`` on. In a trace
+    that is sampled out, instrumented clients (Redis) are kept quiet too: their spans would not be
+    recorded, but building them is most of what an unsampled record costs.
     """
     parent = _parent_context(record, event)
-    if not tracing_enabled() or not_sampled(parent):
+    enabled = tracing_enabled()
+    if not enabled or not_sampled(parent):
         # Off, or the event's trace was sampled out (its children would not record either).
         token = otel_context.attach(parent) if parent is not None else None
         try:
-            yield trace.INVALID_SPAN
+            with untraced() if enabled else contextlib.nullcontext():
+                yield trace.INVALID_SPAN
         finally:
             if token is not None:
                 otel_context.detach(token)
@@ -1049,7 +1053,11 @@ def _record_span(record: Any, event: ArvoEvent | None) -> Iterator[Span]:
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
-        yield span
+        if span.is_recording():
+            yield span
+        else:  # sampled out here, at the root of the trace
+            with untraced():
+                yield span
 
 
 def _fail_span(span: Span, error: BaseException, *, record_exception: bool = False) -> None:

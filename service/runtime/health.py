@@ -31,6 +31,8 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from service.runtime.otel import untraced
+
 if TYPE_CHECKING:
     from service.runtime.consumer import ConsumerLoop
     from service.runtime.metrics import ServiceMetrics
@@ -128,8 +130,9 @@ class Readiness:
 
     async def _redis_answers(self) -> bool:
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await self._memory.ping()
+            with untraced():  # a probe every few seconds is not worth a trace each
+                async with asyncio.timeout(self._timeout_s):
+                    return await self._memory.ping()
         except TimeoutError:
             return False
 

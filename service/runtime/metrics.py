@@ -55,6 +55,7 @@ from prometheus_client.registry import Collector
 
 from service.arvo.memory import InstanceStatus
 from service.runtime.consumer import LoopHooks
+from service.runtime.otel import untraced
 
 if TYPE_CHECKING:
     from aiokafka import TopicPartition
@@ -252,8 +253,9 @@ class ServiceMetrics(LoopHooks):
             ):
                 return  # refreshed by a concurrent scrape
             try:
-                async with asyncio.timeout(timeout_s):
-                    counts = await self._count_instances(self._memory)
+                with untraced():  # scrapes are not workflows: no Redis spans for them
+                    async with asyncio.timeout(timeout_s):
+                        counts = await self._count_instances(self._memory)
             except Exception as error:  # a scrape must not fail on Redis trouble
                 _log.debug("instance counts not refreshed", error=repr(error))
                 return

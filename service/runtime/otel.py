@@ -30,9 +30,11 @@ instead of the global one, which OpenTelemetry lets a process set only once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,6 +60,7 @@ __all__ = [
     "shutdown_tracing",
     "tracing_enabled",
     "tracing_requested",
+    "untraced",
     "use_tracer_provider",
 ]
 
@@ -292,6 +295,15 @@ def runtime_tracer() -> trace.Tracer:
 def tracing_enabled() -> bool:
     """Whether spans are recorded (an SDK is installed or a provider was given); cheap, call per use."""
     return telemetry.tracing_enabled()
+
+
+def untraced() -> AbstractContextManager[None]:
+    """Inside it, instrumented clients (Redis) make no spans: for probes and scrapes, not workflows."""
+    if not tracing_enabled():
+        return contextlib.nullcontext()
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    return suppress_instrumentation()
 
 
 def _name_redis_span(span: trace.Span, _instance: object, args: Any, _kwargs: Any) -> None:

@@ -352,55 +352,70 @@ async def test_metrics_move_as_a_workflow_runs_and_readyz_follows_redis(
             kafka_bootstrap, kafka_names, redis_url=server.url, redis_key_prefix="obs", health_port=port
         )
         memory = RedisMemory.from_url(server.url, key_prefix="obs")
-        async with services([settings], [bench_app(memory)], [memory]) as (service,):
-            assert service.metrics is not None
-            service.metrics.instances_refresh_s = 0  # count instances on every scrape
-            assert (await http_get(port, "/healthz")) == (200, b"ok\n")
-
-            async def ready() -> tuple[int, dict[str, Any]]:
-                status, body = await http_get(port, "/readyz")
-                return status, orjson.loads(body)
-
-            status, report = await ready()
-            assert (status, report["status"]) == (200, "ready"), report
-
-            status, body = await http_get(port, "/metrics")
-            before = scrape(body.decode())
-            assert status == 200
-            inits = [untraced(bench_init(index)) for index in (1, 2)]
-            async with TopicTail(kafka_bootstrap, service.router.handler_topic(CLIENT)) as tail:
-                await publish_events(kafka_bootstrap, service.router.route_event(inits[0]), inits)
-                await tail.wait_for_replies([init.id for init in inits], timeout_s=30)
-            await wait_until(lambda: sum(service.loop.stats.consumed.values()) == 10, what="ten records")
-            after = scrape((await http_get(port, "/metrics"))[1].decode())
-
-            # Five records consumed and five events produced per workflow.
-            consumed = "arvo_events_consumed_total"
-            assert total(after, consumed, outcome="ok") - total(before, consumed, outcome="ok") == 10
-            assert (
-                total(after, consumed, type="arvo.orc.bench") - total(before, consumed, type="arvo.orc.bench")
-                == 2
-            )
-            produced = "arvo_events_produced_total"
-            assert total(after, produced) - total(before, produced) == 10
-            assert total(after, produced, topic=service.router.handler_topic(CLIENT)) == 2
-            duration = "arvo_handler_duration_seconds_count"
-            assert total(after, duration) - total(before, duration) == 10
-            assert total(after, "arvo_instances", orchestrator="arvo.orc.bench", status="done") == 2
-            assert total(after, "arvo_assigned_partitions") == len(service.loop.assignment) > 0
-            assert total(after, "arvo_dead_letters_total") == 0
-            assert total(after, "process_resident_memory_bytes") > 0
-
-            # Redis goes away: /readyz says so (and which check), /healthz stays up; then it returns.
-            server.stop()
-            report = await readiness_becomes(ready, 503)
-            assert report["failed"] == ["redis"]
-            assert report["checks"]["redis"] == "no answer to PING"
-            assert (await http_get(port, "/healthz"))[0] == 200
-            server.start()
-            assert (await readiness_becomes(ready, 200))["status"] == "ready"
+        with recording() as exporter:
+            await _metrics_and_readiness(server, settings, memory, port, kafka_bootstrap)
+        # Probes and scrapes talk to Redis, but only workflows make traces: no Redis span is a root.
+        redis_spans = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.CLIENT]
+        assert redis_spans
+        assert all(span.parent is not None for span in redis_spans)
     finally:
         server.stop()
+
+
+async def _metrics_and_readiness(
+    server: PrivateRedisServer,
+    settings: ServiceSettings,
+    memory: RedisMemory,
+    port: int,
+    kafka_bootstrap: str,
+) -> None:
+    async with services([settings], [bench_app(memory)], [memory]) as (service,):
+        assert service.metrics is not None
+        service.metrics.instances_refresh_s = 0  # count instances on every scrape
+        assert (await http_get(port, "/healthz")) == (200, b"ok\n")
+
+        async def ready() -> tuple[int, dict[str, Any]]:
+            status, body = await http_get(port, "/readyz")
+            return status, orjson.loads(body)
+
+        status, report = await ready()
+        assert (status, report["status"]) == (200, "ready"), report
+
+        status, body = await http_get(port, "/metrics")
+        before = scrape(body.decode())
+        assert status == 200
+        inits = [untraced(bench_init(index)) for index in (1, 2)]
+        async with TopicTail(kafka_bootstrap, service.router.handler_topic(CLIENT)) as tail:
+            await publish_events(kafka_bootstrap, service.router.route_event(inits[0]), inits)
+            await tail.wait_for_replies([init.id for init in inits], timeout_s=30)
+        await wait_until(lambda: sum(service.loop.stats.consumed.values()) == 10, what="ten records")
+        after = scrape((await http_get(port, "/metrics"))[1].decode())
+
+        # Five records consumed and five events produced per workflow.
+        consumed = "arvo_events_consumed_total"
+        assert total(after, consumed, outcome="ok") - total(before, consumed, outcome="ok") == 10
+        assert (
+            total(after, consumed, type="arvo.orc.bench") - total(before, consumed, type="arvo.orc.bench")
+            == 2
+        )
+        produced = "arvo_events_produced_total"
+        assert total(after, produced) - total(before, produced) == 10
+        assert total(after, produced, topic=service.router.handler_topic(CLIENT)) == 2
+        duration = "arvo_handler_duration_seconds_count"
+        assert total(after, duration) - total(before, duration) == 10
+        assert total(after, "arvo_instances", orchestrator="arvo.orc.bench", status="done") == 2
+        assert total(after, "arvo_assigned_partitions") == len(service.loop.assignment) > 0
+        assert total(after, "arvo_dead_letters_total") == 0
+        assert total(after, "process_resident_memory_bytes") > 0
+
+        # Redis goes away: /readyz says so (and which check), /healthz stays up; then it returns.
+        server.stop()
+        report = await readiness_becomes(ready, 503)
+        assert report["failed"] == ["redis"]
+        assert report["checks"]["redis"] == "no answer to PING"
+        assert (await http_get(port, "/healthz"))[0] == 200
+        server.start()
+        assert (await readiness_becomes(ready, 200))["status"] == "ready"
 
 
 async def readiness_becomes(ready: Any, status: int, timeout_s: float = 15.0) -> dict[str, Any]:
