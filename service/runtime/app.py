@@ -21,11 +21,11 @@ from service.arvo.handler import ArvoEventHandler
 from service.arvo.memory import Memory
 from service.arvo.orchestrator import ArvoOrchestrator
 from service.arvo.resumable import ArvoResumable
-from service.runtime.consumer import ConsumerLoop, LoopHooks, run_until_signal, signal_handlers
+from service.runtime.consumer import CombinedHooks, ConsumerLoop, LoopHooks, run_until_signal, signal_handlers
 from service.runtime.dlq import DeadLetterPublisher
 from service.runtime.health import HealthServer, Readiness
 from service.runtime.kafka_admin import ensure_topics
-from service.runtime.metrics import CombinedHooks, ServiceMetrics
+from service.runtime.metrics import ServiceMetrics
 from service.runtime.otel import configure_tracing, flush_tracing, instrument_redis, shutdown_tracing
 from service.runtime.outbox import OutboxedHandler, StatelessOutbox
 from service.runtime.producer import EventProducer

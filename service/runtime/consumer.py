@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from service.runtime.settings import ServiceSettings
 
 __all__ = [
+    "CombinedHooks",
     "ConsumerLoop",
     "HandlerCancelledError",
     "LoopHooks",
@@ -232,34 +233,44 @@ class LoopHooks:
         """The set of assigned partitions changed."""
 
 
-class _SafeHooks(LoopHooks):
-    """Forwards to user hooks; a failing hook is logged, never allowed to disturb processing."""
+class CombinedHooks(LoopHooks):
+    """Calls every one of ``hooks`` in order (metrics plus the caller's own hooks).
 
-    def __init__(self, inner: LoopHooks) -> None:
-        self._inner = inner
+    A failing hook is logged and does not keep the others from being called.
+    """
+
+    def __init__(self, *hooks: LoopHooks) -> None:
+        self._hooks = hooks
 
     def _call(self, name: str, *args: Any) -> None:
-        try:
-            getattr(self._inner, name)(*args)
-        except Exception:
-            _log.exception("metrics hook failed", hook=name)
+        for hook in self._hooks:
+            try:
+                getattr(hook, name)(*args)
+            except Exception:
+                _log.exception("loop hook failed", hook=name, hooks=type(hook).__name__)
 
     def on_consumed(self, topic: str, event_type: str, outcome: str, duration_s: float) -> None:
+        """Forward to every hook."""
         self._call("on_consumed", topic, event_type, outcome, duration_s)
 
     def on_produced(self, topic: str, event_type: str) -> None:
+        """Forward to every hook."""
         self._call("on_produced", topic, event_type)
 
     def on_dead_letter(self, topic: str, reason: str) -> None:
+        """Forward to every hook."""
         self._call("on_dead_letter", topic, reason)
 
     def on_retry(self, topic: str, error_class: str) -> None:
+        """Forward to every hook."""
         self._call("on_retry", topic, error_class)
 
     def on_publish_retry(self, error_class: str) -> None:
+        """Forward to every hook."""
         self._call("on_publish_retry", error_class)
 
     def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
+        """Forward to every hook."""
         self._call("on_assignment", partitions)
 
 
@@ -361,7 +372,7 @@ class ConsumerLoop:
         self._producer = producer
         self._router = router
         self._dlq = dlq
-        self._hooks: LoopHooks = _SafeHooks(metrics_hooks) if metrics_hooks else LoopHooks()
+        self._hooks: LoopHooks = CombinedHooks(metrics_hooks) if metrics_hooks else LoopHooks()
         self._memory = memory
         self._retry = retry_policy or RetryPolicy.from_settings(settings)
         self._publish_retry = RetryPolicy(

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from service.arvo.memory import Memory
     from service.runtime.consumer import ConsumerLoop
 
-__all__ = ["DURATION_BUCKETS_S", "CombinedHooks", "ServiceMetrics"]
+__all__ = ["DURATION_BUCKETS_S", "ServiceMetrics"]
 
 DURATION_BUCKETS_S: Final = (
     0.0005,
@@ -333,44 +333,3 @@ class _LoopCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are dynamic per scrape; nothing to check against other collectors
-
-
-class CombinedHooks(LoopHooks):
-    """Calls every one of ``hooks`` in order (metrics plus the caller's own hooks).
-
-    A failing hook is logged and does not keep the others from being called.
-    """
-
-    def __init__(self, *hooks: LoopHooks) -> None:
-        self._hooks = hooks
-
-    def _call(self, name: str, *args: Any) -> None:
-        for hook in self._hooks:
-            try:
-                getattr(hook, name)(*args)
-            except Exception:
-                _log.exception("metrics hook failed", hook=name, hooks=type(hook).__name__)
-
-    def on_consumed(self, topic: str, event_type: str, outcome: str, duration_s: float) -> None:
-        """Forward to every hook."""
-        self._call("on_consumed", topic, event_type, outcome, duration_s)
-
-    def on_produced(self, topic: str, event_type: str) -> None:
-        """Forward to every hook."""
-        self._call("on_produced", topic, event_type)
-
-    def on_dead_letter(self, topic: str, reason: str) -> None:
-        """Forward to every hook."""
-        self._call("on_dead_letter", topic, reason)
-
-    def on_retry(self, topic: str, error_class: str) -> None:
-        """Forward to every hook."""
-        self._call("on_retry", topic, error_class)
-
-    def on_publish_retry(self, error_class: str) -> None:
-        """Forward to every hook."""
-        self._call("on_publish_retry", error_class)
-
-    def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
-        """Forward to every hook."""
-        self._call("on_assignment", partitions)

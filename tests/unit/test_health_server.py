@@ -11,9 +11,9 @@ from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.arvo.memory import InMemoryMemory, InstanceStatus
-from service.runtime.consumer import LoopHooks, LoopStats
+from service.runtime.consumer import CombinedHooks, LoopHooks, LoopStats
 from service.runtime.health import HealthServer, Readiness
-from service.runtime.metrics import CombinedHooks, ServiceMetrics
+from service.runtime.metrics import ServiceMetrics
 
 
 class FakeLoop:
