@@ -25,16 +25,14 @@ event. Run: ``.venv/bin/python -m tests.benchmarks kafka``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +48,7 @@ from service.runtime.binding import encode_event
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
 from service.runtime.settings import ServiceSettings, load_settings
-from tests.integration._kafka import start_tansu
-from tests.integration._redis import PrivateRedisServer
+from tests.benchmarks._rig import processes, start_broker, start_redis
 
 WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
 WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
@@ -66,39 +63,6 @@ RUN_TIMEOUT_S = 120.0
 
 # --------------------------------------------------------------------------------------------------
 # Broker and Redis
-
-
-@contextlib.contextmanager
-def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-async def _start_broker(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
-    bootstrap, process = start_tansu(workdir / "tansu.log")
-    started.append(process)
-    return bootstrap
-
-
-async def _start_redis(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
-    if shutil.which("redis-server") is None:
-        raise SystemExit("bench_kafka needs redis-server on PATH (apt-get install redis-server)")
-    server = PrivateRedisServer(directory=workdir / "redis")
-    server.start()
-    assert server.process is not None
-    started.append(server.process)
-    return server.url
 
 
 async def _commandstats(client: redis.asyncio.Redis) -> Counter[str]:
@@ -356,9 +320,9 @@ async def _measure() -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="arvo-bench-kafka-"))
     names = f"bk{uuid.uuid4().hex[:10]}"
     try:
-        with _processes() as started:
-            bootstrap = await _start_broker(started, workdir)
-            redis_url = await _start_redis(started, workdir)
+        with processes() as started:
+            bootstrap = start_broker(started, workdir)
+            redis_url = start_redis(started, workdir)
             figures, records = await _service_run(bootstrap, redis_url, names)
             figures["passthrough.events_per_s"] = await _passthrough_run(bootstrap, names, records)
             figures["passthrough.records"] = float(len(records))

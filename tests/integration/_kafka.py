@@ -38,6 +38,7 @@ from service.runtime.settings import ServiceSettings, load_settings
 __all__ = [
     "KafkaNames",
     "create_test_topics",
+    "free_port",
     "kafka_bootstrap",
     "kafka_names",
     "kafka_test_settings",
@@ -56,7 +57,8 @@ FETCH_MAX_WAIT_MS = 20
 SESSION_TIMEOUT_MS = 2_000
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -90,7 +92,7 @@ def start_tansu(log_path: Path | None = None) -> tuple[str, subprocess.Popen[byt
     Returns the bootstrap string and the process (stop it with :func:`stop_process`). Its output goes
     to ``log_path`` (default: ``tansu-<port>.log`` in the temp directory).
     """
-    port = _free_port()
+    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     path = log_path or Path(tempfile.gettempdir()) / f"tansu-{port}.log"
     with path.open("wb") as log:
