@@ -8,10 +8,42 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from service.runtime.settings import ServiceSettings, load_settings
 from tests.integration._kafka import start_tansu, stop_process
 from tests.integration._redis import PrivateRedisServer
 
-__all__ = ["processes", "start_broker", "start_redis"]
+__all__ = ["PARTITIONS", "percentile", "processes", "service_settings", "start_broker", "start_redis"]
+
+PARTITIONS = 4
+"""Partitions of every benchmark topic (the issue's Kafka-path setup)."""
+FETCH_MAX_WAIT_MS = 10
+"""Tansu does not end a waiting fetch when records arrive: keep the wait short."""
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``samples`` (nearest rank)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def service_settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
+    """Settings of the one benchmarked service process running the bench app."""
+    return load_settings(
+        env_file=None,
+        kafka_bootstrap_servers=bootstrap,
+        consumer_group=f"{names}-service",
+        topic_prefix=f"{names}.",
+        topic_partitions=PARTITIONS,
+        producer_idempotence=False,  # Tansu's memory storage refuses InitProducerId
+        producer_acks="all",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+        redis_url=redis_url,
+        redis_key_prefix=f"bench:{names}",
+        app="service.examples:bench_app",
+        health_port=0,
+    )
 
 
 @contextlib.contextmanager

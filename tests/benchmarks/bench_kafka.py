@@ -47,17 +47,23 @@ from service.runtime.app import ArvoService
 from service.runtime.binding import encode_event
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
-from service.runtime.settings import ServiceSettings, load_settings
-from tests.benchmarks._rig import processes, start_broker, start_redis
+from service.runtime.settings import load_settings
+from tests.benchmarks._rig import (
+    FETCH_MAX_WAIT_MS,
+    PARTITIONS,
+    percentile,
+    processes,
+    service_settings,
+    start_broker,
+    start_redis,
+)
 
 WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
 WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
 CONCURRENCY = int(os.environ.get("BENCH_KAFKA_CONCURRENCY", "128"))
 LATENCY_WORKFLOWS = int(os.environ.get("BENCH_KAFKA_LATENCY_WORKFLOWS", "50"))
-PARTITIONS = 4
 CLIENT = "com.bench.kafka.client"
 CONSUMED_PER_WORKFLOW = 5
-FETCH_MAX_WAIT_MS = 10
 RUN_TIMEOUT_S = 120.0
 
 
@@ -82,30 +88,6 @@ class _CountingRedis(redis.asyncio.Redis):
 
 # --------------------------------------------------------------------------------------------------
 # The service run
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def _settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
-    return load_settings(
-        env_file=None,
-        kafka_bootstrap_servers=bootstrap,
-        consumer_group=f"{names}-service",
-        topic_prefix=f"{names}.",
-        topic_partitions=PARTITIONS,
-        producer_idempotence=False,  # Tansu's memory storage refuses InitProducerId
-        producer_acks="all",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=1_000,
-        redis_url=redis_url,
-        redis_key_prefix=f"bench:{names}",
-        app="service.examples:bench_app",
-        health_port=0,
-    )
 
 
 def _inits(count: int, offset: int) -> list[ArvoEvent]:
@@ -194,7 +176,7 @@ async def _read_records(bootstrap: str, topics: list[str]) -> list[Any]:
 
 
 async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict[str, float], list[Any]]:
-    settings = _settings(bootstrap, redis_url, names)
+    settings = service_settings(bootstrap, redis_url, names)
     client = _CountingRedis.from_url(
         redis_url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_S, socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S
     )
@@ -243,9 +225,9 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         "service.workflows_per_cpu_s": WORKFLOWS / cpu_elapsed,
         "service.events_per_s": expected_consumed / elapsed,
         "service.p50_ms": statistics.median(latencies) * 1000,
-        "service.p99_ms": _percentile(latencies, 0.99) * 1000,
+        "service.p99_ms": percentile(latencies, 0.99) * 1000,
         "service.unloaded_p50_ms": statistics.median(unloaded) * 1000,
-        "service.unloaded_p99_ms": _percentile(unloaded, 0.99) * 1000,
+        "service.unloaded_p99_ms": percentile(unloaded, 0.99) * 1000,
         "redis_round_trips_per_event": requests / max(consumed, 1),
         "redis_commands_per_event": total_commands / max(consumed, 1),
         "service.consumed_events": float(consumed),

@@ -59,8 +59,14 @@ from service.runtime.app import ArvoService
 from service.runtime.binding import encode_event
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import RedisMemory
-from service.runtime.settings import ServiceSettings, load_settings
-from tests.benchmarks._rig import processes, start_broker, start_redis
+from tests.benchmarks._rig import (
+    FETCH_MAX_WAIT_MS,
+    PARTITIONS,
+    processes,
+    service_settings,
+    start_broker,
+    start_redis,
+)
 from tests.integration._kafka import free_port, wait_for_port
 
 WORKFLOWS = int(os.environ.get("BENCH_TRACING_WORKFLOWS", "2000"))
@@ -72,8 +78,6 @@ ROUNDS = int(os.environ.get("BENCH_TRACING_ROUNDS", "2"))
 SAMPLED_RATIO = float(os.environ.get("BENCH_TRACING_SAMPLED_RATIO", "0.1"))
 TARGET_OVERHEAD = 0.25
 CLIENT = "com.bench.tracing.client"
-PARTITIONS = 4
-FETCH_MAX_WAIT_MS = 10
 RUN_TIMEOUT_S = 120.0
 
 
@@ -234,25 +238,6 @@ def _in_process(tracing: _Tracing) -> dict[str, float]:
 # Kafka path
 
 
-def _settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
-    return load_settings(
-        env_file=None,
-        kafka_bootstrap_servers=bootstrap,
-        consumer_group=f"{names}-service",
-        topic_prefix=f"{names}.",
-        topic_partitions=PARTITIONS,
-        producer_idempotence=False,  # Tansu's memory storage refuses InitProducerId
-        producer_acks="all",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=1_000,
-        redis_url=redis_url,
-        redis_key_prefix=f"bench:{names}",
-        app="service.examples:bench_app",
-        health_port=0,
-    )
-
-
 class _KafkaRig:
     """One running service plus a client producer and a completion collector."""
 
@@ -311,7 +296,7 @@ class _KafkaRig:
 
 @contextlib.asynccontextmanager
 async def _kafka_rig(bootstrap: str, redis_url: str, names: str) -> AsyncIterator[_KafkaRig]:
-    settings = _settings(bootstrap, redis_url, names)
+    settings = service_settings(bootstrap, redis_url, names)
     memory = RedisMemory.from_url(redis_url, key_prefix=settings.redis_key_prefix)
     service = ArvoService.from_settings(settings, memory=memory)
     client_topic = service.router.handler_topic(CLIENT)

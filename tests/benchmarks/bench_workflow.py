@@ -27,16 +27,12 @@ from service.arvo.memory import InMemoryMemory
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.arvo.testing import InMemoryBroker
 from service.examples import bench_app
+from tests.benchmarks._rig import percentile
 
 WORKFLOWS = int(os.environ.get("BENCH_WORKFLOWS", "2000"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "200"))
 CLIENT = "com.bench.client"
 EVENTS_PER_WORKFLOW = 6
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def _run_variant(contract: Any) -> tuple[dict[str, float], int]:
@@ -82,7 +78,7 @@ async def _run_variant(contract: Any) -> tuple[dict[str, float], int]:
             "workflows_per_cpu_s": WORKFLOWS / cpu_elapsed,
             "events_per_s": WORKFLOWS * EVENTS_PER_WORKFLOW / elapsed,
             "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": _percentile(latencies, 0.99) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
         },
         record_bytes,
     )
