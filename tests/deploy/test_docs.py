@@ -29,8 +29,8 @@ NOT_SETTINGS = {"ARVO_TEST_KAFKA_BOOTSTRAP", "ARVO_TEST_REDIS_URL"}
 
 
 def _slug(heading: str) -> str:
-    """GitHub's anchor for a Markdown heading."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    """GitHub's anchor for a Markdown heading (underscores, e.g. in code spans, are kept)."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
 
