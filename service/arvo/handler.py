@@ -29,7 +29,7 @@ from service.arvo.telemetry import (
     exception_to_span,
     handler_span,
     log_to_span,
-    set_event_attributes,
+    set_emittables_attributes,
 )
 
 __all__ = [
@@ -42,6 +42,11 @@ __all__ = [
 ]
 
 _ORCHESTRATION_CONTEXT = "domain.orchestration.context"
+_HANDLER_EXECUTION: Mapping[str, str] = {
+    "arvo.handler.execution.status": "normal",
+    "arvo.handler.execution.type": "handler",
+}
+"""The handler span's initial execution attributes."""
 
 
 class HandlerOutput(TypedDict, total=False):
@@ -168,13 +173,10 @@ class ArvoEventHandler:
             traceparent=event.traceparent,
             tracestate=event.tracestate,
             inherit_from=inherit_from,
+            execution=_HANDLER_EXECUTION,
+            consumable=event,
         ) as (span, headers):
             recording = span.is_recording()
-            if recording:
-                span.set_attributes(
-                    {"arvo.handler.execution.status": "normal", "arvo.handler.execution.type": "handler"}
-                )
-                set_event_attributes(span, "consumable.0", event)
             try:
                 events = await self._execute(event, span, headers)
                 outcome = ExecutionOutcome.EXECUTED
@@ -203,8 +205,7 @@ class ArvoEventHandler:
                 )
                 outcome = ExecutionOutcome.SYSTEM_ERROR
             if recording:
-                for index, emitted in enumerate(events):
-                    set_event_attributes(span, f"emittables.{index}", emitted)
+                set_emittables_attributes(span, events)
                 log_to_span(span, "INFO", f"Execution completed and emitted {len(events)} events")
             return ExecutionResult(events, outcome)
 

@@ -79,7 +79,9 @@ class ArvoService:
             key_prefix=settings.redis_key_prefix,
             cluster_mode=settings.redis_cluster,
         )
-        instrument_redis(redis_memory.client, scripts=redis_memory.script_operations)
+        if instrument_redis(redis_memory.client, scripts=redis_memory.script_operations):
+            # Traced Redis calls need redis-py (its instrumentation makes the spans).
+            redis_memory.disable_hot_client()
         built = list(handlers) if handlers is not None else _build(settings, redis_memory)
         served = _with_outbox(built, redis_memory, settings)
         router = TopicRouter.from_settings(settings)
@@ -201,7 +203,10 @@ def _with_outbox(
     if settings.stateless_outbox_ttl_s <= 0:
         return handlers
     outbox = StatelessOutbox(
-        client=memory.client, key_prefix=settings.redis_key_prefix, ttl_s=settings.stateless_outbox_ttl_s
+        client=memory.client,
+        key_prefix=settings.redis_key_prefix,
+        ttl_s=settings.stateless_outbox_ttl_s,
+        hot_client=memory.hot_client,
     )
     return [
         OutboxedHandler(handler, outbox) if isinstance(handler, ArvoEventHandler) else handler

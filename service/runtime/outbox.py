@@ -22,14 +22,33 @@ from service.arvo.execution import ArvoHandler, ExecutionOutcome, ExecutionResul
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
 
+    from service.runtime.resp_client import PipelinedRedis
+
 __all__ = ["OutboxedHandler", "StatelessOutbox"]
 
 
 class StatelessOutbox:
-    """Redis store of the emissions of stateless handlers, keyed by handler and consumed event."""
+    """Redis store of the emissions of stateless handlers, keyed by handler and consumed event.
 
-    def __init__(self, *, client: Redis | RedisCluster, key_prefix: str, ttl_s: int) -> None:
+    Args:
+        client: The redis-py client.
+        key_prefix: First component of every outbox key.
+        ttl_s: How long a stored emission is kept.
+        hot_client: A lean pipelined client to the same server (standalone Redis), used instead
+            of ``client`` when given (``RedisMemory.hot_client``).
+
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Redis | RedisCluster,
+        key_prefix: str,
+        ttl_s: int,
+        hot_client: PipelinedRedis | None = None,
+    ) -> None:
         self._client = client
+        self._hot = hot_client
         self._prefix = key_prefix
         self._ttl_s = ttl_s
 
@@ -46,9 +65,14 @@ class StatelessOutbox:
         """
         payload = orjson.dumps([item.to_dict() for item in emitted])
         try:
-            previous = await self._client.set(
-                self.key(source, event), payload, nx=True, get=True, ex=self._ttl_s
-            )
+            if self._hot is not None:
+                previous = await self._hot.execute(
+                    "SET", self.key(source, event), payload, "NX", "GET", "EX", self._ttl_s
+                )
+            else:
+                previous = await self._client.set(
+                    self.key(source, event), payload, nx=True, get=True, ex=self._ttl_s
+                )
         except Exception as error:
             raise TransactionViolation(
                 cause=TransactionViolationCause.WRITE_FAILURE,

@@ -10,7 +10,8 @@ app — orchestrator, resumable and both services — in this process, on uvloop
   workflows/s (and per CPU-second of this process), consumed events/s (each workflow makes the
   service consume 5 events: init, add call, add reply, double call, double reply), p50/p99 latency
   from the publish of an init to the consumption of its completion, and Redis per consumed event:
-  round trips (requests sent by the service's client, counted on the client) and commands
+  round trips (requests sent by the service's clients — redis-py and the lean hot-path client —
+  counted on the clients) and commands
   (``INFO commandstats`` deltas of the private server, which also count the commands run inside the
   Lua scripts). Then ``BENCH_KAFKA_LATENCY_WORKFLOWS`` (50) workflows one at a time: the latency of
   the hops without queueing.
@@ -47,6 +48,7 @@ from service.runtime.app import ArvoService
 from service.runtime.binding import encode_event
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
+from service.runtime.resp_client import PipelinedRedis
 from service.runtime.settings import load_settings
 from tests.benchmarks._rig import (
     FETCH_MAX_WAIT_MS,
@@ -83,7 +85,7 @@ class _CountingRedis(redis.asyncio.Redis):
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         _CountingRedis.requests += 1
-        return await super().execute_command(*args, **options)
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,7 +182,10 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
     client = _CountingRedis.from_url(
         redis_url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_S, socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S
     )
-    memory = RedisMemory(client=client, key_prefix=settings.redis_key_prefix)
+    # As RedisMemory.from_url: the per-event calls go through the lean pipelined client.
+    hot = PipelinedRedis.from_redis_py(client)
+    assert hot is not None
+    memory = RedisMemory(client=client, key_prefix=settings.redis_key_prefix, hot_client=hot)
     service = ArvoService.from_settings(settings, memory=memory)
     client_topic = service.router.handler_topic(CLIENT)
     await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
@@ -200,12 +205,12 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         await _run_workflows(producer, service, completions, _inits(WARMUP, 10_000_000))
         consumed_before = sum(service.loop.stats.consumed.values())
         commands_before = await _commandstats(stats_client)
-        requests_before = _CountingRedis.requests
+        requests_before = _CountingRedis.requests + hot.requests
         cpu_started = time.process_time()
         elapsed, latencies = await _run_workflows(producer, service, completions, _inits(WORKFLOWS, 0))
         cpu_elapsed = time.process_time() - cpu_started
         consumed = sum(service.loop.stats.consumed.values()) - consumed_before
-        requests = _CountingRedis.requests - requests_before
+        requests = _CountingRedis.requests + hot.requests - requests_before
         commands = await _commandstats(stats_client) - commands_before
         # One workflow at a time: the latency of the hops themselves, without queueing.
         _, unloaded = await _run_workflows(

@@ -41,10 +41,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import NoOpTracerProvider
 
@@ -134,8 +132,9 @@ class _Tracing:
     def _provider(self, sampler: Sampler) -> TracerProvider:
         provider = TracerProvider(resource=Resource.create({"service.name": "arvo-bench"}), sampler=sampler)
         provider.add_span_processor(self.counter)
+        # What build_tracing() installs for OTLP/HTTP: the service's exporter and batch processor.
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{self.port}/v1/traces"))
+            otel.batch_span_processor(otel.otlp_http_span_exporter(f"http://127.0.0.1:{self.port}/v1/traces"))
         )
         return provider
 

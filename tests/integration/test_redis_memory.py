@@ -22,11 +22,13 @@ from redis.crc import key_slot
 
 from service.arvo.memory import InstanceStatus, LeaseLostError, Memory, MemoryError, StateReadError
 from service.runtime.redis_memory import (
+    _LEASE_AND_READ_LUA,
     DEFAULT_SOCKET_TIMEOUT_S,
     RedisMemory,
     RedisMemoryError,
     RedisUnavailableError,
 )
+from service.runtime.resp_client import PipelinedRedis
 from tests.integration._redis import (
     CountingRedis,
     PrivateRedisServer,
@@ -526,3 +528,129 @@ async def test_a_client_decoding_responses_works_too(shared_redis_url: str, redi
 def test_redis_memory_implements_the_memory_port() -> None:
     memory: Memory = RedisMemory(client=redis.asyncio.Redis(), key_prefix="arvo")
     assert isinstance(memory, Memory)
+
+
+# --- the lean hot-path client ----------------------------------------------------------------------
+
+
+async def test_the_hot_client_serves_each_per_event_call_in_one_request(
+    private_redis: PrivateRedisServer,
+) -> None:
+    client = CountingRedis.for_url(private_redis.url)
+    hot = PipelinedRedis.from_redis_py(client)
+    assert hot is not None
+    async with RedisMemory(client=client, key_prefix="arvo", hot_client=hot) as memory:
+        warm = await memory.lease_and_read("warm:up", ttl_ms=TTL_MS)  # loads the scripts once
+        assert warm.lease is not None
+        await memory.renew(warm.lease, ttl_ms=TTL_MS)
+        await memory.commit_and_release(warm.lease, {"warm": True}, status=InstanceStatus.ACTIVE)
+        warm = await memory.lease_and_read("warm:up", ttl_ms=TTL_MS)
+        assert warm.lease is not None
+        await memory.release(warm.lease)
+        client.reset_counts()
+        measured: dict[str, int] = {}
+
+        async def measure(name: str, call: object) -> object:
+            before = hot.requests
+            result = await call  # type: ignore[misc]
+            measured[name] = hot.requests - before
+            return result
+
+        grant = await measure("lease_and_read", memory.lease_and_read(KEY, ttl_ms=TTL_MS))
+        lease = grant.lease  # type: ignore[attr-defined]
+        await measure("lease_and_read (denied)", memory.lease_and_read(KEY, ttl_ms=TTL_MS))
+        await measure("renew", memory.renew(lease, ttl_ms=TTL_MS))
+        await measure(
+            "commit_and_release", memory.commit_and_release(lease, {"n": 1}, status=InstanceStatus.DONE)
+        )
+        grant = await measure("lease_and_read (with record)", memory.lease_and_read(KEY, ttl_ms=TTL_MS))
+        await measure("release", memory.release(grant.lease))  # type: ignore[attr-defined]
+        assert measured == dict.fromkeys(measured, 1), measured
+        assert client.round_trips == 0, "redis-py must not serve the per-event calls"
+        assert await memory.inspect(KEY) == {"n": 1}
+        assert [r.key for r in await memory.list_instances(status=InstanceStatus.DONE)] == [KEY]
+
+
+async def test_hot_client_reloads_flushed_scripts(private_redis: PrivateRedisServer) -> None:
+    async with RedisMemory.from_url(private_redis.url, key_prefix="arvo") as memory:
+        hot = memory.hot_client
+        assert hot is not None
+        grant = await memory.lease_and_read(KEY, ttl_ms=TTL_MS)
+        assert grant.lease is not None
+        await memory.client.script_flush()
+        before = hot.requests
+        await memory.commit_and_release(grant.lease, {"n": 1}, status=InstanceStatus.ACTIVE)
+        assert hot.requests - before == 3  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA
+        assert await memory.inspect(KEY) == {"n": 1}
+
+
+async def test_concurrent_calls_pipeline_on_one_connection(private_redis: PrivateRedisServer) -> None:
+    async with RedisMemory.from_url(private_redis.url, key_prefix="arvo") as memory:
+        keys = [f"orc:{n}" for n in range(64)]
+        grants = await asyncio.gather(*(memory.lease_and_read(key, ttl_ms=TTL_MS) for key in keys))
+        await asyncio.gather(
+            *(
+                memory.commit_and_release(grant.lease, {"n": n}, status=InstanceStatus.ACTIVE)  # type: ignore[arg-type]
+                for n, grant in enumerate(grants)
+            )
+        )
+        assert [await memory.inspect(key) for key in keys] == [{"n": n} for n in range(64)]
+        clients = await memory.client.client_list()
+        assert len(clients) == 2, clients  # redis-py's pooled connection and the hot client's one
+
+
+async def test_hot_client_selects_the_database_of_the_url(private_redis: PrivateRedisServer) -> None:
+    url = f"redis://127.0.0.1:{private_redis.port}/3"
+    async with RedisMemory.from_url(url, key_prefix="arvo") as memory:
+        grant = await memory.lease_and_read(KEY, ttl_ms=TTL_MS)
+        assert grant.lease is not None
+        await memory.commit_and_release(grant.lease, {"db": 3}, status=InstanceStatus.ACTIVE)
+    admin = redis.asyncio.Redis.from_url(url)
+    try:
+        assert orjson.loads(await admin.get(memory.instance_keys(KEY).state)) == {"db": 3}  # type: ignore[arg-type]
+    finally:
+        await admin.aclose()
+    db0 = redis.asyncio.Redis.from_url(private_redis.url)
+    try:
+        assert await db0.dbsize() == 0
+    finally:
+        await db0.aclose()
+
+
+async def test_hot_client_timeout_raises_unavailable_and_fails_the_requests_in_flight() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        hot = PipelinedRedis(host="127.0.0.1", port=port, timeout_s=0.2, connect_timeout_s=1.0)
+        memory = RedisMemory(client=redis.asyncio.Redis(port=port), key_prefix="arvo", hot_client=hot)
+        results = await asyncio.gather(
+            memory.lease_and_read(KEY, ttl_ms=TTL_MS),
+            memory.lease_and_read("orc:other", ttl_ms=TTL_MS),
+            return_exceptions=True,
+        )
+        assert all(isinstance(result, RedisUnavailableError) for result in results), results
+        assert "RespTimeoutError" in str(results[0])
+        await hot.close()
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_retried_lease_request_is_granted_its_own_lease_again(redis_memory: RedisMemory) -> None:
+    # A request whose connection died after Redis ran it is sent again with the same token.
+    keys = redis_memory.instance_keys(KEY)
+    script = redis_memory.client.register_script(_LEASE_AND_READ_LUA)
+    args = [keys.lock, keys.fence, keys.state]
+    first = await script(keys=args, args=["token-1", TTL_MS])
+    again = await script(keys=args, args=["token-1", TTL_MS])
+    other = await script(keys=args, args=["token-2", TTL_MS])
+    assert [int(first[0]), int(first[1])] == [1, 1]
+    assert [int(again[0]), int(again[1])] == [1, 1], "same token: granted, same fence"
+    assert int(other[0]) == 0, "another token is still denied"

@@ -39,9 +39,8 @@ class MachineExecutionEngine:
         with start_internal_span(
             "Execute Machine",
             attributes={"arvo.machine.type": machine.source, "arvo.machine.version": machine.version},
-        ) as span:
-            if span.is_recording():
-                span.set_attributes(event.otel_attributes)
+            event=event,
+        ):
             if snapshot is None:
                 if event.type != machine.source:
                     raise ValueError(

@@ -46,7 +46,7 @@ from service.arvo.telemetry import (
     exception_to_span,
     handler_span,
     log_to_span,
-    set_event_attributes,
+    set_emittables_attributes,
 )
 
 __all__ = [
@@ -169,6 +169,10 @@ class OrchestrationPipeline:
         self._executionunits = executionunits
         self.domains = domains
         self._span_attributes = dict(span_attributes)
+        self._execution_attributes = {
+            "arvo.handler.execution.type": kind,
+            "arvo.handler.execution.status": "normal",
+        }
         self._span_name = span_name
         self._lease_ttl_ms = validate_lease_ttl_ms(lease_ttl_ms)
         self._renewals = _LeaseRenewals(memory, self._lease_ttl_ms) if renew_lease else None
@@ -194,14 +198,12 @@ class OrchestrationPipeline:
             traceparent=event.traceparent,
             tracestate=event.tracestate,
             inherit_from=inherit_from,
+            execution=self._execution_attributes,
+            consumable=event,
         ) as (span, headers):
+            # No "Starting execution for <type> on subject <subject>" log event: the span's start
+            # time and its consumable.0.cloudevents.event_type / event_subject say exactly that.
             recording = span.is_recording()
-            if recording:
-                span.set_attributes(
-                    {"arvo.handler.execution.type": self.kind, "arvo.handler.execution.status": "normal"}
-                )
-                set_event_attributes(span, "consumable.0", event)
-                log_to_span(span, "INFO", f"Starting execution for {event.type} on subject {event.subject}")
             try:
                 result = await self._execute(event, span, headers)
             except BaseException as error:
@@ -214,8 +216,7 @@ class OrchestrationPipeline:
                 if result.outcome not in (ExecutionOutcome.IGNORED_FAILED, ExecutionOutcome.SYSTEM_ERROR):
                     # OK is final in the SDK, so it is set once the outcome is known.
                     span.set_status(Status(StatusCode.OK))
-                for index, emitted in enumerate(result.events):
-                    set_event_attributes(span, f"emittables.{index}", emitted)
+                set_emittables_attributes(span, result.events)
                 log_to_span(
                     span,
                     "INFO",

@@ -1,0 +1,396 @@
+"""A lean, pipelining Redis client for the few commands of the Kafka hot path.
+
+redis-py's asyncio client costs ~100 µs of CPU per command (connection pool checkout, retry wrapper,
+command packing and response callbacks in Python). The service sends only a handful of commands per
+consumed event — ``EVALSHA`` of the lease and commit scripts and ``SET ... NX GET`` for the stateless
+outbox — so :class:`PipelinedRedis` runs exactly those on one connection shared by every lane:
+
+* commands are packed with ``hiredis.pack_command`` and replies parsed with ``hiredis.Reader``;
+* requests are written at the end of the loop iteration that made them (those of several lanes in
+  one write) and answered in order (Redis answers a connection's
+  requests in the order it received them), so concurrent lanes pipeline naturally;
+* ``AUTH`` (ACL user and password) and ``SELECT`` are sent on every (re)connect; ``rediss://`` uses
+  the TLS context redis-py builds from the same URL options;
+* every request has a timeout; a timeout or a lost connection closes the connection and fails every
+  request in flight with :class:`RespConnectionError` / :class:`RespTimeoutError` (both ``OSError``
+  subclasses), the next request reconnects. Like the redis-py clients of
+  :meth:`~service.runtime.redis_memory.RedisMemory.from_url`, a request that failed because its
+  connection was found dead is retried once on a fresh connection; a timed-out one never is;
+* ``EVALSHA`` answered with ``NOSCRIPT`` loads the script (``SCRIPT LOAD``) and runs it again.
+
+Everything else (inspection, listing, operator commands, cluster mode) stays on redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import hiredis
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = [
+    "LuaScript",
+    "PipelinedRedis",
+    "RespConnectionError",
+    "RespError",
+    "RespReplyError",
+    "RespTimeoutError",
+]
+
+_NOSCRIPT: Final = "NOSCRIPT"
+
+_pack: Final = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+"""``hiredis.pack_command`` (its stub types the argument as a one-element tuple)."""
+
+
+class RespError(Exception):
+    """Base class of :class:`PipelinedRedis` failures."""
+
+
+class RespConnectionError(RespError, ConnectionError):
+    """The connection could not be opened or was lost with the request in flight."""
+
+
+class RespTimeoutError(RespError, TimeoutError):
+    """No reply within the timeout (the command may or may not have been applied)."""
+
+
+class RespReplyError(RespError):
+    """Redis answered with an error reply (``NOPERM``, ``WRONGPASS``, ``LOADING``, ...)."""
+
+    @property
+    def unavailable(self) -> bool:
+        """Whether the error means "try again later" (server loading, replica not ready)."""
+        return str(self).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY "))
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    """A Lua script and its SHA1 (what ``EVALSHA`` names it by)."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest())
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection: writes packed requests, resolves their futures in reply order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float | None) -> None:
+        self._loop = loop
+        self._timeout_s = timeout_s
+        self._reader = hiredis.Reader(replyError=RespReplyError, notEnoughData=False)
+        # In-flight requests, oldest first: their futures and reply deadlines (loop time).
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        # One timer for all of them, due at the oldest deadline (replies come in request order).
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._unsent: list[bytes] = []
+        self.closed = False
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        """Write one packed request; the future gets its reply (an error reply as an instance)."""
+        if self.closed or self._transport is None:
+            raise RespConnectionError("connection to Redis is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self._timeout_s is None:
+            self._waiting.append((future, 0.0))
+        else:
+            deadline = self._loop.time() + self._timeout_s
+            self._waiting.append((future, deadline))
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_at(deadline, self._check_deadline)
+        self.requests += 1
+        # Requests made in the same loop iteration (other lanes) leave in one write: one syscall.
+        if not self._unsent:
+            self._loop.call_soon(self._flush)
+        self._unsent.append(packed)
+        return future
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if not self.closed and self._transport is not None and unsent:
+            self._transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        waiting = self._waiting
+        reader.feed(data)
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.fail(RespConnectionError(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not waiting:  # a reply nobody asked for: the stream is out of step
+                self.fail(RespConnectionError(f"unexpected reply from Redis: {reply!r:.80}"))
+                return
+            future = waiting.popleft()[0]
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        self.fail(RespConnectionError(f"connection to Redis lost{reason}"), close=False)
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        if not self._waiting or self.closed:
+            return
+        deadline = self._waiting[0][1]
+        if self._loop.time() >= deadline:
+            self.fail(RespTimeoutError(f"no reply from Redis within {self._timeout_s} s"))
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
+
+    def fail(self, error: RespError, *, close: bool = True) -> None:
+        """Close the connection and fail every request in flight with ``error``."""
+        self.closed = True
+        self._unsent.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        while self._waiting:
+            future = self._waiting.popleft()[0]
+            if not future.done():
+                future.set_exception(error)
+        if close and self._transport is not None:
+            self._transport.abort()
+
+
+class PipelinedRedis:
+    """One pipelined connection to a standalone Redis for ``EVALSHA`` and ``SET`` on the hot path.
+
+    Args:
+        host: Server host (ignored when ``path`` is given).
+        port: Server port.
+        path: Unix socket path, or ``None`` for TCP.
+        db: Database number (``SELECT`` after connecting when not 0).
+        username: ACL user (``None``: the default user).
+        password: Password (``None``: no ``AUTH``).
+        ssl_context: TLS context for ``rediss://`` (``None``: plain TCP).
+        server_hostname: Name checked against the server certificate (defaults to ``host``).
+        timeout_s: Per-request reply timeout (``None``: none).
+        connect_timeout_s: Timeout of connecting, TLS handshake and ``AUTH``/``SELECT``.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "localhost",
+        port: int = 6379,
+        path: str | None = None,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout_s: float | None = 2.0,
+        connect_timeout_s: float | None = 2.0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._path = path
+        self._db = db
+        self._username = username
+        self._password = password
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname
+        self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._requests_before = 0
+
+    @classmethod
+    def from_redis_py(cls, client: Redis) -> PipelinedRedis | None:
+        """The same server, credentials, database, TLS and timeouts as a redis-py client.
+
+        Returns:
+            The client, or ``None`` when ``client`` uses something this one does not support
+            (a credential provider, or a connection class other than redis-py's TCP, TLS and Unix
+            socket connections).
+
+        """
+        from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+        pool = client.connection_pool
+        kind = pool.connection_class
+        if kind not in (Connection, SSLConnection, UnixDomainSocketConnection):
+            return None
+        probe: Any = cast(Any, pool).make_connection()
+        if getattr(probe, "credential_provider", None) is not None:
+            return None
+        context: ssl.SSLContext | None = None
+        if kind is SSLConnection:
+            context = probe.ssl_context.get()
+        return cls(
+            host=getattr(probe, "host", "localhost"),
+            port=int(getattr(probe, "port", 6379)),
+            path=getattr(probe, "path", None) if kind is UnixDomainSocketConnection else None,
+            db=int(probe.db or 0),
+            username=probe.username,
+            password=probe.password,
+            ssl_context=context,
+            timeout_s=probe.socket_timeout,
+            connect_timeout_s=probe.socket_connect_timeout,
+        )
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far (each one a round trip unless pipelined with others)."""
+        current = self._protocol.requests if self._protocol is not None else 0
+        return self._requests_before + current
+
+    async def execute(self, *args: str | bytes | int | float) -> Any:
+        """Send one command and return its reply.
+
+        Raises:
+            RespConnectionError: Redis could not be reached or the connection was lost.
+            RespTimeoutError: no reply in time (the connection is closed; the command may have run).
+            RespReplyError: Redis answered with an error.
+
+        """
+        packed = _pack(args)
+        reply = await self._request(packed)
+        if isinstance(reply, RespReplyError):
+            raise reply
+        return reply
+
+    async def evalsha(self, script: LuaScript, keys: list[str], args: list[str | bytes | int | float]) -> Any:
+        """Run ``script`` by SHA1, loading it first when the server answers ``NOSCRIPT``.
+
+        Raises:
+            RespConnectionError: Redis could not be reached or the connection was lost.
+            RespTimeoutError: no reply in time.
+            RespReplyError: Redis answered with an error (script errors included).
+
+        """
+        packed = _pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+        reply = await self._request(packed)
+        if isinstance(reply, RespReplyError):
+            if not str(reply).startswith(_NOSCRIPT):
+                raise reply
+            await self.execute("SCRIPT", "LOAD", script.source)
+            reply = await self._request(packed)
+            if isinstance(reply, RespReplyError):
+                raise reply
+        return reply
+
+    async def close(self) -> None:
+        """Close the connection (a later request opens a new one)."""
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            self._requests_before += protocol.requests
+            protocol.fail(RespConnectionError("the client was closed"))
+
+    # ------------------------------------------------------------------------------------------
+
+    async def _request(self, packed: bytes) -> Any:
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+            return await protocol.send(packed)
+        try:
+            return await protocol.send(packed)
+        except RespConnectionError:
+            # The connection died before or while this request was sent (e.g. a Redis restart the
+            # loop had not noticed yet): one immediate attempt on a fresh connection, as redis-py.
+            return await (await self._connect()).send(packed)
+
+    async def _connect(self) -> _Protocol:
+        """The open connection, opening one (once, for all waiting callers) when there is none."""
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            return protocol
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_future()
+            connecting = self._connecting
+            try:
+                protocol = await self._open()
+            except BaseException as exc:
+                # Others waiting for this attempt get its failure; a cancelled opener's waiters a
+                # connection error (they were not cancelled themselves).
+                failure = exc if isinstance(exc, Exception) else RespConnectionError("connect abandoned")
+                connecting.set_exception(failure)
+                connecting.exception()  # retrieved: nobody else may be waiting
+                raise
+            else:
+                if self._protocol is not None:
+                    self._requests_before += self._protocol.requests
+                self._protocol = protocol
+                connecting.set_result(protocol)
+                return protocol
+            finally:
+                self._connecting = None
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _Protocol:
+        target = self._path or f"{self._host}:{self._port}"
+        try:
+            return await self._open_connection(target)
+        except TimeoutError as exc:
+            raise RespTimeoutError(f"connecting to Redis at {target} timed out") from exc
+        except RespError:
+            raise
+        except OSError as exc:
+            raise RespConnectionError(
+                f"cannot connect to Redis at {target}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _open_connection(self, target: str) -> _Protocol:
+        loop = asyncio.get_running_loop()
+
+        def factory() -> _Protocol:
+            return _Protocol(loop, self._timeout_s)
+
+        protocol: _Protocol | None = None
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                if self._path is not None:
+                    _, protocol = await loop.create_unix_connection(factory, self._path)
+                else:
+                    _, protocol = await loop.create_connection(
+                        factory,
+                        self._host,
+                        self._port,
+                        ssl=self._ssl,
+                        server_hostname=(self._server_hostname or self._host) if self._ssl else None,
+                    )
+                await self._setup(protocol)
+        except BaseException:
+            if protocol is not None:
+                protocol.fail(RespConnectionError(f"connection setup to Redis at {target} failed"))
+            raise
+        return protocol
+
+    async def _setup(self, protocol: _Protocol) -> None:
+        """``AUTH`` and ``SELECT`` on a new connection (pipelined)."""
+        setup: list[tuple[str | bytes | int, ...]] = []
+        if self._password is not None:
+            auth = ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
+            setup.append(auth)
+        if self._db:
+            setup.append(("SELECT", self._db))
+        replies = [protocol.send(_pack(command)) for command in setup]
+        for reply in replies:
+            outcome = await reply
+            if isinstance(outcome, RespReplyError):
+                raise outcome
