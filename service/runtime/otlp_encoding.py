@@ -143,22 +143,20 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None, parts: list[by
     append = parts.append
     cached_pairs = _pairs
     for key, value in items:
+        pair = None
         if type(value) is str:
             pair = (tag, key, value)
             cached = cached_pairs.get(pair)
             if cached is not None:
                 append(cached)
                 continue
-            encoded = tag + _key_value(key, value)
-            if key not in _uncached_keys:
-                _remember(pair, encoded)
-            append(encoded)
-            continue
         try:
             encoded = tag + _key_value(key, value)
         except Exception:  # skipped and logged, as the reference encoder does
             _logger.exception("Failed to encode key %s", key)
             continue
+        if pair is not None and key not in _uncached_keys:
+            _remember(pair, encoded)
         append(encoded)
 
 
@@ -168,6 +166,8 @@ def _remember(pair: tuple[bytes, str, str], encoded: bytes) -> None:
     misses = _key_misses.get(key, 0) + 1
     _key_misses[key] = misses
     if misses > _KEY_MISS_LIMIT:
+        if len(_uncached_keys) >= _CACHE_LIMIT:
+            _uncached_keys.clear()
         _uncached_keys.add(key)
         return
     if len(_pairs) >= _CACHE_LIMIT:

@@ -146,3 +146,14 @@ def test_a_set_otel_bsp_variable_wins_over_the_service_default(monkeypatch: pyte
     assert processor._batch_processor._max_queue_size == 100  # type: ignore[attr-defined]
     assert processor._batch_processor._max_export_batch_size == 50  # type: ignore[attr-defined]
     processor.shutdown()
+
+
+def test_a_string_that_is_not_utf8_encodable_is_skipped_as_the_reference_does() -> None:
+    exporter = InMemorySpanExporter()
+    tracer = _provider(exporter).get_tracer("scope")
+    tracer.start_span("surrogate", attributes={"bad": "\udc80", "good": "fine"}).end()
+    (span,) = exporter.get_finished_spans()
+    _assert_same_request([span])
+    decoded = ExportTraceServiceRequest.FromString(encode_spans_bytes([span]))
+    (encoded,) = decoded.resource_spans[0].scope_spans[0].spans
+    assert [attribute.key for attribute in encoded.attributes] == ["good"]

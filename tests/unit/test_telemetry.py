@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo import telemetry
+from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_event_factory, create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory
 from service.arvo.testing import InMemoryBroker
@@ -42,7 +43,7 @@ def no_sdk() -> Iterator[None]:
     telemetry.use_tracer(previous)
 
 
-def add_event(traceparent: str | None = TRACEPARENT):
+def add_event(traceparent: str | None = TRACEPARENT) -> ArvoEvent:
     from contracts.bench import add_contract
 
     return create_arvo_event_factory(add_contract.version("1.0.0")).accepts(
