@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.attributes import BoundedAttributes as _BoundedAttributes
 from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -320,30 +319,7 @@ def set_emittables_attributes(
 
 
 def _set_event_derived_attributes(span: Span, attributes: dict[str, Any]) -> None:
-    """``span.set_attributes(attributes)`` for values of ``ArvoEvent.otel_attributes``, ~10x cheaper.
-
-    The SDK validates every value of every ``set_attributes`` call (~0.9 µs per attribute; a
-    workflow's spans carry ~200 of these). ``otel_attributes`` values are already valid attribute
-    values (``str``, and ``int``/``float`` execution units: ``ArvoEvent`` validated them), so with
-    the SDK's own span and attribute container, no string length limit and room under the count
-    limit they are stored as ``set_attributes`` would store them. Anything else (another SDK
-    version, limits that could truncate or drop, an ended span) takes the public path.
-    """
-    bounded = getattr(span, "_attributes", None)
-    if (
-        type(bounded) is _BoundedAttributes
-        and getattr(span, "_end_time", 0) is None
-        and bounded.max_value_len is None
-        and (bounded.maxlen is None or len(bounded) + len(attributes) <= bounded.maxlen)
-    ):
-        store = getattr(bounded, "_dict", None)
-        lock = getattr(bounded, "_lock", None)
-        if type(store) is dict and lock is not None:
-            with lock:
-                for key in attributes.keys() & store.keys():
-                    del store[key]  # an overwritten key moves to the end, as in the SDK
-                store.update(attributes)
-            return
+    """Set the attributes derived from an event's ``otel_attributes`` in one call (public API only)."""
     span.set_attributes(attributes)
 
 
