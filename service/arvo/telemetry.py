@@ -8,6 +8,7 @@ same calls produce the span names, kinds and attributes of the original, for das
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -123,9 +124,17 @@ def tracing_enabled() -> bool:
         return not isinstance(_TRACER_OVERRIDE, trace.NoOpTracer)
     if getattr(trace, "_TRACER_PROVIDER", None) is not None:
         return True
-    # Not set yet: get_tracer_provider() reads OTEL_PYTHON_TRACER_PROVIDER (an environment lookup per
-    # call), so it is only asked when nothing was installed in code.
+    # Nothing installed in code. get_tracer_provider() would read OTEL_PYTHON_TRACER_PROVIDER (an
+    # environment lookup, several per consumed record); it is read once per process instead — a
+    # provider named there is installed by the first call, after which the check above answers.
+    if not _env_names_a_provider():
+        return False
     return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+
+
+@functools.cache
+def _env_names_a_provider() -> bool:
+    return bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from service.runtime.producer import EventProducer
 from service.runtime.redis_memory import RedisMemory
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings
+from service.tuning import tune_gc
 
 __all__ = ["ArvoService", "run_service"]
 
@@ -79,9 +80,8 @@ class ArvoService:
             key_prefix=settings.redis_key_prefix,
             cluster_mode=settings.redis_cluster,
         )
-        if instrument_redis(redis_memory.client, scripts=redis_memory.script_operations):
-            # Traced Redis calls need redis-py (its instrumentation makes the spans).
-            redis_memory.disable_hot_client()
+        # redis-py's calls are traced by its instrumentation; the lean hot-path client traces its own.
+        instrument_redis(redis_memory.client, scripts=redis_memory.script_operations)
         built = list(handlers) if handlers is not None else _build(settings, redis_memory)
         served = _with_outbox(built, redis_memory, settings)
         router = TopicRouter.from_settings(settings)
@@ -234,6 +234,7 @@ async def run_service(settings: ServiceSettings) -> BaseException | None:
                 endpoint=tracing.endpoint,
             )
         service = ArvoService.from_settings(settings)
+        tune_gc()  # the app, its contracts and the clients live as long as the process
         _log.info("starting", app=settings.app, bootstrap=settings.kafka_bootstrap_servers)
         return await service.run_until_signal()
     finally:

@@ -28,10 +28,15 @@ import collections
 import hashlib
 import ssl
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import hiredis
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+
+from service.runtime.otel import runtime_tracer, tracing_enabled
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -72,11 +77,21 @@ class RespReplyError(RespError):
         return str(self).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY "))
 
 
+def _sanitized(args: tuple[str | bytes | int | float, ...]) -> str:
+    """``COMMAND ? ? …`` (at most 1,000 characters), as the redis-py instrumentation writes it."""
+    text = " ".join([str(args[0]), *["?"] * (len(args) - 1)]) if args else ""
+    return text if len(text) <= _STATEMENT_MAX else f"{text[: _STATEMENT_MAX - 3]}..."
+
+
+_STATEMENT_MAX: Final = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class LuaScript:
-    """A Lua script and its SHA1 (what ``EVALSHA`` names it by)."""
+    """A Lua script, its SHA1 (what ``EVALSHA`` names it by) and the operation it is (names its spans)."""
 
     source: str
+    name: str | None = None
     sha: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -262,14 +277,23 @@ class PipelinedRedis:
     async def execute(self, *args: str | bytes | int | float) -> Any:
         """Send one command and return its reply.
 
+        Inside a recording span the command is a ``CLIENT`` child span, as the redis-py
+        instrumentation would make it (name = the command, ``db.*``/``net.*`` attributes).
+
         Raises:
             RespConnectionError: Redis could not be reached or the connection was lost.
             RespTimeoutError: no reply in time (the connection is closed; the command may have run).
             RespReplyError: Redis answered with an error.
 
         """
-        packed = _pack(args)
-        reply = await self._request(packed)
+        span = self._client_span(args, None)
+        if span is not None:
+            with span:
+                return await self._execute(args)
+        return await self._execute(args)
+
+    async def _execute(self, args: tuple[str | bytes | int | float, ...]) -> Any:
+        reply = await self._request(_pack(args))
         if isinstance(reply, RespReplyError):
             raise reply
         return reply
@@ -277,22 +301,61 @@ class PipelinedRedis:
     async def evalsha(self, script: LuaScript, keys: list[str], args: list[str | bytes | int | float]) -> Any:
         """Run ``script`` by SHA1, loading it first when the server answers ``NOSCRIPT``.
 
+        Inside a recording span the call is a ``CLIENT`` child span named ``redis <script name>``
+        (the command's name for an unnamed script), with ``arvo.redis.operation`` set.
+
         Raises:
             RespConnectionError: Redis could not be reached or the connection was lost.
             RespTimeoutError: no reply in time.
             RespReplyError: Redis answered with an error (script errors included).
 
         """
-        packed = _pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        span = self._client_span(command, script.name)
+        if span is not None:
+            with span:
+                return await self._evalsha(script, command)
+        return await self._evalsha(script, command)
+
+    async def _evalsha(self, script: LuaScript, command: tuple[str | bytes | int | float, ...]) -> Any:
+        packed = _pack(command)
         reply = await self._request(packed)
         if isinstance(reply, RespReplyError):
             if not str(reply).startswith(_NOSCRIPT):
                 raise reply
-            await self.execute("SCRIPT", "LOAD", script.source)
+            await self._execute(("SCRIPT", "LOAD", script.source))
             reply = await self._request(packed)
             if isinstance(reply, RespReplyError):
                 raise reply
         return reply
+
+    def _client_span(
+        self, args: tuple[str | bytes | int | float, ...], operation: str | None
+    ) -> AbstractContextManager[Span] | None:
+        """The span of one command when the current span records (else ``None``: nothing to pay).
+
+        Same name and attributes as ``opentelemetry-instrumentation-redis`` (default semantic
+        conventions) with the service's request hook, so traces look the same with either client.
+        """
+        if not tracing_enabled() or not trace.get_current_span().is_recording():
+            return None
+        attributes: dict[str, Any] = {
+            "db.system": "redis",
+            "db.statement": _sanitized(args),
+            "db.redis.args_length": len(args),
+            "db.redis.database_index": self._db,
+        }
+        if self._path is not None:
+            attributes["net.peer.name"] = self._path
+            attributes["net.transport"] = "other"
+        else:
+            attributes["net.peer.name"] = self._host
+            attributes["net.peer.port"] = self._port
+            attributes["net.transport"] = "ip_tcp"
+        if operation is not None:
+            attributes["arvo.redis.operation"] = operation
+        name = f"redis {operation}" if operation is not None else str(args[0])
+        return runtime_tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
     async def close(self) -> None:
         """Close the connection (a later request opens a new one)."""

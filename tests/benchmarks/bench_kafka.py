@@ -6,7 +6,9 @@ app — orchestrator, resumable and both services — in this process, on uvloop
 
 * **Service**: ``BENCH_KAFKA_WORKFLOWS`` workflows (default 500, half orchestrator, half resumable)
   after ``BENCH_KAFKA_WARMUP`` warm-up ones, published with at most ``BENCH_KAFKA_CONCURRENCY``
-  (default 128) in flight: a new init is published when a completion comes back. Reports
+  (default 128) in flight: a new init is published when a completion comes back. The client
+  (publisher and completion reader, :mod:`tests.benchmarks._loadgen`) runs in a process of its own,
+  so this process's CPU time is the service's alone. Reports
   workflows/s (and per CPU-second of this process), consumed events/s (each workflow makes the
   service consume 5 events: init, add call, add reply, double call, double reply), p50/p99 latency
   from the publish of an init to the consumption of its completion, and Redis per consumed event:
@@ -18,6 +20,10 @@ app — orchestrator, resumable and both services — in this process, on uvloop
 * **Baseline** (same run, same broker): the records the service consumed — same keys, values and
   headers, hence same sizes and partitions — are loaded into a source topic, and a bare aiokafka
   consumer (group, manual commits) produces each to a sink topic with ``acks=all``, batch by batch.
+* **Engine alone** (same process, afterwards): the same mix of workflows on the in-memory broker and
+  memory — CPU per handler execution with no Kafka, no Redis and no decoding — and from it the
+  ceiling of the service/passthrough ratio if the service added nothing but the engine to the
+  passthrough's work: ``(1/passthrough) / (1/passthrough + engine)``.
 
 Targets (issue 4): service events/s ≥ 50 % of the passthrough's; ≤ 2 Redis round trips per consumed
 event. Run: ``.venv/bin/python -m tests.benchmarks kafka``.
@@ -37,19 +43,22 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis.asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory
+from service.arvo.memory import InMemoryMemory
+from service.arvo.testing import InMemoryBroker
+from service.examples import bench_app
 from service.runtime.app import ArvoService
-from service.runtime.binding import encode_event
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
 from service.runtime.resp_client import PipelinedRedis
 from service.runtime.settings import load_settings
+from service.tuning import tune_gc
+from tests.benchmarks._loadgen import CLIENT, LoadGenerator
 from tests.benchmarks._rig import (
     FETCH_MAX_WAIT_MS,
     PARTITIONS,
@@ -64,7 +73,6 @@ WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
 WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
 CONCURRENCY = int(os.environ.get("BENCH_KAFKA_CONCURRENCY", "128"))
 LATENCY_WORKFLOWS = int(os.environ.get("BENCH_KAFKA_LATENCY_WORKFLOWS", "50"))
-CLIENT = "com.bench.kafka.client"
 CONSUMED_PER_WORKFLOW = 5
 RUN_TIMEOUT_S = 120.0
 
@@ -90,73 +98,6 @@ class _CountingRedis(redis.asyncio.Redis):
 
 # --------------------------------------------------------------------------------------------------
 # The service run
-
-
-def _inits(count: int, offset: int) -> list[ArvoEvent]:
-    factories = [
-        create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0")),
-        create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")),
-    ]
-    return [
-        factories[index % 2].init(source=CLIENT, data={"a": offset + index, "b": 1, "parentSubject$$": None})
-        for index in range(count)
-    ]
-
-
-async def _run_workflows(
-    producer: AIOKafkaProducer,
-    service: ArvoService,
-    completions: asyncio.Queue[tuple[str, int, float]],
-    inits: list[ArvoEvent],
-    *,
-    concurrency: int = CONCURRENCY,
-) -> tuple[float, list[float]]:
-    """Publish ``inits`` with at most ``concurrency`` in flight; return elapsed seconds and latencies."""
-    window = asyncio.Semaphore(concurrency)
-    published: dict[str, tuple[float, int]] = {}
-    latencies: list[float] = []
-    started = time.perf_counter()
-
-    async def publish_all() -> None:
-        for init in inits:
-            await window.acquire()
-            message = encode_event(init)
-            published[init.id] = (time.perf_counter(), init.data["a"])
-            await producer.send(
-                service.router.route_event(init),
-                key=message.key,
-                value=message.value,
-                headers=message.headers,
-            )
-
-    publisher = asyncio.create_task(publish_all())
-    try:
-        async with asyncio.timeout(RUN_TIMEOUT_S):
-            while len(latencies) < len(inits):
-                parent_id, result, received = await completions.get()
-                sent = published.pop(parent_id, None)
-                if sent is None:
-                    continue  # a duplicate completion (none expected) or another phase's
-                if result != 2 * (sent[1] + 1):
-                    raise SystemExit(
-                        f"bench workflow {parent_id} returned {result}, expected {2 * (sent[1] + 1)}"
-                    )
-                latencies.append(received - sent[0])
-                window.release()
-        await publisher
-    finally:
-        publisher.cancel()
-    return time.perf_counter() - started, latencies
-
-
-async def _collect(consumer: AIOKafkaConsumer, completions: asyncio.Queue[tuple[str, int, float]]) -> None:
-    while True:
-        batch = await consumer.getmany(timeout_ms=100)
-        received = time.perf_counter()
-        for records in batch.values():
-            for record in records:
-                event = orjson.loads(record.value)
-                completions.put_nowait((event["parentid"], event["data"]["result"], received))
 
 
 async def _read_records(bootstrap: str, topics: list[str]) -> list[Any]:
@@ -190,37 +131,33 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
     client_topic = service.router.handler_topic(CLIENT)
     await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
     stats_client = redis.asyncio.Redis.from_url(redis_url)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    collector = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    # The client runs in a process of its own: this process's CPU time is the service's alone.
+    load = await LoadGenerator.start(
+        bootstrap,
+        service.router.handler_topic(bench_machine_contract.type),
+        service.router.handler_topic(bench_resumable_contract.type),
+        client_topic,
+        PARTITIONS,
     )
-    completions: asyncio.Queue[tuple[str, int, float]] = asyncio.Queue()
-    await producer.start()
-    await collector.start()
-    collector.assign([TopicPartition(client_topic, partition) for partition in range(PARTITIONS)])
-    collecting = asyncio.create_task(_collect(collector, completions))
     await service.start()
+    tune_gc()  # as `arvo run` does once the service is built
     try:
         await service.loop.wait_assigned(timeout_s=60)
-        await _run_workflows(producer, service, completions, _inits(WARMUP, 10_000_000))
+        await load.run(WARMUP, 10_000_000, CONCURRENCY)
         consumed_before = sum(service.loop.stats.consumed.values())
         commands_before = await _commandstats(stats_client)
         requests_before = _CountingRedis.requests + hot.requests
         cpu_started = time.process_time()
-        elapsed, latencies = await _run_workflows(producer, service, completions, _inits(WORKFLOWS, 0))
+        elapsed, latencies = await load.run(WORKFLOWS, 0, CONCURRENCY)
         cpu_elapsed = time.process_time() - cpu_started
         consumed = sum(service.loop.stats.consumed.values()) - consumed_before
         requests = _CountingRedis.requests + hot.requests - requests_before
         commands = await _commandstats(stats_client) - commands_before
         # One workflow at a time: the latency of the hops themselves, without queueing.
-        _, unloaded = await _run_workflows(
-            producer, service, completions, _inits(LATENCY_WORKFLOWS, 20_000_000), concurrency=1
-        )
+        _, unloaded = await load.run(LATENCY_WORKFLOWS, 20_000_000, 1)
     finally:
-        collecting.cancel()
+        await load.stop()
         await service.stop()
-        await collector.stop()
-        await producer.stop()
         await stats_client.aclose()
     commands.pop("info", None)
     total_commands = sum(commands.values())
@@ -303,6 +240,42 @@ async def _passthrough_run(bootstrap: str, names: str, records: list[Any]) -> fl
 # --------------------------------------------------------------------------------------------------
 
 
+async def _engine_only(workflows: int) -> float:
+    """CPU seconds per handler execution of the engine alone: the bench app on in-memory broker and memory.
+
+    The same mix as the Kafka run (half orchestrator, half resumable), no Kafka, no Redis, no
+    decoding: what the service could not do without. Init events are built before the clock starts.
+    """
+    broker = InMemoryBroker(bench_app(InMemoryMemory()))
+    completions: list[ArvoEvent] = []
+
+    async def collect(event: ArvoEvent, _broker: InMemoryBroker) -> None:
+        completions.append(event)
+
+    broker.subscribe(CLIENT, collect)
+    factories = [
+        create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0")),
+        create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")),
+    ]
+    inits = [
+        factories[index % 2].init(source=CLIENT, data={"a": index, "b": 1, "parentSubject$$": None})
+        for index in range(WARMUP + workflows)
+    ]
+    for init in inits[:WARMUP]:
+        await broker.publish(init)
+    completions.clear()
+    broker.events.clear()
+    cpu_started = time.process_time()
+    for init in inits[WARMUP:]:
+        await broker.publish(init)
+    cpu_elapsed = time.process_time() - cpu_started
+    if len(completions) != workflows or broker.errors:
+        raise SystemExit(
+            f"engine-only run failed: {len(completions)} completions, errors {broker.errors[:1]}"
+        )
+    return cpu_elapsed / (workflows * CONSUMED_PER_WORKFLOW)
+
+
 async def _measure() -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="arvo-bench-kafka-"))
     names = f"bk{uuid.uuid4().hex[:10]}"
@@ -313,6 +286,12 @@ async def _measure() -> dict[str, float]:
             figures, records = await _service_run(bootstrap, redis_url, names)
             figures["passthrough.events_per_s"] = await _passthrough_run(bootstrap, names, records)
             figures["passthrough.records"] = float(len(records))
+            engine_cpu_s = await _engine_only(WORKFLOWS)
+            figures["engine_only.cpu_us_per_event"] = engine_cpu_s * 1e6
+            # If the service added only the engine's work to the passthrough's (no decoding, no Redis,
+            # no bookkeeping), its rate would be 1 / (1/passthrough + engine): the ratio's ceiling.
+            passthrough_s = 1 / figures["passthrough.events_per_s"]
+            figures["ceiling_ratio_engine_only"] = passthrough_s / (passthrough_s + engine_cpu_s)
             figures["passthrough.mean_record_bytes"] = statistics.mean(
                 len(record.value) for record in records
             )
@@ -349,6 +328,10 @@ def run(results: dict[str, float]) -> None:
         f"(baseline: bare aiokafka consume → produce of the records the service consumed: "
         f"{int(figures['passthrough.records'])}, mean {figures['passthrough.mean_record_bytes']:.0f} bytes)\n"
         f"   service/passthrough event rate: {ratio:.0%} (target ≥ 50%)\n"
+        f"      engine alone (in memory, same mix): {figures['engine_only.cpu_us_per_event']:.0f} µs CPU per "
+        f"handler execution; service CPU {1e6 / (CONSUMED_PER_WORKFLOW * figures['service.workflows_per_cpu_s']):.0f} µs per "
+        f"consumed event; ceiling if the service added only the engine to the passthrough: "
+        f"{figures['ceiling_ratio_engine_only']:.0%}\n"
         f"       redis: {figures['redis_round_trips_per_event']:.2f} round trips per consumed event "
         f"(target ≤ 2); {figures['redis_commands_per_event']:.2f} commands per consumed event "
         f"incl. those inside Lua scripts\n"

@@ -16,6 +16,9 @@ neighbour hurts both alike.
   (400) workflows per round with ``BENCH_TRACING_KAFKA_CONCURRENCY`` (64) in flight. With tracing on
   every consumed record has its ``process`` span, the handler span, ``send`` spans and Redis spans.
 
+The in-process part also measures the floor of recording everything: an SDK provider sampling every
+span with no processor but a counter (spans made, attributes and events set, ended, never exported).
+
 Printed: both rates, the overhead (``1 - on/off``; target ≤ 25 %), spans per workflow and how many
 of the spans ended reached the receiver (the batch processor drops spans when its queue is full).
 Run: ``.venv/bin/python -m tests.benchmarks tracing``.
@@ -127,7 +130,12 @@ class _Tracing:
         self.providers = {
             "on": self._provider(ParentBased(ALWAYS_ON)),
             "sampled": self._provider(ParentBased(TraceIdRatioBased(SAMPLED_RATIO))),
+            # The floor: the SDK making every span (sampler, ids, attributes, events, end), no export.
+            "recording": TracerProvider(
+                resource=Resource.create({"service.name": "arvo-bench"}), sampler=ParentBased(ALWAYS_ON)
+            ),
         }
+        self.providers["recording"].add_span_processor(_CountEnded())
 
     def _provider(self, sampler: Sampler) -> TracerProvider:
         provider = TracerProvider(resource=Resource.create({"service.name": "arvo-bench"}), sampler=sampler)
@@ -160,13 +168,22 @@ class _Tracing:
 
 
 MODES = ("off", "on", "sampled")
+IN_PROCESS_MODES = (*MODES, "recording")
 
 
 def _figures(
     rates: dict[str, list[float]], spans: int, traced_workflows: int, delivered: tuple[int, int]
 ) -> dict[str, float]:
     best = {mode: max(values) for mode, values in rates.items()}
-    return {
+    floor = (
+        {
+            "recording_no_export_workflows_per_s": best["recording"],
+            "recording_no_export_overhead": 1 - best["recording"] / best["off"],
+        }
+        if "recording" in best
+        else {}
+    )
+    return floor | {
         "off_workflows_per_s": best["off"],
         "on_workflows_per_s": best["on"],
         "overhead": 1 - best["on"] / best["off"],
@@ -220,10 +237,10 @@ async def _in_process_rate() -> float:
 
 
 def _in_process(tracing: _Tracing) -> dict[str, float]:
-    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    rates: dict[str, list[float]] = {mode: [] for mode in IN_PROCESS_MODES}
     full_spans = 0
     for _ in range(ROUNDS):
-        for mode in MODES:
+        for mode in IN_PROCESS_MODES:
             tracing.use(mode)
             ended_before = tracing.counter.ended
             rates[mode].append(asyncio.run(_in_process_rate()))
@@ -382,7 +399,14 @@ def _report(name: str, figures: dict[str, float], unit: str) -> None:
         f"{figures['spans_per_workflow']:.1f} spans per workflow, "
         f"{figures['spans_delivered_fraction']:.1%} of them received over OTLP/HTTP\n"
         f"{'':>11}  sampling {SAMPLED_RATIO:.0%} of workflows: {figures['sampled_workflows_per_s']:8.0f} {unit} "
-        f"overhead {figures['sampled_overhead']:.1%} ({_verdict(figures['sampled_overhead'])})",
+        f"overhead {figures['sampled_overhead']:.1%} ({_verdict(figures['sampled_overhead'])})"
+        + (
+            f"\n{'':>11}  SDK spans made, nothing exported (the floor of recording everything): "
+            f"{figures['recording_no_export_workflows_per_s']:8.0f} {unit} "
+            f"overhead {figures['recording_no_export_overhead']:.1%}"
+            if "recording_no_export_overhead" in figures
+            else ""
+        ),
         flush=True,
     )
 

@@ -137,6 +137,8 @@ async def test_each_lease_call_is_one_round_trip_in_standalone_mode(
     warm = await memory.lease_and_read("warm:up", ttl_ms=TTL_MS)
     assert warm.lease is not None
     await memory.commit_and_release(warm.lease, {"warm": True}, status=InstanceStatus.ACTIVE)
+    await memory.set_status("warm:up", InstanceStatus.ACTIVE)  # a fresh server loads this script too
+    await memory.set_status("warm:up", InstanceStatus.ACTIVE, reason="warm-up")
 
     measured: dict[str, int] = {}
 
@@ -654,3 +656,42 @@ async def test_a_retried_lease_request_is_granted_its_own_lease_again(redis_memo
     assert [int(first[0]), int(first[1])] == [1, 1]
     assert [int(again[0]), int(again[1])] == [1, 1], "same token: granted, same fence"
     assert int(other[0]) == 0, "another token is still denied"
+
+
+async def test_hot_client_calls_are_client_spans_only_inside_a_recording_span(
+    private_redis: PrivateRedisServer,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from service.runtime import otel
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    previous = otel.use_tracer_provider(provider)
+    try:
+        async with RedisMemory.from_url(private_redis.url, key_prefix="arvo") as memory:
+            assert memory.hot_client is not None
+            untraced = await memory.lease_and_read("outside:span", ttl_ms=TTL_MS)  # no parent: no span
+            assert untraced.lease is not None
+            await memory.release(untraced.lease)
+            assert exporter.get_finished_spans() == ()
+            with otel.runtime_tracer().start_as_current_span("handler") as parent:
+                grant = await memory.lease_and_read(KEY, ttl_ms=TTL_MS)
+                assert grant.lease is not None
+                await memory.commit_and_release(grant.lease, {"n": 1}, status=InstanceStatus.DONE)
+    finally:
+        otel.use_tracer_provider(previous)
+    calls = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.CLIENT]
+    assert [span.name for span in calls] == ["redis lease_and_read", "redis commit_and_release"]
+    for span in calls:
+        assert span.parent is not None
+        assert span.parent.span_id == parent.get_span_context().span_id
+        attributes = dict(span.attributes or {})
+        assert attributes["db.system"] == "redis"
+        assert str(attributes["db.statement"]).startswith("EVALSHA ?")
+        assert attributes["net.peer.port"] == private_redis.port
+        assert attributes["arvo.redis.operation"] == span.name.removeprefix("redis ")

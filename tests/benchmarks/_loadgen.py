@@ -1,0 +1,209 @@
+"""The Kafka-path benchmarks' client, in a process of its own so the service process measures only itself.
+
+It publishes bench workflow init events (half orchestrator, half resumable) with at most
+``concurrency`` in flight — a new init leaves when a completion comes back — and reads the completions
+from the client topic. It is driven over stdin/stdout, one JSON object per line:
+
+* it prints ``{"ready": true}`` once its producer and collector are running;
+* for ``{"count": n, "offset": o, "concurrency": c}`` it builds ``n`` inits (untimed), runs them and
+  prints ``{"elapsed": seconds, "latencies": [seconds, ...]}`` — each latency from an init's publish to
+  its completion's arrival;
+* an empty line or end of input stops it.
+
+Run by :class:`LoadGenerator` (``python -m tests.benchmarks._loadgen <bootstrap> <orchestrator topic>
+<resumable topic> <client topic> <partitions>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from contracts.bench import bench_machine_contract, bench_resumable_contract
+from service.arvo.event import ArvoEvent
+from service.arvo.factory import create_arvo_orchestrator_event_factory
+from service.runtime.binding import encode_event
+
+__all__ = ["LoadGenerator"]
+
+CLIENT = "com.bench.kafka.client"
+FETCH_MAX_WAIT_MS = 10
+RUN_TIMEOUT_S = 180.0
+
+
+def _inits(count: int, offset: int) -> list[ArvoEvent]:
+    factories = [
+        create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0")),
+        create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")),
+    ]
+    return [
+        factories[index % 2].init(source=CLIENT, data={"a": offset + index, "b": 1, "parentSubject$$": None})
+        for index in range(count)
+    ]
+
+
+async def _run(
+    producer: AIOKafkaProducer,
+    topics: tuple[str, str],
+    completions: asyncio.Queue[tuple[str, int, float]],
+    inits: list[ArvoEvent],
+    concurrency: int,
+) -> tuple[float, list[float]]:
+    window = asyncio.Semaphore(concurrency)
+    published: dict[str, tuple[float, int]] = {}
+    latencies: list[float] = []
+    messages = [
+        (topics[index % 2], init.id, init.data["a"], encode_event(init)) for index, init in enumerate(inits)
+    ]
+    started = time.perf_counter()
+
+    async def publish_all() -> None:
+        for topic, event_id, a, message in messages:
+            await window.acquire()
+            published[event_id] = (time.perf_counter(), a)
+            await producer.send(topic, key=message.key, value=message.value, headers=message.headers)
+
+    publisher = asyncio.create_task(publish_all())
+    try:
+        async with asyncio.timeout(RUN_TIMEOUT_S):
+            while len(latencies) < len(inits):
+                parent_id, result, received = await completions.get()
+                sent = published.pop(parent_id, None)
+                if sent is None:
+                    continue  # a duplicate completion or another phase's
+                if result != 2 * (sent[1] + 1):
+                    raise SystemExit(
+                        f"bench workflow {parent_id} returned {result}, expected {2 * (sent[1] + 1)}"
+                    )
+                latencies.append(received - sent[0])
+                window.release()
+        await publisher
+    finally:
+        publisher.cancel()
+    return time.perf_counter() - started, latencies
+
+
+async def _collect(consumer: AIOKafkaConsumer, completions: asyncio.Queue[tuple[str, int, float]]) -> None:
+    while True:
+        batch = await consumer.getmany(timeout_ms=100)
+        received = time.perf_counter()
+        for records in batch.values():
+            for record in records:
+                event = orjson.loads(record.value)
+                completions.put_nowait((event["parentid"], event["data"]["result"], received))
+
+
+def _write(payload: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(payload) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def _main(
+    bootstrap: str, orchestrator_topic: str, resumable_topic: str, client_topic: str, partitions: int
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    collector = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    )
+    await producer.start()
+    await collector.start()
+    tps = [TopicPartition(client_topic, partition) for partition in range(partitions)]
+    collector.assign(tps)
+    await collector.seek_to_end(*tps)
+    for tp in tps:
+        await collector.position(tp)  # resolve "the end" now, before anything is published
+    completions: asyncio.Queue[tuple[str, int, float]] = asyncio.Queue()
+    collecting = asyncio.create_task(_collect(collector, completions))
+    try:
+        _write({"ready": True})
+        while True:
+            line = await asyncio.to_thread(sys.stdin.buffer.readline)
+            if not line.strip():
+                break
+            command = orjson.loads(line)
+            inits = _inits(int(command["count"]), int(command["offset"]))
+            elapsed, latencies = await _run(
+                producer,
+                (orchestrator_topic, resumable_topic),
+                completions,
+                inits,
+                int(command["concurrency"]),
+            )
+            _write({"elapsed": elapsed, "latencies": latencies})
+    finally:
+        collecting.cancel()
+        await collector.stop()
+        await producer.stop()
+
+
+class LoadGenerator:
+    """Drives the load generator child process from a benchmark's event loop."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @classmethod
+    async def start(
+        cls, bootstrap: str, orchestrator_topic: str, resumable_topic: str, client_topic: str, partitions: int
+    ) -> LoadGenerator:
+        """Start the child and wait until its producer and collector are ready."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.benchmarks._loadgen",
+            bootstrap,
+            orchestrator_topic,
+            resumable_topic,
+            client_topic,
+            str(partitions),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        generator = cls(process)
+        ready = await generator._read()
+        if not ready.get("ready"):
+            raise SystemExit(f"load generator did not start: {ready!r}")
+        return generator
+
+    async def _read(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = await asyncio.wait_for(self._process.stdout.readline(), RUN_TIMEOUT_S + 60)
+        if not line:
+            raise SystemExit(f"load generator exited with {await self._process.wait()}")
+        result: dict[str, Any] = orjson.loads(line)
+        return result
+
+    async def run(self, count: int, offset: int, concurrency: int) -> tuple[float, list[float]]:
+        """Run ``count`` workflows with ``concurrency`` in flight; return elapsed seconds and latencies."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(
+            orjson.dumps({"count": count, "offset": offset, "concurrency": concurrency}) + b"\n"
+        )
+        await self._process.stdin.drain()
+        result = await self._read()
+        return float(result["elapsed"]), [float(value) for value in result["latencies"]]
+
+    async def stop(self) -> None:
+        """Ask the child to stop; kill it if it does not within 30 s."""
+        if self._process.returncode is not None:
+            return
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(b"\n")
+            await self._process.stdin.drain()
+            self._process.stdin.close()
+            await asyncio.wait_for(self._process.wait(), 30)
+        except (TimeoutError, ConnectionError):
+            self._process.kill()
+            await self._process.wait()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(_main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
