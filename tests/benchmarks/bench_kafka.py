@@ -25,6 +25,8 @@ app — orchestrator, resumable and both services — in this process, on uvloop
   ceiling of the service/passthrough ratio if the service added nothing but the engine to the
   passthrough's work: ``(1/passthrough) / (1/passthrough + engine)``.
 
+``BENCH_KAFKA_PROFILE=<file>`` writes a ``cProfile`` of the service process during the timed run.
+
 Targets (issue 4): service events/s ≥ 50 % of the passthrough's; ≤ 2 Redis round trips per consumed
 event. Run: ``.venv/bin/python -m tests.benchmarks kafka``.
 """
@@ -32,6 +34,7 @@ event. Run: ``.venv/bin/python -m tests.benchmarks kafka``.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import os
 import shutil
 import statistics
@@ -73,6 +76,9 @@ WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
 WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
 CONCURRENCY = int(os.environ.get("BENCH_KAFKA_CONCURRENCY", "128"))
 LATENCY_WORKFLOWS = int(os.environ.get("BENCH_KAFKA_LATENCY_WORKFLOWS", "50"))
+PROFILE_PATH = os.environ.get("BENCH_KAFKA_PROFILE", "")
+"""When set, a ``cProfile`` of the service during the timed run is written there (figures then
+include the profiler's overhead: use it to find where the time goes, not for the rates)."""
 CONSUMED_PER_WORKFLOW = 5
 RUN_TIMEOUT_S = 120.0
 
@@ -147,8 +153,14 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         consumed_before = sum(service.loop.stats.consumed.values())
         commands_before = await _commandstats(stats_client)
         requests_before = _CountingRedis.requests + hot.requests
+        profiler = cProfile.Profile() if PROFILE_PATH else None
         cpu_started = time.process_time()
+        if profiler is not None:
+            profiler.enable()
         elapsed, latencies = await load.run(WORKFLOWS, 0, CONCURRENCY)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(PROFILE_PATH)
         cpu_elapsed = time.process_time() - cpu_started
         consumed = sum(service.loop.stats.consumed.values()) - consumed_before
         requests = _CountingRedis.requests + hot.requests - requests_before

@@ -16,8 +16,10 @@ neighbour hurts both alike.
   (400) workflows per round with ``BENCH_TRACING_KAFKA_CONCURRENCY`` (64) in flight. With tracing on
   every consumed record has its ``process`` span, the handler span, ``send`` spans and Redis spans.
 
-The in-process part also measures the floor of recording everything: an SDK provider sampling every
-span with no processor but a counter (spans made, attributes and events set, ended, never exported).
+The in-process part also measures two floors: an SDK provider sampling every span with no processor
+but a counter (spans made, attributes and events set, ended, never exported), and a do-nothing span
+class in place of the SDK's (dict attributes, no checks, no processor) — what the instrumentation
+itself costs, whatever the span implementation.
 
 Printed: both rates, the overhead (``1 - on/off``; target ≤ 25 %), spans per workflow and how many
 of the spans ended reached the receiver (the batch processor drops spans when its queue is full).
@@ -30,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -37,19 +40,21 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
-from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.trace import NoOpTracerProvider, SpanContext, TraceFlags
 
 from contracts.bench import bench_machine_contract, bench_resumable_contract
+from service.arvo import telemetry
 from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory
@@ -117,6 +122,75 @@ class _CountEnded(SpanProcessor):
         self.ended += 1
 
 
+class _MinimalSpan(trace.Span):
+    """A span that only keeps what it is given (a dict, a list): no checks, no limits, no processor.
+
+    Not a product: the bench's floor of the instrumentation itself — what the span catalogue of spec
+    13 costs to build and carry in this process even if the span class cost nothing.
+    """
+
+    def __init__(self, name: str, context: SpanContext, attributes: Mapping[str, Any] | None) -> None:
+        self._name = name
+        self._context = context
+        self._attributes: dict[str, Any] = dict(attributes) if attributes else {}
+        self._events: list[tuple[str, Any]] = []
+        self._ended = False
+
+    def end(self, end_time: int | None = None) -> None:
+        self._ended = True
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._attributes[key] = value
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self._events.append((name, attributes))
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+
+    def is_recording(self) -> bool:
+        return not self._ended
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        return None
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Any = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self._events.append(("exception", {"exception.type": type(exception).__name__}))
+
+
+class _MinimalTracer(trace.Tracer):
+    """Starts :class:`_MinimalSpan` children of the given or active context (sampled, random ids)."""
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        *_args: Any,
+        **_kwargs: Any,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
+        span_context = SpanContext(trace_id, random.getrandbits(64), False, TraceFlags(TraceFlags.SAMPLED))
+        return _MinimalSpan(name, span_context, attributes)
+
+    def start_as_current_span(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise NotImplementedError("the bench's minimal tracer only starts spans")
+
+
 class _Tracing:
     """The SDK as ``configure_tracing`` sets it up, exporting to the receiver on ``port``.
 
@@ -174,7 +248,7 @@ class _Tracing:
 
 
 MODES = ("off", "on", "sampled")
-IN_PROCESS_MODES = (*MODES, "recording")
+IN_PROCESS_MODES = (*MODES, "recording", "minimal")
 
 
 def _figures(
@@ -185,6 +259,8 @@ def _figures(
         {
             "recording_no_export_workflows_per_s": best["recording"],
             "recording_no_export_overhead": 1 - best["recording"] / best["off"],
+            "minimal_span_workflows_per_s": best["minimal"],
+            "minimal_span_overhead": 1 - best["minimal"] / best["off"],
         }
         if "recording" in best
         else {}
@@ -217,8 +293,11 @@ def _inits(contract: Any, count: int, offset: int, source: str) -> list[ArvoEven
         otel.use_tracer_provider(previous)
 
 
-async def _in_process_rate() -> tuple[float, float]:
-    """Workflows per second and per CPU-second of this process (exporter thread included)."""
+async def _in_process_rate(tracer: trace.Tracer | None = None) -> tuple[float, float]:
+    """Workflows per second and per CPU-second of this process (exporter thread included).
+
+    ``tracer``: the Arvo spans' tracer for the measured part (installed after the inits are built).
+    """
     broker = InMemoryBroker(bench_app(InMemoryMemory()))
     completions: list[ArvoEvent] = []
 
@@ -228,14 +307,19 @@ async def _in_process_rate() -> tuple[float, float]:
     broker.subscribe(CLIENT, collect)
     warmup = _inits(bench_machine_contract, WARMUP, 1_000_000, CLIENT)
     timed = _inits(bench_machine_contract, WORKFLOWS, 0, CLIENT)
-    for init in warmup:
-        await broker.publish(init)
-    completions.clear()
-    broker.events.clear()
-    started, cpu_started = time.perf_counter(), time.process_time()
-    for init in timed:
-        await broker.publish(init)
-    elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+    previous = telemetry.use_tracer(tracer) if tracer is not None else None
+    try:
+        for init in warmup:
+            await broker.publish(init)
+        completions.clear()
+        broker.events.clear()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for init in timed:
+            await broker.publish(init)
+        elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+    finally:
+        if tracer is not None:
+            telemetry.use_tracer(previous)
     if len(completions) != WORKFLOWS or broker.errors:
         raise SystemExit(
             f"in-process bench failed: {len(completions)} completions, errors {broker.errors[:1]}"
@@ -251,7 +335,7 @@ def _in_process(tracing: _Tracing) -> dict[str, float]:
         for mode in IN_PROCESS_MODES:
             tracing.use(mode)
             ended_before = tracing.counter.ended
-            rate, cpu_rate = asyncio.run(_in_process_rate())
+            rate, cpu_rate = asyncio.run(_in_process_rate(_MinimalTracer() if mode == "minimal" else None))
             rates[mode].append(rate)
             cpu_rates[mode].append(cpu_rate)
             if mode == "on":
@@ -261,7 +345,7 @@ def _in_process(tracing: _Tracing) -> dict[str, float]:
     # The same per CPU-second of this process (the exporter thread's share inside the window
     # included): steadier than wall rates when a neighbour takes CPU time.
     best_cpu = {mode: max(values) for mode, values in cpu_rates.items()}
-    for mode in ("on", "sampled", "recording"):
+    for mode in ("on", "sampled", "recording", "minimal"):
         figures[f"cpu_{mode}_overhead"] = 1 - best_cpu[mode] / best_cpu["off"]
     figures["cpu_off_workflows_per_cpu_s"] = best_cpu["off"]
     return figures
@@ -420,14 +504,18 @@ def _report(name: str, figures: dict[str, float], unit: str) -> None:
         + (
             f"\n{'':>11}  per CPU-second of this process (off {figures['cpu_off_workflows_per_cpu_s']:.0f}): "
             f"overhead on {figures['cpu_on_overhead']:.1%}, 10 % sampled {figures['cpu_sampled_overhead']:.1%}, "
-            f"spans made but not exported {figures['cpu_recording_overhead']:.1%}"
+            f"spans made but not exported {figures['cpu_recording_overhead']:.1%}, "
+            f"do-nothing span class {figures['cpu_minimal_overhead']:.1%}"
             if "cpu_on_overhead" in figures
             else ""
         )
         + (
             f"\n{'':>11}  SDK spans made, nothing exported (the floor of recording everything): "
             f"{figures['recording_no_export_workflows_per_s']:8.0f} {unit} "
-            f"overhead {figures['recording_no_export_overhead']:.1%}"
+            f"overhead {figures['recording_no_export_overhead']:.1%}\n"
+            f"{'':>11}  a do-nothing span class instead of the SDK's (the floor of the instrumentation "
+            f"itself): {figures['minimal_span_workflows_per_s']:8.0f} {unit} "
+            f"overhead {figures['minimal_span_overhead']:.1%}"
             if "recording_no_export_overhead" in figures
             else ""
         ),
