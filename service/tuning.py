@@ -32,9 +32,10 @@ A consumed record allocates a few thousand objects that nearly all die by refere
 the default 700 the young generation is scanned every few records and the full collection — which
 walks every live object, the loaded app's contracts and schemas included — runs every few seconds
 under load (measured: ~75 ms each). Objects alive at start are frozen out of collection
-(``gc.freeze``) and the young generation is scanned every 20,000 allocations: the Kafka-path bench
-spent ~11 % less CPU per consumed event (``python -m tests.benchmarks kafka``,
-docs/performance.md). Reference cycles are still collected, a little later.
+(``gc.freeze``) and the young generation is scanned every 20,000 allocations: in back-to-back runs
+of the Kafka-path bench the service spent about a tenth less CPU per consumed event (noisy runs;
+``python -m tests.benchmarks kafka``, docs/performance.md). Reference cycles are still collected, a
+little later.
 """
 
 
@@ -62,8 +63,8 @@ def tune_gc() -> None:
     """Freeze what is alive now out of cyclic collection and apply :data:`GC_THRESHOLDS`.
 
     Call once the service's handlers, contracts and clients are built: they live as long as the
-    process, and a frozen object is never scanned again. Idempotent (a second call freezes what was
-    created in between, which is harmless).
+    process, and a frozen object is never scanned again. Safe to call again: a second call also
+    freezes what was created in between.
     """
     gc.collect()
     gc.freeze()

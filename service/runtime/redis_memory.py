@@ -379,7 +379,6 @@ class RedisMemory:
         self._set_status_script: AsyncScript = client.register_script(_SET_STATUS_LUA)
         self._index_move_script: AsyncScript = client.register_script(_CLUSTER_INDEX_MOVE_LUA)
         self._hot = None if cluster_mode else hot_client
-        self._hot_disabled: PipelinedRedis | None = None
         self._hot_lease = LuaScript(_LEASE_AND_READ_LUA, name="lease_and_read")
         self._hot_commit = LuaScript(_COMMIT_AND_RELEASE_LUA, name="commit_and_release")
         self._hot_release = LuaScript(_RELEASE_LUA, name="release")
@@ -429,14 +428,6 @@ class RedisMemory:
     def hot_client(self) -> PipelinedRedis | None:
         """The lean client of the per-event calls, or ``None`` when redis-py serves them too."""
         return self._hot
-
-    def disable_hot_client(self) -> None:
-        """Serve every call with redis-py from now on (e.g. so that its instrumentation traces them).
-
-        The lean client stays open until :meth:`close` (the outbox may share it).
-        """
-        self._hot_disabled = self._hot
-        self._hot = None
 
     @property
     def script_operations(self) -> dict[str, str]:
@@ -788,8 +779,8 @@ class RedisMemory:
 
     async def close(self) -> None:
         """Close the client and its connection pool, and the lean client if any."""
-        for hot in {id(h): h for h in (self._hot, self._hot_disabled) if h is not None}.values():
-            await hot.close()
+        if self._hot is not None:
+            await self._hot.close()
         await self._client.aclose()
 
     async def __aenter__(self) -> Self:

@@ -77,13 +77,13 @@ class RespReplyError(RespError):
         return str(self).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY "))
 
 
+_STATEMENT_MAX: Final = 1000
+
+
 def _sanitized(args: tuple[str | bytes | int | float, ...]) -> str:
     """``COMMAND ? ? …`` (at most 1,000 characters), as the redis-py instrumentation writes it."""
     text = " ".join([str(args[0]), *["?"] * (len(args) - 1)]) if args else ""
     return text if len(text) <= _STATEMENT_MAX else f"{text[: _STATEMENT_MAX - 3]}..."
-
-
-_STATEMENT_MAX: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +233,13 @@ class PipelinedRedis:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._requests_before = 0
+        # The connection's span attributes (as redis-py's instrumentation writes them), built once.
+        peer: dict[str, Any] = (
+            {"net.peer.name": path, "net.transport": "other"}
+            if path is not None
+            else {"net.peer.name": host, "net.peer.port": port, "net.transport": "ip_tcp"}
+        )
+        self._connection_attributes: dict[str, Any] = {"db.redis.database_index": db, **peer}
 
     @classmethod
     def from_redis_py(cls, client: Redis) -> PipelinedRedis | None:
@@ -343,15 +350,8 @@ class PipelinedRedis:
             "db.system": "redis",
             "db.statement": _sanitized(args),
             "db.redis.args_length": len(args),
-            "db.redis.database_index": self._db,
+            **self._connection_attributes,
         }
-        if self._path is not None:
-            attributes["net.peer.name"] = self._path
-            attributes["net.transport"] = "other"
-        else:
-            attributes["net.peer.name"] = self._host
-            attributes["net.peer.port"] = self._port
-            attributes["net.transport"] = "ip_tcp"
         if operation is not None:
             attributes["arvo.redis.operation"] = operation
         name = f"redis {operation}" if operation is not None else str(args[0])
