@@ -29,14 +29,15 @@ from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.runtime.binding import encode_event
 
-__all__ = ["LoadGenerator"]
+__all__ = ["CLIENT", "LoadGenerator", "bench_inits"]
 
 CLIENT = "com.bench.kafka.client"
 FETCH_MAX_WAIT_MS = 10
 RUN_TIMEOUT_S = 180.0
 
 
-def _inits(count: int, offset: int) -> list[ArvoEvent]:
+def bench_inits(count: int, offset: int) -> list[ArvoEvent]:
+    """``count`` bench workflow init events, alternately orchestrator and resumable, ``a`` from ``offset``."""
     factories = [
         create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0")),
         create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")),
@@ -126,7 +127,7 @@ async def _main(
             if not line.strip():
                 break
             command = orjson.loads(line)
-            inits = _inits(int(command["count"]), int(command["offset"]))
+            inits = bench_inits(int(command["count"]), int(command["offset"]))
             elapsed, latencies = await _run(
                 producer,
                 (orchestrator_topic, resumable_topic),
@@ -204,6 +205,6 @@ class LoadGenerator:
 
 
 if __name__ == "__main__":
-    import uvloop
+    from tests.benchmarks._rig import run_on_uvloop
 
-    uvloop.run(_main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
+    run_on_uvloop(_main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))

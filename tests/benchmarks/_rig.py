@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from service.runtime.settings import ServiceSettings, load_settings
 from tests.integration._kafka import start_tansu, stop_process
 from tests.integration._redis import PrivateRedisServer
 
-__all__ = ["PARTITIONS", "percentile", "processes", "service_settings", "start_broker", "start_redis"]
+__all__ = [
+    "PARTITIONS",
+    "percentile",
+    "processes",
+    "run_on_uvloop",
+    "service_settings",
+    "start_broker",
+    "start_redis",
+]
+
+T = TypeVar("T")
 
 PARTITIONS = 4
 """Partitions of every benchmark topic (the issue's Kafka-path setup)."""
 FETCH_MAX_WAIT_MS = 10
 """Tansu does not end a waiting fetch when records arrive: keep the wait short."""
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop, as ``arvo run`` runs the service (plain asyncio without uvloop)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def percentile(samples: list[float], fraction: float) -> float:

@@ -42,7 +42,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo.event import ArvoEvent
-from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory
 from service.arvo.testing import InMemoryBroker
 from service.examples import bench_app
@@ -61,12 +59,13 @@ from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCK
 from service.runtime.resp_client import PipelinedRedis
 from service.runtime.settings import load_settings
 from service.tuning import tune_gc
-from tests.benchmarks._loadgen import CLIENT, LoadGenerator
+from tests.benchmarks._loadgen import CLIENT, LoadGenerator, bench_inits
 from tests.benchmarks._rig import (
     FETCH_MAX_WAIT_MS,
     PARTITIONS,
     percentile,
     processes,
+    run_on_uvloop,
     service_settings,
     start_broker,
     start_redis,
@@ -265,14 +264,7 @@ async def _engine_only(workflows: int) -> float:
         completions.append(event)
 
     broker.subscribe(CLIENT, collect)
-    factories = [
-        create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0")),
-        create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")),
-    ]
-    inits = [
-        factories[index % 2].init(source=CLIENT, data={"a": index, "b": 1, "parentSubject$$": None})
-        for index in range(WARMUP + workflows)
-    ]
+    inits = bench_inits(WARMUP + workflows, 0)
     for init in inits[:WARMUP]:
         await broker.publish(init)
     completions.clear()
@@ -312,17 +304,9 @@ async def _measure() -> dict[str, float]:
     return figures
 
 
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run
-    return uvloop.run
-
-
 def run(results: dict[str, float]) -> None:
     """Measure the service and the passthrough baseline; record the figures under ``kafka.*``."""
-    figures = _event_loop_runner()(_measure())
+    figures = run_on_uvloop(_measure())
     ratio = figures["service.events_per_s"] / figures["passthrough.events_per_s"]
     figures["service_to_passthrough_event_rate"] = ratio
     for name, value in figures.items():

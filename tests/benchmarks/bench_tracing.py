@@ -40,7 +40,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ from tests.benchmarks._rig import (
     FETCH_MAX_WAIT_MS,
     PARTITIONS,
     processes,
+    run_on_uvloop,
     service_settings,
     start_broker,
     start_redis,
@@ -479,14 +480,6 @@ async def _kafka(tracing: _Tracing) -> dict[str, float]:
     return _figures(rates, full_spans, ROUNDS * KAFKA_WORKFLOWS, delivered)
 
 
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run
-    return uvloop.run
-
-
 def _verdict(overhead: float) -> str:
     return "ok" if overhead <= TARGET_OVERHEAD else "ABOVE TARGET"
 
@@ -532,7 +525,7 @@ def run(results: dict[str, float]) -> None:
             for key, value in in_process.items():
                 results[f"tracing.in_process.{key}"] = value
             _report("in-process", in_process, "workflows/s")
-            kafka = _event_loop_runner()(_kafka(tracing))
+            kafka = run_on_uvloop(_kafka(tracing))
             for key, value in kafka.items():
                 results[f"tracing.kafka.{key}"] = value
             _report("kafka path", kafka, "workflows/s")
