@@ -165,6 +165,14 @@ class Memory(Protocol):
         """List instances, most recently updated first, filtered by orchestrator and/or status."""
         ...
 
+    async def ping(self) -> bool:
+        """Whether the store answers and accepts this client now (readiness probes); never raises."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's connections (a no-op for stores without any)."""
+        ...
+
 
 @dataclass(slots=True)
 class _StoredInstance:
@@ -297,6 +305,13 @@ class InMemoryMemory:
             )
         rows.sort(key=lambda row: row.updated_at_ms, reverse=True)
         return rows[:limit]
+
+    async def ping(self) -> bool:
+        """Always ``True``: the in-process store cannot be unreachable."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     def force_lock(self, key: str, *, ttl_ms: int = 60_000) -> None:
         """Test helper: make ``key`` look leased by another worker."""

@@ -1,10 +1,11 @@
-"""The assembled service: settings → Redis memory → the app's handlers → Kafka consumer loop.
+"""The assembled service: settings → stores (memory, outbox) → the app's handlers → Kafka consumer loop.
 
 ``arvo run`` calls :func:`run_service`; tests and embedders use :class:`ArvoService` directly.
 Every service has its own Prometheus metrics (:attr:`ArvoService.metrics`) and, unless
 ``health_port`` is 0, serves ``/healthz``, ``/readyz`` and ``/metrics`` from the moment it starts.
-Tracing is configured once per process by :func:`run_service` (``OTEL_*`` variables); the service
-instruments its Redis client when tracing is on and flushes queued spans when it stops.
+Tracing is configured once per process by :func:`run_service` (``OTEL_*`` variables); the stores are
+chosen (and their clients instrumented) by :mod:`service.runtime.stores`; the service flushes queued
+spans when it stops.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from service.runtime.dlq import DeadLetterPublisher
 from service.runtime.health import HealthServer, Readiness
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.metrics import ServiceMetrics
-from service.runtime.otel import configure_tracing, flush_tracing, instrument_redis, shutdown_tracing
-from service.runtime.outbox import OutboxedHandler, StatelessOutbox
+from service.runtime.otel import configure_tracing, flush_tracing, shutdown_tracing
+from service.runtime.outbox import EmissionOutbox, OutboxedHandler
 from service.runtime.producer import EventProducer
-from service.runtime.redis_memory import RedisMemory
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings
+from service.runtime.stores import open_stores
 from service.tuning import tune_gc
 
 __all__ = ["ArvoService", "run_service"]
@@ -47,7 +48,7 @@ class ArvoService:
     """
 
     settings: ServiceSettings
-    memory: RedisMemory
+    memory: Memory
     handlers: list[ArvoHandler]
     router: TopicRouter
     producer: EventProducer
@@ -63,10 +64,12 @@ class ArvoService:
         settings: ServiceSettings,
         *,
         handlers: Sequence[ArvoHandler] | None = None,
-        memory: RedisMemory | None = None,
+        memory: Memory | None = None,
         hooks: LoopHooks | None = None,
     ) -> ArvoService:
         """Assemble the service; ``handlers`` default to the app named by ``settings.app``.
+
+        ``memory`` replaces the store chosen from the settings (:func:`~service.runtime.stores.open_stores`).
 
         The orchestrators and resumables of the app get ``settings.lease_ttl_ms`` as their lease TTL;
         explicitly passed ``handlers`` are used as they are.
@@ -75,15 +78,9 @@ class ArvoService:
             service.apps.AppLoadError: the app cannot be loaded.
 
         """
-        redis_memory = memory or RedisMemory.from_url(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.redis_key_prefix,
-            cluster_mode=settings.redis_cluster,
-        )
-        # redis-py's calls are traced by its instrumentation; the lean hot-path client traces its own.
-        instrument_redis(redis_memory.client, scripts=redis_memory.script_operations)
-        built = list(handlers) if handlers is not None else _build(settings, redis_memory)
-        served = _with_outbox(built, redis_memory, settings)
+        stores = open_stores(settings, memory=memory)
+        built = list(handlers) if handlers is not None else _build(settings, stores.memory)
+        served = _with_outbox(built, stores.outbox)
         router = TopicRouter.from_settings(settings)
         producer = EventProducer(settings=settings, router=router)
         metrics = ServiceMetrics()
@@ -94,23 +91,23 @@ class ArvoService:
             router=router,
             dlq=DeadLetterPublisher(producer=producer, topic=settings.dead_letter_topic_name),
             metrics_hooks=CombinedHooks(metrics, hooks) if hooks is not None else metrics,
-            memory=redis_memory,
+            memory=stores.memory,
         )
         metrics.bind(
             loop=loop,
-            memory=redis_memory,
+            memory=stores.memory,
             orchestrators=[h.source for h in built if isinstance(h, ArvoOrchestrator | ArvoResumable)],
         )
         health = None
         if settings.health_port:
             health = HealthServer(
                 port=settings.health_port,
-                readiness=Readiness(loop=loop, memory=redis_memory),
+                readiness=Readiness(loop=loop, memory=stores.memory),
                 metrics=metrics,
             )
         return cls(
             settings=settings,
-            memory=redis_memory,
+            memory=stores.memory,
             handlers=served,
             router=router,
             producer=producer,
@@ -197,17 +194,9 @@ def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:
     return handlers
 
 
-def _with_outbox(
-    handlers: list[ArvoHandler], memory: RedisMemory, settings: ServiceSettings
-) -> list[ArvoHandler]:
-    if settings.stateless_outbox_ttl_s <= 0:
+def _with_outbox(handlers: list[ArvoHandler], outbox: EmissionOutbox | None) -> list[ArvoHandler]:
+    if outbox is None:
         return handlers
-    outbox = StatelessOutbox(
-        client=memory.client,
-        key_prefix=settings.redis_key_prefix,
-        ttl_s=settings.stateless_outbox_ttl_s,
-        hot_client=memory.hot_client,
-    )
     return [
         OutboxedHandler(handler, outbox) if isinstance(handler, ArvoEventHandler) else handler
         for handler in handlers

@@ -34,9 +34,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from service.runtime.otel import untraced
 
 if TYPE_CHECKING:
+    from service.arvo.memory import Memory
     from service.runtime.consumer import ConsumerLoop
     from service.runtime.metrics import ServiceMetrics
-    from service.runtime.redis_memory import RedisMemory
 
 __all__ = ["HealthServer", "Readiness", "ReadinessReport"]
 
@@ -81,14 +81,14 @@ class Readiness:
 
     Args:
         loop: The service's consumer loop.
-        memory: The service's Redis memory.
+        memory: The service's memory (its :meth:`~service.arvo.memory.Memory.ping` is the check).
         cache_s: How long a report is reused.
         timeout_s: Bound on each network check (Kafka metadata, Redis ``PING``).
 
     """
 
     def __init__(
-        self, *, loop: ConsumerLoop, memory: RedisMemory, cache_s: float = 1.0, timeout_s: float = 1.0
+        self, *, loop: ConsumerLoop, memory: Memory, cache_s: float = 1.0, timeout_s: float = 1.0
     ) -> None:
         self._loop = loop
         self._memory = memory

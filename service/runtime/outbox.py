@@ -3,93 +3,101 @@
 Orchestrators and resumables keep what they emitted in their state record and replay it on
 redelivery. Stateless services have no record: re-executing one after a crash (the record was
 processed, its emissions published, the offset not yet committed) would publish events with the
-same ids (those are derived) but a new ``time`` and ``traceparent``. The outbox stores the first
-execution's emissions per consumed event in Redis with a TTL, in the same single round trip that
-checks for an earlier one (``SET key value NX GET``, Redis ≥ 7.0): the first writer wins and every
-later execution publishes exactly the stored bytes.
+same ids (those are derived) but a new ``time`` and ``traceparent``. An :class:`EmissionOutbox`
+stores the first execution's emissions per consumed event, in the same step that checks for an
+earlier one: the first writer wins and every later execution publishes exactly the stored events.
+
+This module is the port (:class:`EmissionOutbox`), its in-process implementation
+(:class:`InMemoryOutbox`, tests and the embedded default) and the handler wrapper
+(:class:`OutboxedHandler`). The Redis implementation is
+:class:`service.runtime.redis_outbox.RedisOutbox`; :mod:`service.runtime.stores` chooses it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-import orjson
-
-from service.arvo.errors import TransactionViolation, TransactionViolationCause
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ArvoHandler, ExecutionOutcome, ExecutionResult, InheritFrom
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis, RedisCluster
-
-    from service.runtime.resp_client import PipelinedRedis
-
-__all__ = ["OutboxedHandler", "StatelessOutbox"]
+__all__ = ["EmissionOutbox", "InMemoryOutbox", "OutboxedHandler", "outbox_identity"]
 
 
-class StatelessOutbox:
-    """Redis store of the emissions of stateless handlers, keyed by handler and consumed event.
+def outbox_identity(source: str, event: ArvoEvent) -> str:
+    """The identity of ``event`` consumed by handler ``source``: ``<source>:<domain>/<event id>``.
 
-    Args:
-        client: The redis-py client.
-        key_prefix: First component of every outbox key.
-        ttl_s: How long a stored emission is kept.
-        hot_client: A lean pipelined client to the same server (standalone Redis), used instead
-            of ``client`` when given (``RedisMemory.hot_client``).
-
+    Implementations derive their storage key from it (and may escape it as their store needs).
     """
+    return f"{source}:{event.domain or ''}/{event.id}"
 
-    def __init__(
-        self,
-        *,
-        client: Redis | RedisCluster,
-        key_prefix: str,
-        ttl_s: int,
-        hot_client: PipelinedRedis | None = None,
-    ) -> None:
-        self._client = client
-        self._hot = hot_client
-        self._prefix = key_prefix
-        self._ttl_s = ttl_s
 
-    def key(self, source: str, event: ArvoEvent) -> str:
-        """The outbox key of ``event`` consumed by ``source`` (one hash slot per key)."""
-        return f"{self._prefix}:outbox:{{{source}:{event.domain or ''}/{event.id}}}"
+@runtime_checkable
+class EmissionOutbox(Protocol):
+    """Port: the first execution's emissions of a stateless handler, per consumed event."""
 
     async def settle(self, source: str, event: ArvoEvent, emitted: list[ArvoEvent]) -> list[ArvoEvent] | None:
         """Store ``emitted`` unless an earlier execution stored its own; return those, else ``None``.
 
         Raises:
-            TransactionViolation: Redis is unreachable (the consumer retries the record in place).
+            service.arvo.errors.TransactionViolation: the store is unavailable (the consumer
+                retries the record in place).
 
         """
-        payload = orjson.dumps([item.to_dict() for item in emitted])
-        try:
-            if self._hot is not None:
-                previous = await self._hot.execute(
-                    "SET", self.key(source, event), payload, "NX", "GET", "EX", self._ttl_s
-                )
-            else:
-                previous = await self._client.set(
-                    self.key(source, event), payload, nx=True, get=True, ex=self._ttl_s
-                )
-        except Exception as error:
-            raise TransactionViolation(
-                cause=TransactionViolationCause.WRITE_FAILURE,
-                message=f"Error writing the outbox of {source} for event (id={event.id}): {error}",
-                initiating_event=event,
-            ) from error
-        if previous is None:
-            return None
-        if not isinstance(previous, bytes | str):
-            raise TypeError(f"unexpected SET ... GET reply from Redis: {previous!r}")
-        return [ArvoEvent.from_json(item) for item in orjson.loads(previous)]
+        ...
+
+
+class InMemoryOutbox:
+    """:class:`EmissionOutbox` in process memory, with the same first-writer-wins and TTL rules.
+
+    Args:
+        ttl_s: How long a stored emission is kept.
+        clock: Monotonic seconds (injectable for tests).
+
+    """
+
+    def __init__(self, *, ttl_s: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._stored: dict[str, tuple[float, bytes]] = {}
+
+    async def settle(self, source: str, event: ArvoEvent, emitted: list[ArvoEvent]) -> list[ArvoEvent] | None:
+        """Store ``emitted`` unless a live earlier entry exists; return that entry's events, else ``None``."""
+        key = outbox_identity(source, event)
+        now = self._clock()
+        earlier = self._stored.get(key)
+        if earlier is not None and earlier[0] > now:
+            return [ArvoEvent.from_json(item) for item in _decode(earlier[1])]
+        self._stored[key] = (now + self._ttl_s, _encode(emitted))
+        return None
+
+    def __len__(self) -> int:
+        now = self._clock()
+        return sum(1 for expires, _ in self._stored.values() if expires > now)
+
+
+def _encode(events: list[ArvoEvent]) -> bytes:
+    import orjson
+
+    return orjson.dumps([item.to_dict() for item in events])
+
+
+def _decode(payload: bytes) -> list[dict[str, Any]]:
+    import orjson
+
+    decoded = orjson.loads(payload)
+    if not isinstance(decoded, list):
+        raise TypeError(f"stored outbox entry is not a list: {type(decoded).__name__}")
+    return decoded
 
 
 class OutboxedHandler:
     """A stateless handler whose emissions for one consumed event never change once published."""
 
-    def __init__(self, handler: ArvoHandler, outbox: StatelessOutbox) -> None:
+    def __init__(self, handler: ArvoHandler, outbox: EmissionOutbox) -> None:
         self.handler = handler
         self._outbox = outbox
 

@@ -1,0 +1,75 @@
+"""The one place that chooses the stores behind the runtime's ports: Redis.
+
+The runtime (consumer, health, metrics, app assembly) and the CLI depend on the ports
+:class:`~service.arvo.memory.Memory` and :class:`~service.runtime.outbox.EmissionOutbox` only;
+this module builds their Redis implementations from the settings, and is with the Redis adapter
+modules the only one allowed to import them (an import-linter contract checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.runtime.outbox import EmissionOutbox
+
+if TYPE_CHECKING:
+    from service.arvo.memory import Memory
+    from service.runtime.settings import ServiceSettings
+
+__all__ = ["Stores", "open_memory", "open_stores"]
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The stores of one service process.
+
+    Attributes:
+        memory: Leases and state records of orchestrations.
+        outbox: Emissions of stateless handlers (``None`` when ``stateless_outbox_ttl_s`` is 0).
+
+    """
+
+    memory: Memory
+    outbox: EmissionOutbox | None
+
+
+def open_memory(settings: ServiceSettings) -> Memory:
+    """The Redis memory of ``settings`` (URL, key prefix, cluster mode); the caller closes it."""
+    from service.runtime.redis_memory import RedisMemory
+
+    return RedisMemory.from_url(
+        settings.redis_url.get_secret_value(),
+        key_prefix=settings.redis_key_prefix,
+        cluster_mode=settings.redis_cluster,
+    )
+
+
+def open_stores(settings: ServiceSettings, *, memory: Memory | None = None) -> Stores:
+    """Build the service's stores from ``settings``; ``memory`` replaces the Redis memory when given.
+
+    With tracing on, redis-py's calls are instrumented here; the lean hot-path client traces its own.
+    The outbox shares the memory's Redis connections when the memory is a
+    :class:`~service.runtime.redis_memory.RedisMemory`, and lives in process memory otherwise
+    (tests that pass an in-memory memory).
+    """
+    from service.runtime.outbox import InMemoryOutbox
+    from service.runtime.redis_memory import RedisMemory
+
+    chosen = memory if memory is not None else open_memory(settings)
+    outbox: EmissionOutbox | None = None
+    if isinstance(chosen, RedisMemory):
+        from service.runtime.otel import instrument_redis
+        from service.runtime.redis_outbox import RedisOutbox
+
+        instrument_redis(chosen.client, scripts=chosen.script_operations)
+        if settings.stateless_outbox_ttl_s > 0:
+            outbox = RedisOutbox(
+                client=chosen.client,
+                key_prefix=settings.redis_key_prefix,
+                ttl_s=settings.stateless_outbox_ttl_s,
+                hot_client=chosen.hot_client,
+            )
+    elif settings.stateless_outbox_ttl_s > 0:
+        outbox = InMemoryOutbox(ttl_s=settings.stateless_outbox_ttl_s)
+    return Stores(memory=chosen, outbox=outbox)
