@@ -21,7 +21,12 @@ InheritFrom = Literal["EVENT", "CONTEXT"]
 
 
 class ExecutionOutcome(StrEnum):
-    """What an execution did, for metrics and logs."""
+    """What happened to one consumed event, for metrics and logs: the one outcome vocabulary.
+
+    The handlers return the first eight members in :attr:`ExecutionResult.outcome`; the consumer adds
+    :attr:`DEAD_LETTERED` and :attr:`PARKED` for events no handler result exists for. The values are
+    metric labels: they never change.
+    """
 
     EXECUTED = "ok"
     """The handler ran; ``events`` are its emissions (possibly none)."""
@@ -39,6 +44,10 @@ class ExecutionOutcome(StrEnum):
     """The instance failed earlier; the event is ignored."""
     IGNORED_DONE = "ignored_done"
     """The instance completed earlier; the event is ignored."""
+    DEAD_LETTERED = "dead_lettered"
+    """Sent to the dead-letter topic at once: undecodable, a permanent violation, or no handler."""
+    PARKED = "parked"
+    """Transient failures exhausted the retries: sent to the dead-letter topic, the instance parked."""
 
 
 @dataclass(frozen=True, slots=True)
