@@ -13,6 +13,9 @@ Contract of every implementation (the Redis one does each call in a single round
   raises :class:`LeaseLostError` and writes nothing. This is what makes a zombie's late write harmless.
 * Records are JSON objects; implementations store them as JSON and hand out fresh copies, so a
   caller can never mutate stored state by accident.
+
+Infrastructure failures are :class:`MemoryStoreError` s. ``MemoryError`` (which shadowed the builtin)
+is its deprecated alias: importing it still works and warns once.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -35,7 +39,7 @@ __all__ = [
     "LeaseGrant",
     "LeaseLostError",
     "Memory",
-    "MemoryError",
+    "MemoryStoreError",
     "StateReadError",
     "split_instance_key",
 ]
@@ -95,15 +99,41 @@ class InstanceSummary:
     updated_at_ms: int
 
 
-class MemoryError(Exception):
-    """Base class of infrastructure failures of a memory implementation."""
+class MemoryStoreError(Exception):
+    """Base class of infrastructure failures of a memory implementation.
+
+    Formerly ``MemoryError``, which shadowed the builtin; that name is a deprecated alias.
+    """
 
 
-class StateReadError(MemoryError):
+if TYPE_CHECKING:
+    # The deprecated alias, typed for users' type checkers; at run time ``__getattr__`` serves it.
+    MemoryError = MemoryStoreError
+
+_DEPRECATED_ALIASES = {"MemoryError": "MemoryStoreError"}
+_warned_aliases: set[str] = set()
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve deprecated aliases (``MemoryError`` → :class:`MemoryStoreError`), warning once each."""
+    new_name = _DEPRECATED_ALIASES.get(name)
+    if new_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _warned_aliases:
+        _warned_aliases.add(name)
+        warnings.warn(
+            f"{__name__}.{name} is deprecated; use {__name__}.{new_name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    return globals()[new_name]
+
+
+class StateReadError(MemoryStoreError):
     """The lease was obtained but the stored record could not be read or decoded."""
 
 
-class LeaseLostError(MemoryError):
+class LeaseLostError(MemoryStoreError):
     """The lease expired or was taken over (fenced out) before the commit; nothing was written."""
 
 

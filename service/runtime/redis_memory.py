@@ -91,7 +91,7 @@ from service.arvo.memory import (
     Lease,
     LeaseGrant,
     LeaseLostError,
-    MemoryError,
+    MemoryStoreError,
     StateReadError,
     split_instance_key,
 )
@@ -268,7 +268,7 @@ return 1
 )
 
 
-class RedisMemoryError(MemoryError):
+class RedisMemoryError(MemoryStoreError):
     """A Redis command of :class:`RedisMemory` failed (authentication, permissions, server error...).
 
     Attributes:
@@ -547,7 +547,7 @@ class RedisMemory:
         try:
             record = self._decode_record(key, keys.state, raw)
         except StateReadError:
-            with contextlib.suppress(MemoryError):
+            with contextlib.suppress(MemoryStoreError):
                 await self.release(lease)
             raise
         return LeaseGrant(acquired=True, lease=lease, record=record)
