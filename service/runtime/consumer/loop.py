@@ -1,0 +1,397 @@
+"""The consumer loop and its lifecycle: start, group membership and rebalance, fetching, drain, stop.
+
+Shape::
+
+    fetch task ──getmany──▶ lane(topic-partition 0) ─┐   RecordProcessor: decode → execute (timeout,
+               (never      lane(topic-partition 1) ─┼─▶ failure decisions) → EmissionPublisher
+                blocks)    lane(...)               ─┘   (acks) → offset done
+    commit task: every ``commit_interval_ms`` the OffsetCommitter commits the contiguous watermark
+
+Each job has its module: :mod:`.lanes` (ordered lanes, backpressure), :mod:`.offsets` (offset
+tracking, commits), :mod:`.decisions` (failure classification: retry / park / dead-letter),
+:mod:`.processing` (one record), :mod:`.publishing` (emissions and dead letters, acks off the
+critical path), :mod:`.scope` (log context and span as layers), :mod:`.hooks` (counters, metrics).
+
+**Rebalance and shutdown.** On revoke (and :meth:`ConsumerLoop.stop`) lanes stop taking records,
+in-flight work gets ``drain_timeout_s`` to finish, done offsets are committed, then the partitions
+are released. Records buffered but not processed are simply fetched again by the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from service.runtime.consumer.decisions import FailureBudget
+from service.runtime.consumer.hooks import CombinedHooks, LoopHooks, LoopStats
+from service.runtime.consumer.lanes import Backpressure, Lane, LaneStopping
+from service.runtime.consumer.offsets import OffsetCommitter
+from service.runtime.consumer.processing import RecordFinisher, RecordProcessor
+from service.runtime.consumer.publishing import EmissionPublisher
+from service.runtime.consumer.scope import RecordLayer, record_scope_layer
+from service.runtime.kafka_admin import ensure_topics
+from service.runtime.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from service.arvo.execution import ArvoHandler
+    from service.arvo.memory import Memory
+    from service.runtime.dlq import DeadLetterPublisher
+    from service.runtime.producer import EventProducer
+    from service.runtime.routing import TopicRouter
+    from service.runtime.settings import ServiceSettings
+
+__all__ = ["ConsumerLoop"]
+
+_log = structlog.get_logger("arvo.runtime.consumer")
+_POLL_TIMEOUT_MS: Final = 100
+_POLL_ERROR_BACKOFF_S: Final = 0.5
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._loop._on_revoked(frozenset(revoked))  # the loop's own listener
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._loop._on_assigned(frozenset(assigned))
+
+
+class ConsumerLoop:
+    """Runs ``handlers`` against their topics with at-least-once, ordered-per-partition delivery.
+
+    Args:
+        settings: Consumer, retry, timeout, size and drain settings.
+        handlers: The handler for each topic (``router.handler_topic(handler.source)``).
+        producer: Publishes emitted events and dead letters (started and stopped by the caller).
+        router: The topic router (used for logging and to match ``producer``'s routing).
+        dlq: Where dead letters go.
+        metrics_hooks: Optional live metric callbacks.
+        memory: When given, parked records mark their orchestration instance ``parked``.
+        retry_policy: Backoff of in-place retries (from ``settings`` when omitted).
+        consumer_factory: Builds the Kafka consumer (an ``AIOKafkaConsumer`` or anything with its
+            ``subscribe``/``start``/``stop``/``getmany``/``commit``/``pause``/``resume``/
+            ``assignment``/``highwater``/``topics`` methods — tests plug a fake in here); from
+            ``settings`` when omitted.
+        layers: Middleware around each record (default: its log context and span).
+
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        handlers: Mapping[str, ArvoHandler],
+        producer: EventProducer,
+        router: TopicRouter,
+        dlq: DeadLetterPublisher,
+        metrics_hooks: LoopHooks | None = None,
+        memory: Memory | None = None,
+        retry_policy: RetryPolicy | None = None,
+        consumer_factory: Callable[[], Any] | None = None,
+        layers: Sequence[RecordLayer] = (record_scope_layer,),
+    ) -> None:
+        if not handlers:
+            raise ValueError("ConsumerLoop needs at least one handler (handlers is empty)")
+        self._settings = settings
+        self._handlers = dict(handlers)
+        self._dlq = dlq
+        self._hooks: LoopHooks = CombinedHooks(metrics_hooks) if metrics_hooks else LoopHooks()
+        self._retry = retry_policy or RetryPolicy.from_settings(settings)
+        publish_retry = RetryPolicy(
+            initial_ms=self._retry.initial_ms,
+            max_ms=max(self._retry.max_ms, 1_000),
+            max_attempts=1,
+            jitter=self._retry.jitter,
+        )
+        self._bug_pause_s = publish_retry.max_ms / 1000
+        # A denying lease runs out within one TTL (a live holder's work is bounded by the handler
+        # timeout, which is below the TTL); twice that is the most a lane waits before it parks.
+        lease_wait_budget_s = 2 * settings.lease_ttl_ms / 1000
+        self._consumer_factory = consumer_factory
+        self._consumer: Any = None
+        self._lanes: dict[TopicPartition, Lane] = {}
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._started = False
+        self._assigned_event = asyncio.Event()
+        self._backpressure = Backpressure(settings.partition_buffer_size)
+        self.stats = LoopStats()
+        """Counters of this loop."""
+        self._committer = OffsetCommitter(
+            consumer=lambda: self._consumer,
+            stats=self.stats,
+            interval_s=settings.commit_interval_ms / 1000,
+            timeout_s=settings.drain_timeout_s,
+        )
+        finish = RecordFinisher(self.stats, self._hooks)
+        self._publisher = EmissionPublisher(
+            producer=producer,
+            router=router,
+            dlq=dlq,
+            stats=self.stats,
+            hooks=self._hooks,
+            retry=publish_retry,
+            max_inflight_per_lane=settings.max_inflight_publishes_per_partition,
+            finish=finish,
+        )
+        self._processor = RecordProcessor(
+            handlers=self._handlers,
+            publisher=self._publisher,
+            failure_budget=functools.partial(
+                FailureBudget, self._retry, lease_wait_budget_s=lease_wait_budget_s
+            ),
+            handler_timeout_s=settings.handler_timeout_s,
+            max_event_bytes=settings.max_event_bytes,
+            stats=self.stats,
+            hooks=self._hooks,
+            finish=finish,
+            memory=memory,
+            layers=layers,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def _producer(self) -> EventProducer:
+        """The producer of emissions and dead letters (tests replay dead letters through it)."""
+        return self._publisher.producer
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics consumed (one per handler)."""
+        return sorted(self._handlers)
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """Partitions with a running lane."""
+        return frozenset(self._lanes)
+
+    @property
+    def is_running(self) -> bool:
+        """Started, not stopping, and the fetch task is alive."""
+        return (
+            self._started
+            and not self._stopping
+            and self._fetch_task is not None
+            and not self._fetch_task.done()
+        )
+
+    async def start(self) -> None:
+        """Create missing topics (when configured), join the group and start fetching.
+
+        Returns once the consumer is connected; partitions are assigned in the background
+        (:meth:`wait_assigned`).
+        """
+        if self._started:
+            return
+        if self._settings.create_topics:
+            await ensure_topics(self._settings, [*self._handlers, self._dlq.topic])
+        consumer = (
+            self._consumer_factory()
+            if self._consumer_factory
+            else AIOKafkaConsumer(**self._settings.consumer_kwargs())
+        )
+        consumer.subscribe(topics=self.topics, listener=_Listener(self))
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._started = True
+        self._stopping = False
+        self._fetch_task = asyncio.create_task(self._fetch_loop(), name="arvo-consumer-fetch")
+        self._commit_task = asyncio.create_task(
+            self._committer.run(self._lanes.values), name="arvo-consumer-commit"
+        )
+        _log.info("consumer started", topics=self.topics, group=self._settings.consumer_group)
+
+    async def wait_assigned(self, timeout_s: float | None = None) -> frozenset[TopicPartition]:
+        """Wait until at least one partition is assigned; return the assignment."""
+        async with asyncio.timeout(timeout_s):
+            await self._assigned_event.wait()
+        return self.assignment
+
+    async def stop(self) -> None:
+        """Stop fetching, drain in-flight records (``drain_timeout_s``), commit, leave the group."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        if self._fetch_task is not None:
+            self._fetch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fetch_task
+        await self._drain(frozenset(self._lanes))
+        if self._commit_task is not None:
+            self._commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commit_task
+        if self._consumer is not None:
+            try:
+                await self._consumer.stop()
+            except Exception as exc:  # shutting down: log and carry on
+                _log.warning("consumer stop failed", error=repr(exc))
+        self._started = False
+        _log.info("consumer stopped", commits=self.stats.commits)
+
+    async def __aenter__(self) -> ConsumerLoop:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def wait_failed(self) -> BaseException | None:
+        """Wait until the fetch task ends on its own; return its error (``None`` after :meth:`stop`)."""
+        if self._fetch_task is None:
+            return None
+        await asyncio.wait({self._fetch_task})
+        if self._fetch_task.cancelled():
+            return None
+        return self._fetch_task.exception()
+
+    @property
+    def joined(self) -> bool:
+        """Whether the group gave this member an assignment since it started (possibly empty)."""
+        return self._started and self.stats.rebalances > 0
+
+    async def broker_reachable(self, *, timeout_s: float = 1.0) -> bool:
+        """Whether the cluster answers a metadata request within ``timeout_s`` (readiness probes)."""
+        consumer = self._consumer
+        if consumer is None or not self._started:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await consumer.topics()
+        except Exception:  # unreachable, timed out, or refused: not ready
+            return False
+        return True
+
+    def partition_lag(self) -> dict[TopicPartition, int]:
+        """Records behind the partition end per assigned partition (from the last fetch's high watermark)."""
+        lags: dict[TopicPartition, int] = {}
+        if self._consumer is None:
+            return lags
+        for tp, lane in self._lanes.items():
+            highwater = self._consumer.highwater(tp)
+            position = lane.tracker.committable
+            if highwater is not None and position is not None:
+                lags[tp] = max(0, int(highwater) - position)
+        return lags
+
+    # --- rebalance --------------------------------------------------------------------------------
+
+    def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        for tp in assigned:
+            if tp in self._lanes or tp.topic not in self._handlers:
+                continue
+            lane = Lane(tp)
+            lane.task = asyncio.create_task(self._run_lane(lane), name=f"arvo-lane-{tp.topic}-{tp.partition}")
+            self._lanes[tp] = lane
+            self.stats.in_flight[tp] = 0
+        self._hooks.on_assignment(frozenset(self._lanes))
+        _log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        if self._lanes:
+            self._assigned_event.set()
+
+    async def _on_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        if revoked:
+            _log.info("partitions revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+        await self._drain(revoked)
+
+    async def _drain(self, partitions: frozenset[TopicPartition]) -> None:
+        lanes = [self._lanes[tp] for tp in partitions if tp in self._lanes]
+        for lane in lanes:
+            lane.close()
+        tasks = [lane.task for lane in lanes if lane.task is not None]
+        if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=self._settings.drain_timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                _log.warning("drain timed out; abandoning in-flight records", lanes=len(late))
+                await asyncio.wait(late)
+        await self._committer.commit(lanes)
+        for lane in lanes:
+            self._lanes.pop(lane.tp, None)
+            self.stats.in_flight.pop(lane.tp, None)
+            self.stats.paused.discard(lane.tp)
+        if not self._lanes:
+            self._assigned_event.clear()
+        self._hooks.on_assignment(frozenset(self._lanes))
+
+    # --- fetching and backpressure ----------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        limit = self._settings.max_poll_records
+        while not self._stopping:
+            try:
+                batch = await consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS, max_records=limit)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:
+                _log.warning("poll failed; retrying", error=repr(exc))
+                await asyncio.sleep(_POLL_ERROR_BACKOFF_S)
+                continue
+            for tp, records in batch.items():
+                lane = self._lanes.get(tp)
+                if lane is None or lane.closing or not records:
+                    continue  # revoked meanwhile: the next owner fetches these again
+                lane.enqueue(records)
+                self.stats.in_flight[tp] = lane.size
+                if self._backpressure.should_pause(lane):
+                    consumer.pause(tp)
+                    lane.paused = True
+                    self.stats.paused.add(tp)
+
+    def _maybe_resume(self, lane: Lane) -> None:
+        self.stats.in_flight[lane.tp] = lane.size
+        if self._backpressure.should_resume(lane):
+            lane.paused = False
+            self.stats.paused.discard(lane.tp)
+            if self._consumer is not None and lane.tp in self._consumer.assignment():
+                self._consumer.resume(lane.tp)
+
+    # --- the lanes' workers -----------------------------------------------------------------------
+
+    async def _run_lane(self, lane: Lane) -> None:
+        try:
+            await self._run_lane_records(lane)
+            # Drain (revoke, stop): the records handed to the producer finish before the commit.
+            await self._publisher.drain(lane)
+        finally:
+            # Cancelled (drain timeout): abandon unacknowledged records; they are redelivered.
+            await self._publisher.abandon(lane)
+
+    async def _run_lane_records(self, lane: Lane) -> None:
+        while (record := await lane.next_record()) is not None:
+            lane.busy = True
+            try:
+                await self._processor.process(lane, record)
+            except LaneStopping:
+                return
+            except Exception:
+                # A bug outside the handler (the handler's errors are decided in the processor):
+                # keep the record at the head of the lane and try again after a pause.
+                _log.exception("processing failed unexpectedly; retrying the record", partition=str(lane.tp))
+                lane.records.appendleft(record)
+                try:
+                    await lane.sleep(self._bug_pause_s)
+                except LaneStopping:
+                    return
+            finally:
+                lane.busy = False
+                self._maybe_resume(lane)

@@ -1,0 +1,275 @@
+"""Processing one record: decode, route, execute with the failure decisions, hand off, finish.
+
+``RecordProcessor.process`` runs the record through the layers of :mod:`.scope` (log context,
+span) around :meth:`RecordProcessor._core`:
+
+* undecodable records and records of a topic no handler consumes are dead-lettered at once;
+* the handler runs under ``handler_timeout_s``; a failure goes to the record's
+  :class:`~service.runtime.consumer.decisions.FailureBudget` — dead-letter now, retry in place (the
+  lane waits; other partitions continue), or park (dead letter with reason ``parked`` and, when the
+  handler owns the instance, the instance marked ``parked``);
+* emissions are handed to the :class:`~service.runtime.consumer.publishing.EmissionPublisher`; the
+  record is done once they are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from service.arvo.execution import ExecutionOutcome
+from service.arvo.memory import InstanceStatus
+from service.arvo.subject import ArvoOrchestrationSubject
+from service.runtime.binding import RecordDecodeError, decode_record
+from service.runtime.consumer.decisions import DeadLetterNow, FailureBudget, Park, RetryLater
+from service.runtime.consumer.publishing import FinishRecord, Handoff
+from service.runtime.consumer.scope import (
+    RecordContext,
+    RecordLayer,
+    compose,
+    fail_span,
+    record_fields,
+    record_scope_layer,
+)
+
+if TYPE_CHECKING:
+    from service.arvo.event import ArvoEvent
+    from service.arvo.execution import ArvoHandler, ExecutionResult
+    from service.arvo.memory import Memory
+    from service.runtime.consumer.hooks import LoopHooks, LoopStats
+    from service.runtime.consumer.lanes import Lane
+    from service.runtime.consumer.publishing import EmissionPublisher
+
+__all__ = ["HandlerCancelledError", "RecordFinisher", "RecordProcessor", "instance_key", "owned_instance_key"]
+
+_log = structlog.get_logger("arvo.runtime.consumer")
+
+
+class HandlerCancelledError(Exception):
+    """A handler raised ``CancelledError`` although nobody cancelled it (retried like any failure)."""
+
+
+class RecordProcessor:
+    """Processes the records of every lane.
+
+    Args:
+        handlers: The handler of each consumed topic.
+        publisher: Publishes emissions and dead letters.
+        failure_budget: Builds one record's :class:`FailureBudget`.
+        handler_timeout_s: Bound of one execution.
+        max_event_bytes: Records above this size are dead-lettered undecoded.
+        stats: The loop's counters.
+        hooks: The loop's live callbacks.
+        finish: Marks a record done (:class:`RecordFinisher`).
+        memory: When given, parked records mark their orchestration instance ``parked``.
+        layers: The middleware around each record (default: log context and span).
+
+    """
+
+    def __init__(
+        self,
+        *,
+        handlers: Mapping[str, ArvoHandler],
+        publisher: EmissionPublisher,
+        failure_budget: Callable[[], FailureBudget],
+        handler_timeout_s: float,
+        max_event_bytes: int,
+        stats: LoopStats,
+        hooks: LoopHooks,
+        finish: FinishRecord,
+        memory: Memory | None = None,
+        layers: Sequence[RecordLayer] = (record_scope_layer,),
+    ) -> None:
+        self._handlers = handlers
+        self.finish = finish
+        self._publisher = publisher
+        self._failure_budget = failure_budget
+        self._handler_timeout_s = handler_timeout_s
+        self._max_event_bytes = max_event_bytes
+        self._stats = stats
+        self._hooks = hooks
+        self._memory = memory
+        self._chain = compose(layers, self._core)
+
+    async def process(self, lane: Lane, record: Any) -> None:
+        """Process ``record`` of ``lane``: done now, or handed off to finish once its acks arrive.
+
+        Raises:
+            LaneStopping: the lane closed while the record waited; it is redelivered later.
+
+        """
+        started = time.perf_counter()
+        event: ArvoEvent | None = None
+        failure: RecordDecodeError | None = None
+        try:
+            event = decode_record(record.value, record.headers, max_bytes=self._max_event_bytes)
+        except RecordDecodeError as exc:
+            failure = exc
+        context = RecordContext(lane=lane, record=record, event=event, decode_error=failure, started=started)
+        await self._chain(context)
+        if not context.handed_off:
+            assert context.outcome is not None
+            self.finish(lane, record, event.type if event is not None else "", context.outcome, started)
+
+    async def _core(self, context: RecordContext) -> None:
+        lane, record, event, span = context.lane, context.record, context.event, context.span
+        if event is None:
+            failure = context.decode_error
+            assert failure is not None
+            await self._publisher.dead_letter(lane, record, reason=failure.reason, error=failure, attempts=1)
+            context.outcome = ExecutionOutcome.DEAD_LETTERED.value
+            fail_span(span, failure, record_exception=True)
+            return
+        handler = self._handlers.get(record.topic)
+        if handler is None:
+            error = LookupError(f"no handler consumes topic {record.topic!r}")
+            await self._publisher.dead_letter(lane, record, reason="no_handler", error=error, attempts=1)
+            context.outcome = ExecutionOutcome.DEAD_LETTERED.value
+            fail_span(span, error, record_exception=True)
+            return
+        executed = await self._execute_with_retries(context, handler, event)
+        if isinstance(executed, Handoff):
+            # Created in the record's context: the ``send`` spans stay the span's children.
+            self._publisher.hand_off(lane, record, event, executed, context.started)
+            context.handed_off = True
+            context.outcome = executed.outcome
+            return
+        context.outcome = executed
+
+    async def _execute_with_retries(
+        self, context: RecordContext, handler: ArvoHandler, event: ArvoEvent
+    ) -> str | Handoff:
+        lane, record, span = context.lane, context.record, context.span
+        instance = instance_key(event.subject)
+        await self._publisher.wait_for_instance(lane, instance)
+        budget = self._failure_budget()
+        while True:
+            budget.begin_attempt()
+            try:
+                result = await self._execute(handler, event)
+            except Exception as exc:  # decided below; the loop never dies on input
+                if span.is_recording():
+                    span.record_exception(exc)
+                decision = budget.decide(exc)
+                if isinstance(decision, RetryLater):
+                    await self._retry_later(lane, record, event, exc, decision)
+                    continue
+                if isinstance(decision, DeadLetterNow):
+                    _log.warning(
+                        "permanent failure; dead-lettering", **record_fields(record, event), error=str(exc)
+                    )
+                    await self._publisher.dead_letter(
+                        lane, record, reason=decision.reason, error=exc, attempts=budget.attempts
+                    )
+                    fail_span(span, exc)
+                    return ExecutionOutcome.DEAD_LETTERED.value
+                assert isinstance(decision, Park)
+                await self._park(lane, record, handler, event, exc, attempts=budget.attempts)
+                fail_span(span, exc)
+                return ExecutionOutcome.PARKED.value
+            if result.events:
+                return Handoff(
+                    instance=instance,
+                    events=list(result.events),
+                    outcome=str(result.outcome.value),
+                    attempts=budget.attempts,
+                )
+            return str(result.outcome.value)
+
+    async def _execute(self, handler: ArvoHandler, event: ArvoEvent) -> ExecutionResult:
+        """One attempt, inside the record's span: the handler span is its child (``CONTEXT``)."""
+        try:
+            async with asyncio.timeout(self._handler_timeout_s):
+                return await handler.execute(event, inherit_from="CONTEXT")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the lane itself is being cancelled (drain timeout)
+            # Leaked from the handler's own tasks: a failure of this execution, not ours.
+            raise HandlerCancelledError(
+                f"handler {handler.source!r} raised CancelledError without being cancelled"
+            ) from None
+
+    async def _retry_later(
+        self, lane: Lane, record: Any, event: ArvoEvent, error: Exception, decision: RetryLater
+    ) -> None:
+        error_class = type(error).__name__
+        self._stats.retries[(record.topic, error_class)] += 1
+        self._hooks.on_retry(record.topic, error_class)
+        _log.info(
+            "transient failure; retrying in place",
+            **record_fields(record, event),
+            error=repr(error),
+            attempt=decision.attempt,
+            delay_s=round(decision.delay_s, 3),
+        )
+        await lane.sleep(decision.delay_s)
+
+    async def _park(
+        self,
+        lane: Lane,
+        record: Any,
+        handler: ArvoHandler,
+        event: ArvoEvent,
+        error: BaseException,
+        *,
+        attempts: int,
+    ) -> None:
+        self._stats.parked += 1
+        await self._publisher.dead_letter(
+            lane, record, reason=ExecutionOutcome.PARKED.value, error=error, attempts=attempts
+        )
+        key = owned_instance_key(event.subject, handler.source)
+        if self._memory is None or key is None:
+            return
+        reason = (
+            f"{type(error).__name__}: {str(error)[:300]} "
+            f"(after {attempts} attempts; dead letter of {record.topic}/{record.partition}@{record.offset})"
+        )
+        try:
+            await self._memory.set_status(key, InstanceStatus.PARKED, reason=reason)
+        except Exception as exc:  # the dead letter is the source of truth; log the miss
+            _log.error("could not mark instance parked", instance=key, error=repr(exc))
+
+
+class RecordFinisher:
+    """Marks records done (their offsets may be committed) and counts them; a :data:`FinishRecord`."""
+
+    __slots__ = ("_hooks", "_stats")
+
+    def __init__(self, stats: LoopStats, hooks: LoopHooks) -> None:
+        self._stats = stats
+        self._hooks = hooks
+
+    def __call__(self, lane: Lane, record: Any, event_type: str, outcome: str, started: float) -> None:
+        """Mark ``record`` of ``lane`` done with ``outcome``, ``started`` at this ``perf_counter``."""
+        lane.tracker.done(record.offset)
+        self._stats.consumed[(record.topic, event_type, outcome)] += 1
+        self._hooks.on_consumed(record.topic, event_type, outcome, time.perf_counter() - started)
+
+
+def instance_key(subject: str) -> str:
+    """What orders a lane's records: the orchestration instance of ``subject``, else the subject."""
+    try:
+        return ArvoOrchestrationSubject.parse(subject).instance_key
+    except Exception:  # not an orchestration subject (stateless handlers): the subject itself
+        return subject
+
+
+def owned_instance_key(subject: str, handler_source: str) -> str | None:
+    """The instance key of ``subject`` if the handler owns that orchestration, else ``None``.
+
+    Only the orchestrator/resumable named in the subject owns the instance; a stateless service
+    handler failing on an orchestration's subject does not park the orchestration.
+    """
+    try:
+        parsed = ArvoOrchestrationSubject.parse(subject)
+    except Exception:  # not an orchestration subject: nothing to park
+        return None
+    if parsed.name != handler_source:
+        return None
+    return parsed.instance_key
