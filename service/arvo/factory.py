@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict, Unpack
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
@@ -38,12 +39,77 @@ from service.arvo.telemetry import exception_to_span, start_span, tracing_enable
 __all__ = [
     "ArvoEventFactory",
     "ArvoOrchestratorEventFactory",
+    "EventOptions",
     "create_arvo_event_factory",
     "create_arvo_orchestrator_event_factory",
     "error_data",
 ]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class EventOptions(TypedDict, total=False):
+    """The optional CloudEvents/Arvo attributes every factory method takes as keyword arguments.
+
+    The factory methods declare them as ``**options: Unpack[EventOptions]``: pass any of them by
+    name (``factory.accepts(source=..., data=..., subject=..., to=...)``), or collect them in a dict
+    typed ``EventOptions`` and pass ``**options``. Each one means what it means for
+    :func:`~service.arvo.event.create_arvo_event`; every one may be omitted or ``None``.
+    """
+
+    subject: str | None
+    """The orchestration subject; default: a new one (see the factory classes)."""
+    id: str | EventIdSpec | None
+    """The event id, or an :class:`~service.arvo.event.EventIdSpec`; default: a new UUID."""
+    to: str | None
+    """The intended consumer; default: the event type."""
+    redirectto: str | None
+    """Where replies should go instead of ``source``."""
+    accesscontrol: str | None
+    """An opaque access-control string, propagated."""
+    executionunits: float | None
+    """The cost metric, propagated."""
+    traceparent: str | None
+    """W3C ``traceparent``; default: the factory span's."""
+    tracestate: str | None
+    """W3C ``tracestate``; default: the factory span's."""
+    parentid: str | None
+    """The id of the event that caused this one."""
+    domain: str | None
+    """The routing domain (``None``: process locally)."""
+    time: str | None
+    """The RFC 3339 timestamp; default: now."""
+    extensions: Mapping[str, ExtensionValue] | None
+    """Further CloudEvents extension attributes."""
+
+
+_OPTION_NAMES = frozenset(EventOptions.__annotations__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attributes:
+    """The :class:`EventOptions` of one call, checked and with every attribute present."""
+
+    subject: str | None = None
+    id: str | EventIdSpec | None = None
+    to: str | None = None
+    redirectto: str | None = None
+    accesscontrol: str | None = None
+    executionunits: float | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+    parentid: str | None = None
+    domain: str | None = None
+    time: str | None = None
+    extensions: Mapping[str, ExtensionValue] | None = None
+
+    @classmethod
+    def of(cls, method: Callable[..., object], options: EventOptions) -> _Attributes:
+        """The attributes of ``options``; an unknown keyword is the ``TypeError`` a signature gives."""
+        for name in options:
+            if name not in _OPTION_NAMES:
+                raise TypeError(f"{method.__qualname__}() got an unexpected keyword argument {name!r}")
+        return cls(**options)
 
 
 def error_data(error: BaseException, *, include_stack: bool = False) -> dict[str, str | None]:
@@ -93,8 +159,8 @@ class ArvoEventFactory:
     Args:
         contract: The versioned contract (``contract.version("1.0.0")``).
 
-    Every method accepts the optional CloudEvents/Arvo attributes of
-    :func:`~service.arvo.event.create_arvo_event` as keyword arguments. Defaults: ``subject`` is a
+    Every method takes the optional attributes of :class:`EventOptions` (those of
+    :func:`~service.arvo.event.create_arvo_event`) as keyword arguments. Defaults: ``subject`` is a
     new orchestration subject (orchestrator = the event type, initiator = ``source``, version = the
     contract version, domain = ``domain``, ``meta.redirectto`` = ``redirectto`` when given), so
     ``source`` must then be a type-format name such as ``com.my.service``; ``traceparent`` and
@@ -117,32 +183,22 @@ class ArvoEventFactory:
         """The versioned contract events are built for."""
         return self._contract
 
-    def accepts(
-        self,
-        *,
-        source: str,
-        data: Mapping[str, Any],
-        subject: str | None = None,
-        id: str | EventIdSpec | None = None,
-        to: str | None = None,
-        redirectto: str | None = None,
-        accesscontrol: str | None = None,
-        executionunits: float | None = None,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        parentid: str | None = None,
-        domain: str | None = None,
-        time: str | None = None,
-        extensions: Mapping[str, ExtensionValue] | None = None,
-    ) -> ArvoEvent:
+    def accepts(self, *, source: str, data: Mapping[str, Any], **options: Unpack[EventOptions]) -> ArvoEvent:
         """An event of the accepted type, with ``data`` validated (and stripped) by the contract.
+
+        Args:
+            source: Who emits the event.
+            data: The payload, validated by the accepted schema.
+            **options: Optional attributes, see :class:`EventOptions`.
 
         Raises:
             ArvoValidationError: ``"Accept Event data validation failed: …"`` (a ``ValueError``).
             SubjectError: If a subject must be created and ``source`` is not a type-format name.
             ArvoEventValidationError: If an attribute is invalid.
+            TypeError: If a keyword is not one of :class:`EventOptions`.
 
         """
+        attributes = _Attributes.of(self.accepts, options)
         accepts = self._contract.accepts
         dataschema = self._contract.dataschema
 
@@ -154,58 +210,41 @@ class ArvoEventFactory:
                 event_type=accepts.type,
                 dataschema=dataschema,
             )
+            subject = attributes.subject
+            if subject is None:
+                subject = self._auto_subject(accepts.type, source, attributes.domain, attributes.redirectto)
             return self._create(
                 span,
+                attributes,
                 type=accepts.type,
                 data=valid,
                 dataschema=dataschema,
-                subject=subject
-                if subject is not None
-                else self._auto_subject(accepts.type, source, domain, redirectto),
+                subject=subject,
                 source=source,
-                id=id,
-                to=to,
-                redirectto=redirectto,
-                accesscontrol=accesscontrol,
-                executionunits=executionunits,
-                traceparent=traceparent,
-                tracestate=tracestate,
-                parentid=parentid,
-                domain=domain,
-                time=time,
-                extensions=extensions,
             )
 
         return self._in_span(f"accepts<{accepts.type}>", build)
 
     def emits(
-        self,
-        *,
-        type: str,
-        source: str,
-        data: Mapping[str, Any],
-        subject: str | None = None,
-        id: str | EventIdSpec | None = None,
-        to: str | None = None,
-        redirectto: str | None = None,
-        accesscontrol: str | None = None,
-        executionunits: float | None = None,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        parentid: str | None = None,
-        domain: str | None = None,
-        time: str | None = None,
-        extensions: Mapping[str, ExtensionValue] | None = None,
+        self, *, type: str, source: str, data: Mapping[str, Any], **options: Unpack[EventOptions]
     ) -> ArvoEvent:
         """An event of the emittable ``type``, with ``data`` validated by that type's schema.
+
+        Args:
+            type: One of the contract's emitted types.
+            source: Who emits the event.
+            data: The payload, validated by the schema of ``type``.
+            **options: Optional attributes, see :class:`EventOptions`.
 
         Raises:
             ValueError: ``"Emit Event data validation failed: No contract available for <type>"``.
             ArvoValidationError: ``"Emit Event data validation failed: …"``.
             SubjectError: If a subject must be created and ``source`` is not a type-format name.
             ArvoEventValidationError: If an attribute is invalid.
+            TypeError: If a keyword is not one of :class:`EventOptions`.
 
         """
+        attributes = _Attributes.of(self.emits, options)
         dataschema = self._contract.dataschema
 
         def build(span: Span) -> ArvoEvent:
@@ -219,26 +258,11 @@ class ArvoEventFactory:
                 event_type=type,
                 dataschema=dataschema,
             )
+            subject = attributes.subject
+            if subject is None:
+                subject = self._auto_subject(type, source, attributes.domain, attributes.redirectto)
             return self._create(
-                span,
-                type=type,
-                data=valid,
-                dataschema=dataschema,
-                subject=subject
-                if subject is not None
-                else self._auto_subject(type, source, domain, redirectto),
-                source=source,
-                id=id,
-                to=to,
-                redirectto=redirectto,
-                accesscontrol=accesscontrol,
-                executionunits=executionunits,
-                traceparent=traceparent,
-                tracestate=tracestate,
-                parentid=parentid,
-                domain=domain,
-                time=time,
-                extensions=extensions,
+                span, attributes, type=type, data=valid, dataschema=dataschema, subject=subject, source=source
             )
 
         return self._in_span(f"emits<{type}>", build)
@@ -249,51 +273,39 @@ class ArvoEventFactory:
         error: BaseException,
         source: str,
         include_stack: bool = False,
-        subject: str | None = None,
-        id: str | EventIdSpec | None = None,
-        to: str | None = None,
-        redirectto: str | None = None,
-        accesscontrol: str | None = None,
-        executionunits: float | None = None,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        parentid: str | None = None,
-        domain: str | None = None,
-        time: str | None = None,
-        extensions: Mapping[str, ExtensionValue] | None = None,
+        **options: Unpack[EventOptions],
     ) -> ArvoEvent:
         """A ``sys.<type>.error`` event carrying :func:`error_data` of ``error``.
 
         The dataschema is ``<uri>/0.0.0`` (any version). ``data`` is not validated.
 
+        Args:
+            error: The error the event reports.
+            source: Who emits the event.
+            include_stack: Whether ``errorStack`` carries the traceback.
+            **options: Optional attributes, see :class:`EventOptions`.
+
         Raises:
             SubjectError: If a subject must be created and ``source`` is not a type-format name.
             ArvoEventValidationError: If an attribute is invalid.
+            TypeError: If a keyword is not one of :class:`EventOptions`.
 
         """
+        attributes = _Attributes.of(self.system_error, options)
         record = self._contract.system_error
 
         def build(span: Span) -> ArvoEvent:
+            subject = attributes.subject
+            if subject is None:
+                subject = self._auto_subject(record.type, source, attributes.domain, attributes.redirectto)
             return self._create(
                 span,
+                attributes,
                 type=record.type,
                 data=error_data(error, include_stack=include_stack),
                 dataschema=record.dataschema,
-                subject=subject
-                if subject is not None
-                else self._auto_subject(record.type, source, domain, redirectto),
+                subject=subject,
                 source=source,
-                id=id,
-                to=to,
-                redirectto=redirectto,
-                accesscontrol=accesscontrol,
-                executionunits=executionunits,
-                traceparent=traceparent,
-                tracestate=tracestate,
-                parentid=parentid,
-                domain=domain,
-                time=time,
-                extensions=extensions,
             )
 
         return self._in_span(f"systemError<{record.type}>", build)
@@ -329,24 +341,16 @@ class ArvoEventFactory:
     def _create(
         self,
         span: Span,
+        attributes: _Attributes,
         *,
         type: str,
         data: dict[str, Any],
         dataschema: str,
         subject: str,
         source: str,
-        id: str | EventIdSpec | None,
-        to: str | None,
-        redirectto: str | None,
-        accesscontrol: str | None,
-        executionunits: float | None,
-        traceparent: str | None,
-        tracestate: str | None,
-        parentid: str | None,
-        domain: str | None,
-        time: str | None,
-        extensions: Mapping[str, ExtensionValue] | None,
     ) -> ArvoEvent:
+        traceparent = attributes.traceparent
+        tracestate = attributes.tracestate
         if traceparent is None or tracestate is None:
             span_traceparent, span_tracestate = _span_trace_headers(span)
             traceparent = traceparent if traceparent is not None else span_traceparent
@@ -356,19 +360,19 @@ class ArvoEventFactory:
             type=type,
             subject=subject,
             data=data,
-            id=id,
-            time=time,
+            id=attributes.id,
+            time=attributes.time,
             datacontenttype=ARVO_DATA_CONTENT_TYPE,
             dataschema=dataschema,
-            to=to,
-            accesscontrol=accesscontrol,
-            redirectto=redirectto,
-            executionunits=executionunits,
+            to=attributes.to,
+            accesscontrol=attributes.accesscontrol,
+            redirectto=attributes.redirectto,
+            executionunits=attributes.executionunits,
             traceparent=traceparent,
             tracestate=tracestate,
-            parentid=parentid,
-            domain=domain,
-            extensions=extensions,
+            parentid=attributes.parentid,
+            domain=attributes.domain,
+            extensions=attributes.extensions,
         )
 
 
@@ -391,24 +395,7 @@ class ArvoOrchestratorEventFactory(ArvoEventFactory):
             raise ValueError("This factory can only be used for ArvoOrchestratorContract")
         super().__init__(contract)
 
-    def init(
-        self,
-        *,
-        source: str,
-        data: Mapping[str, Any],
-        subject: str | None = None,
-        id: str | EventIdSpec | None = None,
-        to: str | None = None,
-        redirectto: str | None = None,
-        accesscontrol: str | None = None,
-        executionunits: float | None = None,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        parentid: str | None = None,
-        domain: str | None = None,
-        time: str | None = None,
-        extensions: Mapping[str, ExtensionValue] | None = None,
-    ) -> ArvoEvent:
+    def init(self, *, source: str, data: Mapping[str, Any], **options: Unpack[EventOptions]) -> ArvoEvent:
         """The init event ``arvo.orc.<name>``; ``data`` must contain ``parentSubject$$``.
 
         Without an explicit ``subject``: with a parent subject, a child subject of it (initiator =
@@ -416,13 +403,20 @@ class ArvoOrchestratorEventFactory(ArvoEventFactory):
         ``redirectto`` = ``redirectto`` or else the parent's *initiator*); without one, a new root
         subject (initiator = ``source``, ``meta.redirectto`` = ``redirectto`` when given).
 
+        Args:
+            source: Who starts the orchestration (completions come back to it by default).
+            data: The init payload, validated by the accepted schema.
+            **options: Optional attributes, see :class:`EventOptions`.
+
         Raises:
             ArvoValidationError: ``"Init Event data validation failed: …"``.
             SubjectError: If ``parentSubject$$`` is not a valid subject, or ``source`` is not a
                 type-format name when a root subject is created.
             ArvoEventValidationError: If an attribute is invalid.
+            TypeError: If a keyword is not one of :class:`EventOptions`.
 
         """
+        attributes = _Attributes.of(self.init, options)
         accepts = self._contract.accepts
         dataschema = self._contract.dataschema
 
@@ -434,59 +428,42 @@ class ArvoOrchestratorEventFactory(ArvoEventFactory):
                 event_type=accepts.type,
                 dataschema=dataschema,
             )
+            subject = attributes.subject
+            if subject is None:
+                subject = self._init_subject(
+                    valid.get(PARENT_SUBJECT_KEY), source, attributes.domain, attributes.redirectto
+                )
             return self._create(
                 span,
+                attributes,
                 type=accepts.type,
                 data=valid,
                 dataschema=dataschema,
-                subject=subject
-                if subject is not None
-                else self._init_subject(valid.get(PARENT_SUBJECT_KEY), source, domain, redirectto),
+                subject=subject,
                 source=source,
-                id=id,
-                to=to,
-                redirectto=redirectto,
-                accesscontrol=accesscontrol,
-                executionunits=executionunits,
-                traceparent=traceparent,
-                tracestate=tracestate,
-                parentid=parentid,
-                domain=domain,
-                time=time,
-                extensions=extensions,
             )
 
         return self._in_span(f"init<{accepts.type}>", build)
 
-    def complete(
-        self,
-        *,
-        source: str,
-        data: Mapping[str, Any],
-        subject: str | None = None,
-        id: str | EventIdSpec | None = None,
-        to: str | None = None,
-        redirectto: str | None = None,
-        accesscontrol: str | None = None,
-        executionunits: float | None = None,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        parentid: str | None = None,
-        domain: str | None = None,
-        time: str | None = None,
-        extensions: Mapping[str, ExtensionValue] | None = None,
-    ) -> ArvoEvent:
+    def complete(self, *, source: str, data: Mapping[str, Any], **options: Unpack[EventOptions]) -> ArvoEvent:
         """The completion event ``arvo.orc.<name>.done``, validated by the completion schema.
 
         An auto-created subject has domain ``None`` even when ``domain`` is given: the original
         does not pass the domain to the completion subject (test-pinned), only to the event.
 
+        Args:
+            source: Who emits the completion.
+            data: The output, validated by the completion schema.
+            **options: Optional attributes, see :class:`EventOptions`.
+
         Raises:
             ArvoValidationError: ``"Emit Event data validation failed: …"``.
             SubjectError: If a subject must be created and ``source`` is not a type-format name.
             ArvoEventValidationError: If an attribute is invalid.
+            TypeError: If a keyword is not one of :class:`EventOptions`.
 
         """
+        attributes = _Attributes.of(self.complete, options)
         complete_type = self._contract.complete_event_type
         dataschema = self._contract.dataschema
 
@@ -503,26 +480,17 @@ class ArvoOrchestratorEventFactory(ArvoEventFactory):
                 event_type=complete_type,
                 dataschema=dataschema,
             )
+            subject = attributes.subject
+            if subject is None:
+                subject = self._auto_subject(complete_type, source, None, attributes.redirectto)
             return self._create(
                 span,
+                attributes,
                 type=complete_type,
                 data=valid,
                 dataschema=dataschema,
-                subject=subject
-                if subject is not None
-                else self._auto_subject(complete_type, source, None, redirectto),
+                subject=subject,
                 source=source,
-                id=id,
-                to=to,
-                redirectto=redirectto,
-                accesscontrol=accesscontrol,
-                executionunits=executionunits,
-                traceparent=traceparent,
-                tracestate=tracestate,
-                parentid=parentid,
-                domain=domain,
-                time=time,
-                extensions=extensions,
             )
 
         return self._in_span(f"complete<{complete_type}>", build)

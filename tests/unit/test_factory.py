@@ -26,6 +26,7 @@ from service.arvo.event import ARVO_DATA_CONTENT_TYPE, EventIdSpec
 from service.arvo.factory import (
     ArvoEventFactory,
     ArvoOrchestratorEventFactory,
+    EventOptions,
     create_arvo_event_factory,
     create_arvo_orchestrator_event_factory,
     error_data,
@@ -528,3 +529,108 @@ def test_complete_without_a_completion_schema_fails_like_the_original() -> None:
         ValueError, match=r"^Emit Event data validation failed: No schema available for None$"
     ):
         factory.complete(source="arvo.orc.hand", data={})
+
+
+# ------------------------------------------------------------------------------------- EventOptions
+
+
+FULL_OPTIONS: EventOptions = {
+    "subject": "my-subject",
+    "id": "custom-id",
+    "to": "com.somewhere.else",
+    "redirectto": "com.reply.here",
+    "accesscontrol": "role=admin",
+    "executionunits": 2.5,
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "tracestate": "vendor=value",
+    "parentid": "parent-id",
+    "domain": "test.1",
+    "time": "2025-01-01T00:00:00.000+00:00",
+    "extensions": {"tenant": "t1"},
+}
+
+
+def every_factory_method() -> list[Any]:
+    service = create_arvo_event_factory(service_version())
+    orchestrator = create_arvo_orchestrator_event_factory(orchestrator_version())
+    methods: list[tuple[str, Any]] = [
+        ("accepts", lambda **options: service.accepts(source="com.test.caller", data=INCREMENT, **options)),
+        (
+            "emits",
+            lambda **options: service.emits(
+                type="evt.increment.number.success", source="com.test.caller", data={"result": 3}, **options
+            ),
+        ),
+        (
+            "system_error",
+            lambda **options: service.system_error(
+                error=ValueError("boom"), source="com.test.caller", **options
+            ),
+        ),
+        (
+            "init",
+            lambda **options: orchestrator.init(
+                source="com.test.caller", data={"delta": 1, "parentSubject$$": None}, **options
+            ),
+        ),
+        (
+            "complete",
+            lambda **options: orchestrator.complete(source="com.test.caller", data={"final": 1}, **options),
+        ),
+    ]
+    return [pytest.param(name, make, id=name) for name, make in methods]
+
+
+INCREMENT = {"init": 1, "increment": 2}
+
+
+def test_event_options_are_exactly_the_optional_attributes_of_every_factory_method() -> None:
+    assert set(EventOptions.__annotations__) == {
+        "subject",
+        "id",
+        "to",
+        "redirectto",
+        "accesscontrol",
+        "executionunits",
+        "traceparent",
+        "tracestate",
+        "parentid",
+        "domain",
+        "time",
+        "extensions",
+    }
+    assert EventOptions.__total__ is False
+
+
+@pytest.mark.parametrize(("name", "make"), every_factory_method())
+def test_every_factory_method_takes_every_option_as_a_keyword(name: str, make: Any) -> None:
+    event = make(**FULL_OPTIONS)
+    assert event.subject == "my-subject"
+    assert event.id == "custom-id"
+    assert event.to == "com.somewhere.else"
+    assert event.redirectto == "com.reply.here"
+    assert event.accesscontrol == "role=admin"
+    assert event.executionunits == 2.5
+    assert event.traceparent == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert event.tracestate == "vendor=value"
+    assert event.parentid == "parent-id"
+    assert event.domain == "test.1"
+    assert event.time == "2025-01-01T00:00:00.000+00:00"
+    assert event.extensions == {"tenant": "t1"}
+
+
+@pytest.mark.parametrize(("name", "make"), every_factory_method())
+def test_explicit_none_options_mean_the_defaults(name: str, make: Any, no_sdk: None) -> None:
+    event = make(**dict.fromkeys(EventOptions.__annotations__))
+    assert ArvoOrchestrationSubject.parse(event.subject).initiator == "com.test.caller"
+    assert event.to == event.type
+    assert event.domain is None
+    assert event.redirectto is None
+    assert event.traceparent is None
+    assert event.extensions == {}
+
+
+@pytest.mark.parametrize(("name", "make"), every_factory_method())
+def test_an_unknown_keyword_is_a_type_error_naming_the_method(name: str, make: Any) -> None:
+    with pytest.raises(TypeError, match=rf"\.{name}\(\) got an unexpected keyword argument 'subjct'"):
+        make(subjct="typo")
