@@ -1,4 +1,6 @@
-"""The Memory contract: the same assertions against InMemoryMemory and RedisMemory.
+"""The store ports' contracts: the same assertions against both implementations of each.
+
+``Memory`` (InMemoryMemory, RedisMemory) and ``EmissionOutbox`` (InMemoryOutbox, RedisOutbox).
 
 Every test takes the ``harness`` fixture, parametrised over both implementations; the Redis cases
 carry the ``integration`` marker (deselect with ``-m "not integration"``) and use the shared Redis
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from service.arvo.errors import TransactionViolation
+from service.arvo.event import ArvoEvent, create_arvo_event
 from service.arvo.memory import (
     InMemoryMemory,
     InstanceStatus,
@@ -23,7 +27,9 @@ from service.arvo.memory import (
     LeaseLostError,
     Memory,
 )
+from service.runtime.outbox import EmissionOutbox, InMemoryOutbox
 from service.runtime.redis_memory import RedisMemory
+from service.runtime.redis_outbox import RedisOutbox
 from tests.integration._redis import delete_keys_with_prefix, require_shared_redis, unique_prefix
 
 SHORT_TTL_MS = 100  # long enough that a loaded machine still renews/commits before it runs out
@@ -461,3 +467,134 @@ async def test_set_status_does_not_touch_the_lease(harness: Harness) -> None:
     assert not (await harness.memory.lease_and_read(KEY, ttl_ms=LONG_TTL_MS)).acquired
     await harness.memory.commit_and_release(lease, {"n": 1}, status=InstanceStatus.ACTIVE)
     assert [r.status for r in await harness.memory.list_instances()] == [InstanceStatus.ACTIVE]
+
+
+# --- readiness and lifecycle (the health server's check) ----------------------------------------
+
+
+async def test_a_reachable_store_answers_ping(harness: Harness) -> None:
+    assert await harness.memory.ping() is True
+
+
+async def test_ping_of_an_unreachable_redis_is_false_and_does_not_raise() -> None:
+    memory = RedisMemory.from_url(f"redis://127.0.0.1:{_closed_port()}", key_prefix=unique_prefix())
+    try:
+        assert await memory.ping() is False
+    finally:
+        await memory.close()
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- the stateless outbox port ------------------------------------------------------------------
+
+
+@dataclass
+class OutboxHarness:
+    outbox: EmissionOutbox
+    clock: FakeClock | None
+    redis: RedisMemory | None
+
+
+@pytest.fixture(params=["in_memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def outbox_harness(request: pytest.FixtureRequest) -> AsyncIterator[OutboxHarness]:
+    if request.param == "in_memory":
+        clock = FakeClock()
+        yield OutboxHarness(outbox=InMemoryOutbox(ttl_s=OUTBOX_TTL_S, clock=clock), clock=clock, redis=None)
+        return
+    url = require_shared_redis()
+    prefix = unique_prefix()
+    memory = RedisMemory.from_url(url, key_prefix=prefix)
+    outbox = RedisOutbox(
+        client=memory.client, key_prefix=prefix, ttl_s=OUTBOX_TTL_S, hot_client=memory.hot_client
+    )
+    try:
+        yield OutboxHarness(outbox=outbox, clock=None, redis=memory)
+    finally:
+        await delete_keys_with_prefix(memory.client, prefix)  # type: ignore[arg-type]
+        await memory.close()
+
+
+OUTBOX_TTL_S = 60
+
+
+def _consumed(event_id: str = "consumed-1", *, domain: str | None = None) -> ArvoEvent:
+    return create_arvo_event(
+        id=event_id,
+        source="com.test.requester",
+        type="com.test.add",
+        subject="subject-1",
+        data={"a": 1},
+        domain=domain,
+    )
+
+
+def _emitted(value: int) -> list[ArvoEvent]:
+    return [
+        create_arvo_event(
+            id=f"emitted-{value}",
+            source="com.test.add",
+            type="evt.test.add.success",
+            subject="subject-1",
+            data={"value": value},
+        )
+    ]
+
+
+async def test_outbox_first_settle_stores_and_later_ones_get_the_first_emissions(
+    outbox_harness: OutboxHarness,
+) -> None:
+    outbox = outbox_harness.outbox
+    first = _emitted(1)
+    assert await outbox.settle("com.test.add", _consumed(), first) is None
+    again = await outbox.settle("com.test.add", _consumed(), _emitted(2))
+    assert again is not None
+    assert [event.to_dict() for event in again] == [event.to_dict() for event in first]
+
+
+async def test_outbox_entries_are_per_handler_event_and_domain(outbox_harness: OutboxHarness) -> None:
+    outbox = outbox_harness.outbox
+    assert await outbox.settle("com.test.add", _consumed("a"), _emitted(1)) is None
+    assert await outbox.settle("com.test.add", _consumed("b"), _emitted(2)) is None
+    assert await outbox.settle("com.test.other", _consumed("a"), _emitted(3)) is None
+    assert await outbox.settle("com.test.add", _consumed("a", domain="audit"), _emitted(4)) is None
+    stored = await outbox.settle("com.test.add", _consumed("b"), _emitted(5))
+    assert stored is not None
+    assert stored[0].data == {"value": 2}
+
+
+async def test_outbox_entries_expire_after_the_ttl(outbox_harness: OutboxHarness) -> None:
+    outbox = outbox_harness.outbox
+    assert await outbox.settle("com.test.add", _consumed(), _emitted(1)) is None
+    if outbox_harness.clock is not None:
+        outbox_harness.clock.advance(OUTBOX_TTL_S - 0.001)
+        assert await outbox.settle("com.test.add", _consumed(), _emitted(2)) is not None
+        outbox_harness.clock.advance(0.002)
+        assert await outbox.settle("com.test.add", _consumed(), _emitted(3)) is None
+        return
+    assert isinstance(outbox, RedisOutbox)
+    assert outbox_harness.redis is not None
+    ttl = await outbox_harness.redis.client.ttl(outbox.key("com.test.add", _consumed()))
+    assert 0 < ttl <= OUTBOX_TTL_S
+
+
+async def test_an_unreachable_redis_outbox_raises_a_transaction_violation() -> None:
+    memory = RedisMemory.from_url(f"redis://127.0.0.1:{_closed_port()}", key_prefix=unique_prefix())
+    outbox = RedisOutbox(client=memory.client, key_prefix="arvotest", ttl_s=OUTBOX_TTL_S)
+    try:
+        with pytest.raises(TransactionViolation):
+            await outbox.settle("com.test.add", _consumed(), _emitted(1))
+    finally:
+        await memory.close()
+
+
+def test_the_in_memory_outbox_rejects_a_non_positive_ttl() -> None:
+    with pytest.raises(ValueError, match="ttl_s"):
+        InMemoryOutbox(ttl_s=0)
