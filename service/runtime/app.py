@@ -102,6 +102,7 @@ class ArvoService:
         if settings.health_port:
             health = HealthServer(
                 port=settings.health_port,
+                host=settings.health_host,
                 readiness=Readiness(loop=loop, memory=stores.memory),
                 metrics=metrics,
             )

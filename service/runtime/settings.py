@@ -174,6 +174,10 @@ class ServiceSettings(BaseSettings):
     """``module:attribute`` of the workflow application to run."""
     health_port: int = Field(default=8080, ge=0, le=65_535)
     """HTTP port of ``/healthz``, ``/readyz`` and ``/metrics`` (0 disables)."""
+    health_host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 - probes come from outside the pod
+    """Address the health and metrics server binds: ``0.0.0.0`` (every IPv4 interface: Kubernetes
+    probes and Prometheus scrapes come from outside the pod), ``::`` for IPv6, ``127.0.0.1`` to keep
+    it local to the host."""
     log_format: LogFormat = "auto"
     """``json`` lines, ``console`` (pretty) or ``auto`` (console on a terminal)."""
     log_level: LogLevel = "INFO"

@@ -253,3 +253,29 @@ def test_combined_hooks_call_every_hook_even_after_one_fails() -> None:
 
     CombinedHooks(Broken(), Recording()).on_consumed("t", "e", "ok", 0.0)
     assert calls == ["ok"]
+
+
+async def test_the_service_binds_the_health_server_to_arvo_health_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.arvo.handler import ArvoEventHandler
+    from service.runtime.app import ArvoService
+    from service.runtime.settings import ServiceSettings
+    from tests.unit.arvo_fixtures import increment_handler
+
+    monkeypatch.setenv("ARVO_HEALTH_HOST", "127.0.0.1")
+    monkeypatch.setenv("ARVO_HEALTH_PORT", "0")
+    settings = ServiceSettings()
+    assert settings.health_host == "127.0.0.1"
+    settings = settings.model_copy(update={"health_port": 1})
+    handler: ArvoEventHandler = increment_handler()
+    service = ArvoService.from_settings(settings, handlers=[handler], memory=InMemoryMemory())
+    assert service.health is not None
+    service.health._requested_port = 0  # any free port, on the configured address
+    await service.health.start()
+    try:
+        assert service.health._server is not None
+        bound = {sock.getsockname()[0] for sock in service.health._server.sockets}
+        assert bound == {"127.0.0.1"}
+    finally:
+        await service.health.stop()
