@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from opentelemetry.trace import Span
 
@@ -37,6 +37,7 @@ from service.arvo.orchestration.pipeline import (
     OrchestrationPipeline,
     PipelineHandler,
 )
+from service.arvo.orchestration.record import EventsFields
 from service.arvo.orchestrator import completion_raw_event
 
 __all__ = [
@@ -161,17 +162,18 @@ class ArvoResumable(PipelineHandler):
             raise ConfigViolation(
                 f"Resumable version {version} is not a version of contract '{self.contract.uri}'"
             ) from error
-        record = request.record or {}
-        previous_events: dict[str, Any] = record.get("events") or {}
-        expected: dict[str, list[dict[str, Any]]] | None = previous_events.get("expected")
-        if record.get("status") == "done":
+        record = request.record
+        previous_state = record.get("state$$") if record is not None else None
+        previous_events = record.get("events") if record is not None else None
+        expected = previous_events.get("expected") if previous_events else None
+        if record is not None and record.get("status") == "done":
             return CoreResult(
                 raw_events=[],
                 self_contract=self_contract,
                 service_contracts=self._services_by_type,
                 status="done",
                 completed=True,
-                fields={"state$$": record.get("state$$")},
+                fields={"state$$": previous_state},
                 events_fields={"expected": expected},
                 outcome=ExecutionOutcome.IGNORED_DONE,
             )
@@ -193,9 +195,10 @@ class ArvoResumable(PipelineHandler):
                     event=event,
                     input=event_json if is_init else None,
                     service=None if is_init else event_json,
-                    context=record.get("state$$"),
+                    context=previous_state,
                     collected_events=collected,
-                    metadata=request.record,
+                    # The public field keeps its plain-dict type: handlers may read any key.
+                    metadata=cast("dict[str, Any] | None", record),
                     domain={"event": event.domain, "self": self.contract.domain},
                     contracts={"self": self_contract, "services": dict(self.services)},
                     span=request.span,
@@ -218,10 +221,10 @@ class ArvoResumable(PipelineHandler):
                 )
             )
         context = result.get("context")
-        new_state = context if context is not None else record.get("state$$")
+        new_state = context if context is not None else previous_state
         previous_expected = expected
 
-        def expected_after(events: list[ArvoEvent]) -> dict[str, Any]:
+        def expected_after(events: list[ArvoEvent]) -> EventsFields:
             if events:
                 return {"expected": {emitted.id: [] for emitted in events}}
             return {"expected": previous_expected}

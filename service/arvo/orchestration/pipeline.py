@@ -6,6 +6,13 @@ emittable creation → commit + lease release (one memory call). The lease is re
 path that does not commit. Violations are raised; any other error becomes system error events and
 a failure record that keeps the previous record.
 
+The checks between the state read and the core are one pure function, :func:`decide`: from the
+parsed subject, the handler's source, the event and the stored record (an
+:class:`~service.arvo.orchestration.record.InstanceRecord`) it returns a :data:`Decision` —
+:class:`Replay`, :class:`DropDuplicate`, :class:`Ignore`, :class:`VersionMismatch` or
+:class:`Proceed`. :class:`OrchestrationPipeline` carries out the effects: lease, span, core run,
+emittables, system errors, commit, release.
+
 Improvements over the original (documented in ``docs/differences.md``):
 
 * every emitted id and child subject is derived deterministically from the consumed event;
@@ -21,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, assert_never, cast
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -39,6 +46,7 @@ from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFro
 from service.arvo.factory import error_data
 from service.arvo.memory import InstanceStatus, Lease, LeaseGrant, LeaseLostError, Memory, StateReadError
 from service.arvo.orchestration.emittables import EmissionContext, RawEvent, create_emittables
+from service.arvo.orchestration.record import EventsFields, InstanceRecord, KindFields
 from service.arvo.orchestration.system_errors import create_system_error_events
 from service.arvo.subject import ArvoOrchestrationSubject, ParsedSubject
 from service.arvo.telemetry import (
@@ -54,11 +62,19 @@ __all__ = [
     "RECORD_SCHEMA_VERSION",
     "CoreRequest",
     "CoreResult",
+    "Decision",
+    "DropDuplicate",
     "EmissionDomains",
+    "Ignore",
     "LeaseDeniedViolation",
     "OrchestrationPipeline",
     "PipelineHandler",
+    "Proceed",
+    "Replay",
+    "VersionMismatch",
     "consumed_key",
+    "decide",
+    "foreign_subject",
     "validate_lease_ttl_ms",
 ]
 
@@ -102,6 +118,173 @@ def consumed_key(event: ArvoEvent) -> str:
     return f"{event.domain or ''}/{event.id}"
 
 
+# ------------------------------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The event is the instance's last consumed one (a redelivery): publish its stored emissions again.
+
+    Attributes:
+        produced: The stored JSON of the events the first execution produced, in order.
+
+    """
+
+    produced: Sequence[Mapping[str, Any]]
+
+    @property
+    def outcome(self) -> ExecutionOutcome:
+        """:attr:`ExecutionOutcome.REPLAYED`."""
+        return ExecutionOutcome.REPLAYED
+
+
+@dataclass(frozen=True, slots=True)
+class DropDuplicate:
+    """The event was consumed earlier, but not last: drop it without effect."""
+
+    @property
+    def outcome(self) -> ExecutionOutcome:
+        """:attr:`ExecutionOutcome.DUPLICATE_DROPPED`."""
+        return ExecutionOutcome.DUPLICATE_DROPPED
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """Do nothing with the event, and say why.
+
+    Attributes:
+        outcome: ``IGNORED_FOREIGN_SUBJECT`` (the subject names another orchestrator),
+            ``IGNORED_NO_STATE`` (no instance, and not an init event) or ``IGNORED_FAILED`` (the
+            instance failed earlier).
+        reason: The message logged on the span.
+
+    """
+
+    outcome: ExecutionOutcome
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMismatch:
+    """The subject pins another version than the stored instance's: a :class:`ConfigViolation`.
+
+    A snapshot of one machine version is never loaded into another.
+
+    Attributes:
+        message: The violation's message (names both versions, the instance and the event id).
+
+    """
+
+    message: str
+
+    def violation(self) -> ConfigViolation:
+        """The violation to raise."""
+        return ConfigViolation(self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Proceed:
+    """Run the core for the event.
+
+    Attributes:
+        parent_subject: The parent orchestration's subject (stored, or from the init event's
+            ``parentSubject$$``), ``None`` for a root orchestration.
+        init_event_id: The id of the instance's init event (stored, or this event's).
+
+    """
+
+    parent_subject: str | None
+    init_event_id: str
+
+
+Decision = Replay | DropDuplicate | Ignore | VersionMismatch | Proceed
+"""What the pipeline does with one event, decided by :func:`decide` from the event and the record."""
+
+
+def foreign_subject(parsed: ParsedSubject, source: str) -> Ignore | None:
+    """The :class:`Ignore` of an event whose subject names another orchestrator than ``source``.
+
+    The pipeline asks this before taking the lease (a foreign event must not lease an instance);
+    :func:`decide` starts with the same check, so that it is total.
+    """
+    if parsed.name == source:
+        return None
+    return Ignore(
+        ExecutionOutcome.IGNORED_FOREIGN_SUBJECT,
+        f"Event subject mismatch - expected '{source}' but got '{parsed.name}'",
+    )
+
+
+def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: InstanceRecord | None) -> Decision:
+    """Decide what to do with ``event`` (pure: no I/O, no span), in this order.
+
+    1. The subject names another orchestrator → :class:`Ignore` (foreign subject).
+    2. With a stored ``record``: the event is the last consumed one → :class:`Replay`; consumed
+       earlier → :class:`DropDuplicate`; the subject's version differs from the stored one →
+       :class:`VersionMismatch`; the instance failed → :class:`Ignore` (failed); else
+       :class:`Proceed` with the stored parent subject and init event id (this event's id when none
+       is stored).
+    3. Without a record: an event other than the init event (type ``source``) → :class:`Ignore` (no
+       state); the init event → :class:`Proceed` with its ``parentSubject$$`` (a non-empty string,
+       else ``None``) and its own id.
+
+    Args:
+        parsed: The event's parsed orchestration subject.
+        source: The handler's source (its init event type, ``arvo.orc.<name>``).
+        event: The consumed event.
+        record: The stored instance record, ``None`` when there is none.
+
+    """
+    foreign = foreign_subject(parsed, source)
+    if foreign is not None:
+        return foreign
+    if record is None:
+        if event.type != source:
+            return Ignore(
+                ExecutionOutcome.IGNORED_NO_STATE,
+                f"Invalid initialization event detected. Expected type '{source}' but received "
+                f"'{event.type}'.",
+            )
+        requested_parent = event.data.get("parentSubject$$")
+        return Proceed(
+            parent_subject=requested_parent
+            if isinstance(requested_parent, str) and requested_parent
+            else None,
+            init_event_id=event.id,
+        )
+    key = consumed_key(event)
+    ring = record.get("consumedIds") or []
+    if ring and ring[-1] == key:
+        return Replay(tuple(record.get("events", {}).get("produced") or []))
+    if key in ring:
+        return DropDuplicate()
+    stored_version = record.get("version")
+    if stored_version is not None and stored_version != parsed.version:
+        return VersionMismatch(
+            f"Subject version '{parsed.version}' does not match the version '{stored_version}' "
+            f"of instance {parsed.instance_key} (event id={event.id})"
+        )
+    if record.get("executionStatus") == "failure":
+        return Ignore(
+            ExecutionOutcome.IGNORED_FAILED,
+            "The orchestration has failed in a previous event. Ignoring event id: "
+            f"{event.id} with event subject: {event.subject}",
+        )
+    return Proceed(
+        parent_subject=record.get("parentSubject"),
+        init_event_id=record.get("initEventId") or event.id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A step's record to commit (with the instance status) and the result to return after it."""
+
+    record: InstanceRecord
+    status: InstanceStatus
+    result: ExecutionResult
+
+
 @dataclass(frozen=True, slots=True)
 class EmissionDomains:
     """Default domains of emissions that do not name their own (spec 6.1 / 7.1)."""
@@ -117,7 +300,7 @@ class CoreRequest:
 
     event: ArvoEvent
     subject: ParsedSubject
-    record: dict[str, Any] | None
+    record: InstanceRecord | None
     parent_subject: str | None
     init_event_id: str
     span: Span
@@ -132,10 +315,12 @@ class CoreResult:
     service_contracts: Mapping[str, VersionedArvoContract]
     status: Literal["active", "done"]
     completed: bool
-    fields: dict[str, Any] = field(default_factory=dict)
-    events_fields: dict[str, Any] = field(default_factory=dict)
+    fields: KindFields = field(default_factory=KindFields)
+    """The kind-specific top-level record fields (machine snapshot, resumable state)."""
+    events_fields: EventsFields = field(default_factory=EventsFields)
+    """Kind-specific ``events.*`` record fields known before the events are created."""
     outcome: ExecutionOutcome = ExecutionOutcome.EXECUTED
-    finalize_events_fields: Callable[[list[ArvoEvent]], dict[str, Any]] | None = None
+    finalize_events_fields: Callable[[list[ArvoEvent]], EventsFields] | None = None
     """Computes further ``events.*`` record fields from the created events (resumables: expected ids)."""
 
 
@@ -299,172 +484,199 @@ class OrchestrationPipeline:
                     "arvo.parsed.subject.orchestrator.version": parsed.version,
                 }
             )
-        if parsed.name != self.source:
-            log_to_span(
-                span, "WARNING", f"Event subject mismatch - expected '{self.source}' but got '{parsed.name}'"
-            )
-            return ExecutionResult([], ExecutionOutcome.IGNORED_FOREIGN_SUBJECT)
+        # Asked before the lease: an event of another orchestrator must not lease its instance.
+        foreign = foreign_subject(parsed, self.source)
+        if foreign is not None:
+            return self._ignore(foreign, span)
         grant = await self._lease(event, parsed.instance_key)
         lease = grant.lease
         assert lease is not None
-        committed = False
+        # The memory hands out the stored JSON; the pipeline is its only writer (see record.py).
+        record = cast("InstanceRecord | None", grant.record)
         try:
-            record = grant.record
-            key = consumed_key(event)
-            if record is not None:
-                ring: list[str] = record.get("consumedIds") or []
-                if ring and ring[-1] == key:
-                    produced = record.get("events", {}).get("produced") or []
-                    return ExecutionResult(
-                        [ArvoEvent.from_json(item) for item in produced], ExecutionOutcome.REPLAYED
-                    )
-                if key in ring:
-                    return ExecutionResult([], ExecutionOutcome.DUPLICATE_DROPPED)
-                stored_version = record.get("version")
-                if stored_version is not None and stored_version != parsed.version:
-                    # Same execution id, another machine version: never load a snapshot of a
-                    # different machine into this one.
-                    raise ConfigViolation(
-                        f"Subject version '{parsed.version}' does not match the version '{stored_version}' "
-                        f"of instance {parsed.instance_key} (event id={event.id})"
-                    )
-                if record.get("executionStatus") == "failure":
-                    message = (
-                        "The orchestration has failed in a previous event. Ignoring event id: "
-                        f"{event.id} with event subject: {event.subject}"
-                    )
-                    if span.is_recording():
-                        span.set_attribute("arvo.handler.execution.status", "failure")
-                        log_to_span(span, "WARNING", message)
-                        span.set_status(Status(StatusCode.ERROR, message))
-                    return ExecutionResult([], ExecutionOutcome.IGNORED_FAILED)
-                parent_subject: str | None = record.get("parentSubject")
-                init_event_id: str = record.get("initEventId") or event.id
-            elif event.type != self.source:
-                log_to_span(
-                    span,
-                    "WARNING",
-                    f"Invalid initialization event detected. Expected type '{self.source}' but received "
-                    f"'{event.type}'.",
-                )
-                return ExecutionResult([], ExecutionOutcome.IGNORED_NO_STATE)
-            else:
-                requested_parent = event.data.get("parentSubject$$")
-                parent_subject = (
-                    requested_parent if isinstance(requested_parent, str) and requested_parent else None
-                )
-                init_event_id = event.id
-            request = CoreRequest(
-                event=event,
-                subject=parsed,
-                record=record,
-                parent_subject=parent_subject,
-                init_event_id=init_event_id,
-                span=span,
+            step = await self._step(
+                event, parsed=parsed, record=record, lease=lease, span=span, headers=headers
             )
-            traceparent, tracestate = headers
-            try:
-                result = await self._run_core(request, lease)
-                events = create_emittables(
-                    result.raw_events,
-                    EmissionContext(
-                        source=self.source,
-                        source_event=event,
-                        self_contract=result.self_contract,
-                        service_contracts=result.service_contracts,
-                        parent_subject=parent_subject,
-                        init_event_id=init_event_id,
-                        executionunits=self._executionunits,
-                        traceparent=traceparent,
-                        tracestate=tracestate,
-                    ),
-                    default_domains=self.domains.services,
+            if isinstance(step, _Write):
+                await self._commit(lease, step.record, step.status, event)
+                return step.result
+        except BaseException:
+            await self._release(lease, span)
+            raise
+        await self._release(lease, span)
+        return step
+
+    async def _step(
+        self,
+        event: ArvoEvent,
+        *,
+        parsed: ParsedSubject,
+        record: InstanceRecord | None,
+        lease: Lease,
+        span: Span,
+        headers: TraceHeaders,
+    ) -> ExecutionResult | _Write:
+        """Act on the :func:`decide` of ``event``: a result without a write, or the record to commit."""
+        decision = decide(parsed, self.source, event, record)
+        match decision:
+            case Proceed():
+                return await self._proceed(
+                    event,
+                    parsed=parsed,
+                    record=record,
+                    decision=decision,
+                    lease=lease,
+                    span=span,
+                    headers=headers,
                 )
-            except Exception as error:
-                if is_violation_error(error):
-                    raise
-                errors = create_system_error_events(
-                    error=error,
-                    event=event,
+            case Replay(produced=produced):
+                return ExecutionResult([ArvoEvent.from_json(item) for item in produced], decision.outcome)
+            case DropDuplicate():
+                return ExecutionResult([], decision.outcome)
+            case VersionMismatch():
+                raise decision.violation()
+            case Ignore():
+                return self._ignore(decision, span)
+            case _:  # pragma: no cover - exhaustive
+                assert_never(decision)
+
+    def _ignore(self, decision: Ignore, span: Span) -> ExecutionResult:
+        if decision.outcome is ExecutionOutcome.IGNORED_FAILED:
+            if span.is_recording():
+                span.set_attribute("arvo.handler.execution.status", "failure")
+                log_to_span(span, "WARNING", decision.reason)
+                span.set_status(Status(StatusCode.ERROR, decision.reason))
+        else:
+            log_to_span(span, "WARNING", decision.reason)
+        return ExecutionResult([], decision.outcome)
+
+    async def _proceed(
+        self,
+        event: ArvoEvent,
+        *,
+        parsed: ParsedSubject,
+        record: InstanceRecord | None,
+        decision: Proceed,
+        lease: Lease,
+        span: Span,
+        headers: TraceHeaders,
+    ) -> _Write:
+        """Run the core and build the record to commit: the new state, or a failure record."""
+        parent_subject = decision.parent_subject
+        init_event_id = decision.init_event_id
+        request = CoreRequest(
+            event=event,
+            subject=parsed,
+            record=record,
+            parent_subject=parent_subject,
+            init_event_id=init_event_id,
+            span=span,
+        )
+        traceparent, tracestate = headers
+        try:
+            result = await self._run_core(request, lease)
+            events = create_emittables(
+                result.raw_events,
+                EmissionContext(
                     source=self.source,
-                    self_contract=self.error_contract,
-                    kind=self.kind,
-                    domains=self.domains.system_error,
+                    source_event=event,
+                    self_contract=result.self_contract,
+                    service_contracts=result.service_contracts,
                     parent_subject=parent_subject,
                     init_event_id=init_event_id,
                     executionunits=self._executionunits,
                     traceparent=traceparent,
                     tracestate=tracestate,
-                    include_stack=self.include_error_stack,
-                )
-                if span.is_recording():
-                    span.set_attribute("arvo.handler.execution.status", "failure")
-                    exception_to_span(span, error)
-                    log_to_span(span, "ERROR", f"{self.kind} execution failed: {error}")
-                failure = self._failure_record(
-                    event=event,
-                    parsed=parsed,
-                    record=record,
-                    error=error,
-                    errors=errors,
-                    parent_subject=parent_subject,
-                    init_event_id=init_event_id,
-                    key=key,
-                )
-                await self._commit(lease, failure, InstanceStatus.FAILED, event)
-                committed = True
-                return ExecutionResult(errors, ExecutionOutcome.SYSTEM_ERROR)
+                ),
+                default_domains=self.domains.services,
+            )
+        except Exception as error:
+            if is_violation_error(error):
+                raise
+            errors = create_system_error_events(
+                error=error,
+                event=event,
+                source=self.source,
+                self_contract=self.error_contract,
+                kind=self.kind,
+                domains=self.domains.system_error,
+                parent_subject=parent_subject,
+                init_event_id=init_event_id,
+                executionunits=self._executionunits,
+                traceparent=traceparent,
+                tracestate=tracestate,
+                include_stack=self.include_error_stack,
+            )
             if span.is_recording():
-                span.set_attribute("arvo.orchestration.status", result.status)
-            new_record: dict[str, Any] = {
-                "schemaVersion": RECORD_SCHEMA_VERSION,
-                "kind": self.kind,
-                "executionStatus": "normal",
-                "status": result.status,
-                "completed": result.completed,
-                "subject": event.subject,
-                "parentSubject": parent_subject,
-                "initEventId": init_event_id,
-                "orchestrator": parsed.name,
-                "version": parsed.version,
-                **result.fields,
-                "events": {
-                    "consumed": event.to_dict(),
-                    "produced": [emitted.to_dict() for emitted in events],
-                    **result.events_fields,
-                    **(result.finalize_events_fields(events) if result.finalize_events_fields else {}),
-                },
-                "consumedIds": _push_ring(record, key),
-                "updatedAt": create_timestamp(),
-            }
-            status = InstanceStatus.DONE if result.status == "done" else InstanceStatus.ACTIVE
-            await self._commit(lease, new_record, status, event)
-            committed = True
-            return ExecutionResult(events, result.outcome)
-        finally:
-            if not committed:
-                await self._release(lease, span)
+                span.set_attribute("arvo.handler.execution.status", "failure")
+                exception_to_span(span, error)
+                log_to_span(span, "ERROR", f"{self.kind} execution failed: {error}")
+            failure = self._failure_record(
+                event=event,
+                parsed=parsed,
+                record=record,
+                error=error,
+                errors=errors,
+                parent_subject=parent_subject,
+                init_event_id=init_event_id,
+                key=consumed_key(event),
+            )
+            return _Write(
+                failure, InstanceStatus.FAILED, ExecutionResult(errors, ExecutionOutcome.SYSTEM_ERROR)
+            )
+        if span.is_recording():
+            span.set_attribute("arvo.orchestration.status", result.status)
+        finalized: EventsFields = (
+            result.finalize_events_fields(events) if result.finalize_events_fields is not None else {}
+        )
+        new_record: InstanceRecord = {
+            "schemaVersion": RECORD_SCHEMA_VERSION,
+            "kind": self.kind,
+            "executionStatus": "normal",
+            "status": result.status,
+            "completed": result.completed,
+            "subject": event.subject,
+            "parentSubject": parent_subject,
+            "initEventId": init_event_id,
+            "orchestrator": parsed.name,
+            "version": parsed.version,
+            # One literal keeps the stored key order. mypy cannot prove that a KindFields value
+            # carries none of the failure-only keys (a structural subtype might): hence the ignore.
+            **result.fields,  # type: ignore[typeddict-item]
+            "events": {
+                "consumed": event.to_dict(),
+                "produced": [emitted.to_dict() for emitted in events],
+                **result.events_fields,
+                **finalized,
+            },
+            "consumedIds": _push_ring(record, consumed_key(event)),
+            "updatedAt": create_timestamp(),
+        }
+        status = InstanceStatus.DONE if result.status == "done" else InstanceStatus.ACTIVE
+        return _Write(new_record, status, ExecutionResult(events, result.outcome))
 
     def _failure_record(
         self,
         *,
         event: ArvoEvent,
         parsed: ParsedSubject,
-        record: dict[str, Any] | None,
+        record: InstanceRecord | None,
         error: BaseException,
         errors: list[ArvoEvent],
         parent_subject: str | None,
         init_event_id: str,
         key: str,
-    ) -> dict[str, Any]:
-        previous = None
+    ) -> InstanceRecord:
+        previous: InstanceRecord | None = None
         if record is not None:
-            previous = {name: value for name, value in record.items() if name != "previous"}
+            previous = cast(
+                "InstanceRecord", {name: value for name, value in record.items() if name != "previous"}
+            )
         return {
             "schemaVersion": RECORD_SCHEMA_VERSION,
             "kind": self.kind,
             "executionStatus": "failure",
-            "status": InstanceStatus.FAILED.value,
+            "status": "failed",
             "completed": bool(record and record.get("completed")),
             "subject": event.subject,
             "parentSubject": parent_subject,
@@ -567,7 +779,7 @@ class _LeaseRenewals:
                     self._held[lease] = loop.time()
 
 
-def _push_ring(record: Mapping[str, Any] | None, key: str) -> list[str]:
+def _push_ring(record: InstanceRecord | None, key: str) -> list[str]:
     ring = list(record.get("consumedIds") or []) if record is not None else []
     ring.append(key)
     return ring[-CONSUMED_RING_SIZE:]

@@ -1,0 +1,123 @@
+"""The stored JSON record of an orchestration instance (orchestrator or resumable), as types.
+
+The pipeline (:mod:`service.arvo.orchestration.pipeline`) writes one record per instance, in the same
+atomic step that releases the lease. Records are plain JSON objects in the memory
+(:class:`~service.arvo.memory.Memory` keeps its ``dict[str, Any]`` signatures; these types are
+assignable to them); these ``TypedDict`` s describe what the pipeline writes and reads, so nothing
+checks them at run time. A record read back may be older or hand-edited: readers use ``.get``.
+
+A normal record (``executionStatus: "normal"``)::
+
+    {"schemaVersion": 1, "kind": "orchestrator", "executionStatus": "normal", "status": "active",
+     "completed": false, "subject": "...", "parentSubject": null, "initEventId": "...",
+     "orchestrator": "arvo.orc.order", "version": "1.0.0",
+     "value": ..., "state": {...}, "machineId": "...",            # orchestrators
+     "state$$": ...,                                                # resumables
+     "events": {"consumed": {...}, "produced": [...], "expected": {...}},   # expected: resumables
+     "consumedIds": ["<domain>/<id>", ...], "updatedAt": "..."}
+
+A failure record (``executionStatus: "failure"``, ``status: "failed"``) has the same common keys plus
+``error`` and ``previous`` (the record before the failure, without its own ``previous``), and no
+kind-specific fields; its ``events.produced`` are the system error events.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Required, TypedDict
+
+__all__ = [
+    "EventsFields",
+    "ExecutionStatus",
+    "InstanceRecord",
+    "KindFields",
+    "RecordEvents",
+    "RecordKind",
+    "RecordStatus",
+]
+
+RecordKind = Literal["orchestrator", "resumable"]
+"""Which kind of handler owns the instance."""
+
+ExecutionStatus = Literal["normal", "failure"]
+"""``failure`` once a core raised a non-violation error: later events are ignored."""
+
+RecordStatus = Literal["active", "done", "failed"]
+"""The lifecycle status written with the record (as :class:`~service.arvo.memory.InstanceStatus`)."""
+
+# ``state$$`` is not an identifier: only the functional syntax can declare it.
+_ResumableFields = TypedDict("_ResumableFields", {"state$$": Any}, total=False)
+
+
+class KindFields(_ResumableFields, total=False):
+    """The kind-specific top-level fields a core adds to a normal record (``CoreResult.fields``).
+
+    Orchestrators set ``value``, ``state`` and ``machineId``; resumables set ``state$$`` (the
+    custom context their handler returned last, ``None`` before the first one).
+    """
+
+    value: Any
+    """The statechart's state value (``"idle"``, ``{"parallel": {...}}``...)."""
+    state: dict[str, Any]
+    """The machine snapshot the next event resumes from."""
+    machineId: str  # noqa: N815 - wire name
+    """The id of the machine version that wrote the snapshot."""
+
+
+class EventsFields(TypedDict, total=False):
+    """The kind-specific part of the record's ``events`` (``CoreResult.events_fields``)."""
+
+    expected: dict[str, list[dict[str, Any]]] | None
+    """Resumables: replies collected so far per emitted event id (``None`` before any emission)."""
+
+
+class RecordEvents(EventsFields):
+    """The record's ``events``: an outbox of the last consumed event and what it produced."""
+
+    consumed: dict[str, Any]
+    """The last consumed event, as JSON."""
+    produced: list[dict[str, Any]]
+    """The events it produced (system errors in a failure record), as JSON; replayed on redelivery."""
+
+
+class InstanceRecord(KindFields, total=False):
+    """The stored record of one orchestration instance (see the module docstring for examples).
+
+    The ``Required`` keys are written by every record of schema version 1; ``error`` and
+    ``previous`` only by failure records; ``parkedReason``/``statusReason`` by
+    :meth:`~service.arvo.memory.Memory.set_status` when given a reason.
+    """
+
+    schemaVersion: Required[int]  # noqa: N815 - wire name
+    """The record layout version (``RECORD_SCHEMA_VERSION``)."""
+    kind: Required[RecordKind]
+    """``orchestrator`` or ``resumable``."""
+    executionStatus: Required[ExecutionStatus]  # noqa: N815 - wire name
+    """``normal``, or ``failure`` once a core failed."""
+    status: Required[RecordStatus]
+    """``active``, ``done`` or ``failed``."""
+    completed: Required[bool]
+    """Whether the completion was emitted (a failure record keeps the previous flag)."""
+    subject: Required[str]
+    """The orchestration subject of the last consumed event."""
+    parentSubject: Required[str | None]  # noqa: N815 - wire name
+    """The parent orchestration's subject (child workflows), fixed by the first init event."""
+    initEventId: Required[str]  # noqa: N815 - wire name
+    """The id of the init event, fixed by the first one."""
+    orchestrator: Required[str]
+    """The orchestrator name from the subject (``arvo.orc.<name>``)."""
+    version: Required[str]
+    """The orchestrator version the subject pins; another version is a ``ConfigViolation``."""
+    events: Required[RecordEvents]
+    """The outbox: last consumed event and its emissions."""
+    consumedIds: Required[list[str]]  # noqa: N815 - wire name
+    """The ring of the last consumed ``<domain>/<id>`` keys (deduplication), oldest first."""
+    updatedAt: Required[str]  # noqa: N815 - wire name
+    """When the record was written (RFC 3339)."""
+    error: dict[str, str | None]
+    """Failure records: ``{errorName, errorMessage, errorStack}`` of the error (stack always kept)."""
+    previous: InstanceRecord | None
+    """Failure records: the record before the failure (without its own ``previous``), or ``None``."""
+    parkedReason: str  # noqa: N815 - wire name
+    """Why an operator or the consumer parked the instance."""
+    statusReason: str  # noqa: N815 - wire name
+    """Why the status was set from outside a lease (other than parking)."""
