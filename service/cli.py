@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer
-
     from service.arvo.errors import ValidationProblem
     from service.arvo.event import ArvoEvent
+    from service.arvo.memory import Memory
+    from service.runtime.client import ArvoClient
     from service.runtime.dlq import DeadLetterEntry
-    from service.runtime.redis_memory import RedisMemory
     from service.runtime.routing import TopicRouter
     from service.runtime.settings import ServiceSettings
 
@@ -280,7 +279,6 @@ def graph(
 # --------------------------------------------------------------------------- the service
 
 
-_REPLY_POLL_S = 0.2
 _SHORT_MESSAGE_CHARS = 60
 _CLI_SOURCE = "com.arvo.cli"
 
@@ -408,80 +406,11 @@ def run(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
 # --------------------------------------------------------------------------- arvo publish
 
 
-def _reply_topics(
-    router: TopicRouter, *, source: str, redirectto: str | None, domain: str | None
-) -> list[str]:
-    """Where replies to an event from ``source`` can arrive: ``source`` (or ``redirectto``), any domain."""
-    targets = [target for target in (source, redirectto) if target]
-    return sorted({router.route(target, item) for target in targets for item in (None, domain)})
+def _open_client(settings: ServiceSettings, router: TopicRouter | None = None) -> ArvoClient:
+    """The Kafka client of ``settings`` (replaced in unit tests)."""
+    from service.runtime.client import ArvoClient
 
-
-def _answers(candidate: ArvoEvent, event: ArvoEvent) -> bool | None:
-    """``True`` for a completion of ``event``, ``False`` for its system error, else ``None``."""
-    is_error = candidate.type.startswith("sys.") and candidate.type.endswith(".error")
-    if candidate.parentid == event.id:
-        return not is_error
-    if is_error and candidate.subject == event.subject:
-        return False
-    return None
-
-
-async def _assign_at_end(settings: ServiceSettings, topics: Sequence[str]) -> AIOKafkaConsumer:
-    """A group-less consumer on every partition of ``topics``, positioned at their current ends."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from service.runtime.kafka_admin import topic_partitions
-
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_common_kwargs(),
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_partition_fetch_bytes=max(1_048_576, settings.max_event_bytes + 65_536),
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in await topic_partitions(settings, topic)
-        ]
-        consumer.assign(partitions)
-        ends: dict[Any, int] = await consumer.end_offsets(partitions)
-        for partition in partitions:
-            consumer.seek(partition, ends[partition])
-    except BaseException:
-        await consumer.stop()
-        raise
-    return consumer
-
-
-async def _first_reply(
-    consumer: AIOKafkaConsumer,
-    event: ArvoEvent,
-    *,
-    timeout_s: float,
-    max_bytes: int,
-    on_tick: Callable[[float], None] | None,
-) -> ArvoEvent | None:
-    import time
-
-    from service.runtime.binding import RecordDecodeError, decode_record
-
-    started = time.monotonic()
-    while (remaining := started + timeout_s - time.monotonic()) > 0:
-        if on_tick is not None:
-            on_tick(time.monotonic() - started)
-        batch = await consumer.getmany(timeout_ms=max(1, int(min(remaining, _REPLY_POLL_S) * 1000)))
-        for records in batch.values():
-            for record in records:
-                try:
-                    candidate = decode_record(record.value, record.headers, max_bytes=max_bytes)
-                except RecordDecodeError:
-                    continue
-                if _answers(candidate, event) is not None:
-                    return candidate
-    return None
+    return ArvoClient(settings, router=router)
 
 
 async def _publish_event(
@@ -496,40 +425,32 @@ async def _publish_event(
 ) -> ArvoEvent | None:
     """Publish ``event``; with ``reply_topics``, return the first completion or system error of it.
 
-    The reply consumer is positioned at the end of the reply topics *before* publishing, so a reply
-    can never be missed. Returns ``None`` without reply topics, or when ``timeout_s`` passes.
+    The client follows the reply topics from their end *before* publishing, so a reply can never be
+    missed. Returns ``None`` without reply topics, or when ``timeout_s`` passes.
     """
     import asyncio
 
-    from service.runtime.kafka_admin import ensure_topics
     from service.runtime.otel import configure_tracing, shutdown_tracing
-    from service.runtime.producer import EventProducer
 
-    target = router.route_event(event)
-    wanted = [*reply_topics, *([target] if settings.create_topics else [])]
-    if wanted:
-        await ensure_topics(settings, wanted)
-    consumer = await _assign_at_end(settings, reply_topics) if reply_topics else None
-    try:
-        producer = EventProducer(settings=settings, router=router)
-        await producer.start()
+    async def published() -> None:
+        # The publish's spans are exported before the wait, which can be long.
+        await asyncio.to_thread(shutdown_tracing)
+        on_published()
+
+    async with _open_client(settings, router) as client:
         # With OTEL_* configured, the publish's `send` span is the root of the workflow's trace: set up
         # only now, after the event was built, so the init carries no factory-span context.
         configure_tracing()
         try:
-            await producer.publish([event])
+            if not reply_topics:
+                await client.publish([event])
+                await published()
+                return None
+            return await client.publish_and_wait(
+                event, reply_topics=reply_topics, timeout_s=timeout_s, on_published=published, on_tick=on_tick
+            )
         finally:
-            await producer.stop()
-            await asyncio.to_thread(shutdown_tracing)
-        on_published()
-        if consumer is None:
-            return None
-        return await _first_reply(
-            consumer, event, timeout_s=timeout_s, max_bytes=settings.max_event_bytes, on_tick=on_tick
-        )
-    finally:
-        if consumer is not None:
-            await consumer.stop()
+            await asyncio.to_thread(shutdown_tracing)  # when the publish failed (a no-op otherwise)
 
 
 @app.command("publish")
@@ -574,6 +495,7 @@ def publish(
     payload = _json_object(data, what="--data")
     from service.apps import AppLoadError, EntryEventError, build_entry_event, build_handlers
     from service.arvo.memory import InMemoryMemory
+    from service.runtime.client import reply_topics
     from service.runtime.routing import RoutingError, TopicRouter
 
     try:
@@ -589,7 +511,7 @@ def publish(
             domain=domain,
         )
         router = TopicRouter.from_settings(settings)
-        replies = _reply_topics(router, source=source, redirectto=redirectto, domain=domain) if wait else []
+        replies = reply_topics(router, source=source, redirectto=redirectto, domain=domain) if wait else []
         router.route_event(event)
     except (AppLoadError, EntryEventError, RoutingError) as error:
         _fail(str(error))
@@ -630,26 +552,25 @@ def publish(
         return
     if reply is None:
         _fail(f"no completion or system error of {event.id} within {timeout:g} s", code=2)
+    from service.runtime.client import answers
+
     _print_json(reply.to_dict())
-    if _answers(reply, event) is False:
+    if answers(reply, event) is False:
         raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- arvo inspect / instances
 
 
-def _open_memory(settings: ServiceSettings) -> RedisMemory:
-    """The Redis memory of ``settings`` (replaced in unit tests)."""
-    from service.runtime.redis_memory import RedisMemory
+def _open_memory(settings: ServiceSettings) -> Memory:
+    """The memory of ``settings`` (the service's store; replaced in unit tests)."""
+    from service.runtime.stores import open_memory
 
-    return RedisMemory.from_url(
-        settings.redis_url.get_secret_value(),
-        key_prefix=settings.redis_key_prefix,
-        cluster_mode=settings.redis_cluster,
-    )
+    return open_memory(settings)
 
 
-async def _with_memory(settings: ServiceSettings, action: Callable[[RedisMemory], Awaitable[_T]]) -> _T:
+async def _with_memory(settings: ServiceSettings, action: Callable[[Memory], Awaitable[_T]]) -> _T:
+    """Run ``action`` on the memory of ``settings`` and close the memory afterwards."""
     memory = _open_memory(settings)
     try:
         return await action(memory)
@@ -793,10 +714,8 @@ def dlq_list(
 ) -> None:
     """List the dead letters: where each came from and why it could not be processed."""
     settings = _service_settings()
-    from service.runtime import dlq
-
     entries = _run_async(
-        dlq.read_dead_letters(settings, limit=limit, reason=reason), what="reading the dead-letter topic"
+        _read_letters(settings, limit=limit, reason=reason), what="reading the dead-letter topic"
     )
     _print_table(
         ("PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE"),
@@ -827,28 +746,19 @@ def _select_letters(entries: Sequence[DeadLetterEntry], offsets: Sequence[str]) 
     return chosen
 
 
+async def _read_letters(
+    settings: ServiceSettings, *, limit: int | None = None, reason: str | None = None
+) -> list[DeadLetterEntry]:
+    async with _open_client(settings) as client:
+        return await client.dead_letters(limit=limit, reason=reason)
+
+
 async def _replay_letters(
     settings: ServiceSettings, entries: Sequence[DeadLetterEntry]
 ) -> list[tuple[DeadLetterEntry, str | None]]:
     """Replay each entry to its origin topic; return ``(entry, error or None)`` per entry."""
-    from service.runtime import dlq
-    from service.runtime.producer import EventProducer
-    from service.runtime.routing import TopicRouter
-
-    outcomes: list[tuple[DeadLetterEntry, str | None]] = []
-    producer = EventProducer(settings=settings, router=TopicRouter.from_settings(settings))
-    await producer.start()
-    try:
-        for entry in entries:
-            try:
-                await dlq.replay(entry, producer=producer)
-            except ValueError as error:  # nothing to replay (payload dropped, no origin)
-                outcomes.append((entry, str(error)))
-            else:
-                outcomes.append((entry, None))
-    finally:
-        await producer.stop()
-    return outcomes
+    async with _open_client(settings) as client:
+        return await client.replay(entries)
 
 
 @dlq_app.command("replay")
@@ -870,9 +780,7 @@ def dlq_replay(
     if bool(offsets) == replay_all:
         _fail("name the dead letters to replay: --offset N (repeatable) or --all", code=2)
     settings = _service_settings()
-    from service.runtime import dlq
-
-    entries = _run_async(dlq.read_dead_letters(settings, reason=reason), what="reading the dead-letter topic")
+    entries = _run_async(_read_letters(settings, reason=reason), what="reading the dead-letter topic")
     chosen = list(entries) if replay_all else _select_letters(entries, offsets or [])
     outcomes = _run_async(_replay_letters(settings, chosen), what="replaying")
     failed = 0

@@ -16,7 +16,9 @@ A dead letter is the original record, byte for byte (key, value, headers), plus 
 ======================== ===========================================================================
 
 Earlier ``arvo-dlq-*`` headers (a replayed record that failed again) are replaced, not repeated.
-:func:`read_dead_letters` and :func:`replay` are the operator tools behind the CLI.
+:func:`replay` re-publishes one entry; reading the topic is
+:meth:`ArvoClient.dead_letters <service.runtime.client.ArvoClient.dead_letters>` (and
+:func:`read_dead_letters`, its shortcut). Both are the operator tools behind ``arvo dlq``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from service.runtime.kafka_admin import topic_partitions
 
 if TYPE_CHECKING:
     from service.runtime.producer import EventProducer
@@ -236,67 +234,28 @@ async def read_dead_letters(
     topic: str | None = None,
     limit: int | None = None,
     reason: str | None = None,
-    poll_timeout_ms: int = 1_000,
+    timeout_s: float = 30.0,
 ) -> list[DeadLetterEntry]:
     """Read the dead-letter topic from the beginning up to its current end (no consumer group).
 
-    Uses manual partition assignment, so it neither joins nor disturbs any group and commits nothing.
+    A shortcut for :meth:`ArvoClient.dead_letters <service.runtime.client.ArvoClient.dead_letters>`:
+    manual partition assignment, so it neither joins nor disturbs any group and commits nothing.
 
     Args:
         settings: Connection settings; the topic defaults to ``settings.dead_letter_topic_name``.
         topic: Another dead-letter topic to read.
-        limit: Stop after this many (matching) entries.
+        limit: At most this many (matching) entries, the first by partition and offset.
         reason: Only entries with this ``arvo-dlq-reason``.
-        poll_timeout_ms: How long one poll waits for data; reading ends after three empty polls.
+        timeout_s: Bound of the read (``TimeoutError`` after it).
 
     Returns:
-        Entries ordered by partition, then offset.
+        Entries ordered by partition, then offset (``[]`` when the topic does not exist).
 
     """
-    name = topic or settings.dead_letter_topic_name
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_common_kwargs(),
-        enable_auto_commit=False,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_partition_fetch_bytes=max(1_048_576, settings.max_event_bytes + 65_536),
-    )
-    await consumer.start()
-    try:
-        partitions = await topic_partitions(settings, name)
-        if not partitions:
-            return []
-        tps = [TopicPartition(name, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        beginning: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
-        end: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > beginning[tp]}
-        entries: list[DeadLetterEntry] = []
-        empty_polls = 0
-        while remaining and (limit is None or len(entries) < limit) and empty_polls < 3:
-            batch = await consumer.getmany(*remaining, timeout_ms=poll_timeout_ms)
-            empty_polls = 0 if batch else empty_polls + 1
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset >= end[tp]:
-                        remaining.discard(tp)
-                        break
-                    entry = DeadLetterEntry.from_record(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=record.headers,
-                    )
-                    if reason is None or entry.reason == reason:
-                        entries.append(entry)
-                    if record.offset + 1 >= end[tp]:
-                        remaining.discard(tp)
-        entries.sort(key=lambda entry: (entry.partition, entry.offset))
-        return entries if limit is None else entries[:limit]
-    finally:
-        await consumer.stop()
+    from service.runtime.client import ArvoClient
+
+    async with ArvoClient(settings) as client:
+        return await client.dead_letters(topic=topic, limit=limit, reason=reason, timeout_s=timeout_s)
 
 
 async def replay(entry: DeadLetterEntry, *, producer: EventProducer) -> None:

@@ -1,7 +1,8 @@
 """The service commands of the ``arvo`` CLI without Kafka or Redis (CliRunner; I/O seams replaced).
 
 ``arvo run``, ``publish``, ``inspect``, ``instances list`` and ``dlq list/replay`` against fakes of the
-service, the broker round trip, the Redis memory and the dead-letter reader; plus the logging setup
+service, the broker round trip, the memory and the Kafka client (the in-memory cluster of
+``tests/unit/test_client.py``); plus the logging setup
 and the entry-event builder behind ``arvo publish``. ``tests/integration/test_cli_runtime.py`` runs
 the same commands against the real broker and Redis.
 """
@@ -29,12 +30,12 @@ from service.apps import EntryEventError, build_entry_event, build_handlers, ent
 from service.arvo.event import ArvoEvent, create_arvo_event
 from service.arvo.memory import InMemoryMemory, InstanceStatus
 from service.arvo.subject import ArvoOrchestrationSubject
-from service.runtime import dlq
-from service.runtime.dlq import DeadLetterEntry
+from service.runtime.binding import RecordDecodeError
+from service.runtime.dlq import DeadLetter
 from service.runtime.logging import configure_logging, uses_json
-from service.runtime.producer import EventProducer
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings
+from tests.unit.test_client import FakeCluster
 
 app = cli.app
 DEFAULT_APP = "service.examples:default_app"
@@ -361,30 +362,31 @@ def test_publish_rejects_bad_input_with_one_line_and_publishes_nothing(
     assert "event" not in fake_broker
 
 
-def test_reply_topics_cover_the_source_and_redirect_target_in_every_domain() -> None:
-    router = TopicRouter(prefix="p.")
-    assert cli._reply_topics(router, source="com.a.b", redirectto=None, domain=None) == ["p.com.a.b"]
-    assert cli._reply_topics(router, source="com.a.b", redirectto="com.c.d", domain="ext") == [
-        "p.com.a.b",
-        "p.com.c.d",
-        "p.ext-com.a.b",
-        "p.ext-com.c.d",
-    ]
+def test_publish_wait_goes_through_the_client_and_prints_the_reply_it_waited_for(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real round trip of `arvo publish --wait` on an in-memory cluster that answers every init.
+    cluster = FakeCluster()
 
+    def respond(cluster: FakeCluster, record: Any) -> None:
+        if record.topic == "arvo.orc.bench":
+            cluster.publish(_completion(ArvoEvent.from_json(record.value)), "com.arvo.cli")
 
-def test_a_reply_is_a_child_of_the_published_event_or_a_system_error_on_its_subject() -> None:
-    handlers = build_handlers(DEFAULT_APP, InMemoryMemory())
-    event = build_entry_event(handlers, "arvo.orc.bench", data={"a": 1, "b": 1}, source="com.arvo.cli")
-    assert cli._answers(_completion(event), event) is True
-    assert cli._answers(_system_error(event), event) is False
-    stray_error = create_arvo_event(
-        source="x.y.z", type="sys.x.y.z.error", subject=event.subject, data={}, parentid="other"
+    cluster.responders.append(respond)
+    monkeypatch.setattr(
+        cli, "_open_client", lambda settings, router=None: cluster.client(settings, router=router)
     )
-    assert cli._answers(stray_error, event) is False
-    unrelated = create_arvo_event(
-        source="x.y.z", type="evt.x.done", subject=event.subject, data={}, parentid="o"
-    )
-    assert cli._answers(unrelated, event) is None
+    result = runner.invoke(app, ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}', "--wait"])
+    assert result.exit_code == 0, result.output
+    event_id, subject, rest = _published_lines(result.stdout)
+    assert json.loads(rest)["parentid"] == event_id
+    [init] = cluster.records("arvo.orc.bench")
+    assert init.key == subject.encode()
+    assert ["arvo.orc.bench", "com.arvo.cli"] in cluster.ensured
+
+    result = runner.invoke(app, ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}'])
+    assert result.exit_code == 0, result.output
+    assert len(cluster.records("arvo.orc.bench")) == 2
 
 
 # ------------------------------------------------------------------------------- entry events (apps)
@@ -418,19 +420,19 @@ def test_an_init_event_keeps_an_explicit_parent_subject() -> None:
 # ----------------------------------------------------------------------- arvo inspect and instances
 
 
-class FakeRedisMemory(InMemoryMemory):
-    """The in-process memory with the ``close`` of :class:`RedisMemory`."""
+class ClosingMemory(InMemoryMemory):
+    """The in-process memory, counting its ``close`` calls."""
 
     closed = 0
 
     async def close(self) -> None:
-        FakeRedisMemory.closed += 1
+        ClosingMemory.closed += 1
 
 
 @pytest.fixture
-def memory(monkeypatch: pytest.MonkeyPatch) -> FakeRedisMemory:
-    store = FakeRedisMemory()
-    FakeRedisMemory.closed = 0
+def memory(monkeypatch: pytest.MonkeyPatch) -> ClosingMemory:
+    store = ClosingMemory()
+    ClosingMemory.closed = 0
     monkeypatch.setattr(cli, "_open_memory", lambda settings: store)
     return store
 
@@ -473,7 +475,7 @@ def bench_subject() -> str:
 
 
 def test_inspect_prints_status_state_and_the_last_events_of_an_instance(
-    runner: CliRunner, memory: FakeRedisMemory, bench_subject: str
+    runner: CliRunner, memory: ClosingMemory, bench_subject: str
 ) -> None:
     key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
     _run(_store(memory, key, _bench_record(bench_subject), InstanceStatus.DONE))
@@ -489,11 +491,11 @@ def test_inspect_prints_status_state_and_the_last_events_of_an_instance(
     assert lines["parent subject"] == "-"
     assert lines["last consumed"] == "evt.bench.double.success (id reply-2)"
     assert "arvo.orc.bench.done (id done-1) to com.arvo.cli" in result.stdout
-    assert FakeRedisMemory.closed == 1
+    assert ClosingMemory.closed == 1
 
 
 def test_inspect_json_prints_the_whole_record_and_accepts_an_instance_key(
-    runner: CliRunner, memory: FakeRedisMemory, bench_subject: str
+    runner: CliRunner, memory: ClosingMemory, bench_subject: str
 ) -> None:
     key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
     _run(_store(memory, key, _bench_record(bench_subject), InstanceStatus.DONE))
@@ -503,7 +505,7 @@ def test_inspect_json_prints_the_whole_record_and_accepts_an_instance_key(
 
 
 def test_inspect_shows_the_resumable_context_the_error_of_a_failure_and_a_parking(
-    runner: CliRunner, memory: FakeRedisMemory
+    runner: CliRunner, memory: ClosingMemory
 ) -> None:
     key = "arvo.orc.bench.resumable:exec-1"
     failed = {
@@ -529,7 +531,7 @@ def test_inspect_shows_the_resumable_context_the_error_of_a_failure_and_a_parkin
 
 
 def test_inspect_of_an_unknown_instance_or_a_bad_subject_exits_1_with_one_line(
-    runner: CliRunner, memory: FakeRedisMemory, bench_subject: str
+    runner: CliRunner, memory: ClosingMemory, bench_subject: str
 ) -> None:
     result = runner.invoke(app, ["inspect", bench_subject])
     assert result.exit_code == 1
@@ -544,7 +546,7 @@ def test_inspect_of_an_unknown_instance_or_a_bad_subject_exits_1_with_one_line(
 
 
 def test_instances_list_prints_tab_separated_rows_filtered_by_orchestrator_and_status(
-    runner: CliRunner, memory: FakeRedisMemory
+    runner: CliRunner, memory: ClosingMemory
 ) -> None:
     _run(_store(memory, "arvo.orc.bench:1", {"status": "done"}, InstanceStatus.DONE))
     _run(_store(memory, "arvo.orc.bench:2", {"status": "active"}, InstanceStatus.ACTIVE))
@@ -563,63 +565,60 @@ def test_instances_list_prints_tab_separated_rows_filtered_by_orchestrator_and_s
 # ------------------------------------------------------------------------------------------ arvo dlq
 
 
-def _entry(
-    partition: int, offset: int, *, reason: str = "not_json", dropped: int | None = None
-) -> DeadLetterEntry:
-    return DeadLetterEntry(
-        topic="arvo.dlq",
-        partition=partition,
-        offset=offset,
-        key=b"k",
-        value=None if dropped else b"garbage",
-        original_headers=[],
+def _write_letter(
+    cluster: FakeCluster, partition: int, offset: int, *, reason: str = "not_json", dropped: bool = False
+) -> None:
+    """A dead letter at ``partition:offset`` of ``arvo.dlq``, as the consumer loop writes them."""
+    letter = DeadLetter.from_error(
+        key=f"{partition}:{offset}".encode(),
+        value=b"garbage",
+        headers=[],
+        topic="arvo.orc.bench",
+        partition=1,
+        offset=7 + offset,
+        timestamp=None,
         reason=reason,
-        error_class="RecordDecodeError",
-        error_message="[not_json] record value is not JSON: " + "x" * 200,
-        origin_topic="arvo.orc.bench",
-        origin_partition=1,
-        origin_offset=7 + offset,
-        origin_timestamp=None,
-        attempts=1,
-        dead_lettered_at_ms=None,
-        payload_dropped_bytes=dropped,
+        error=RecordDecodeError("not_json", "record value is not JSON: " + "x" * 200),
     )
+    if dropped:
+        letter = letter.without_payload()
+    cluster.append(
+        "arvo.dlq", key=letter.key, value=letter.value, headers=letter.headers_out(), partition=partition
+    )
+    assert cluster.logs["arvo.dlq"][partition][-1].offset == offset
 
 
 @pytest.fixture
-def dead_letters(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    seen: dict[str, Any] = {
-        "entries": [_entry(0, 0), _entry(0, 1, reason="contract"), _entry(1, 0), _entry(1, 2, dropped=9)],
-        "replayed": [],
-    }
+def dead_letters(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    """The dead-letter topic on an in-memory cluster: 0:0, 0:1 (contract), 1:0, 1:1 (payload dropped)."""
+    cluster = FakeCluster()
+    _write_letter(cluster, 0, 0)
+    _write_letter(cluster, 0, 1, reason="contract")
+    _write_letter(cluster, 1, 0)
+    _write_letter(cluster, 1, 1, dropped=True)
+    monkeypatch.setattr(
+        cli, "_open_client", lambda settings, router=None: cluster.client(settings, router=router)
+    )
+    return cluster
 
-    async def read(settings: ServiceSettings, **kwargs: Any) -> list[DeadLetterEntry]:
-        seen["read"] = kwargs
-        entries: list[DeadLetterEntry] = seen["entries"]
-        reason = kwargs.get("reason")
-        return [entry for entry in entries if reason is None or entry.reason == reason]
 
-    async def replay(entry: DeadLetterEntry, *, producer: EventProducer) -> None:
-        if entry.payload_dropped_bytes is not None:
-            raise ValueError(f"dead letter {entry.partition}@{entry.offset} lost its payload")
-        seen["replayed"].append((entry.partition, entry.offset))
-
-    async def nothing(self: EventProducer) -> None:
-        return None
-
-    monkeypatch.setattr(dlq, "read_dead_letters", read)
-    monkeypatch.setattr(dlq, "replay", replay)
-    monkeypatch.setattr(EventProducer, "start", nothing)
-    monkeypatch.setattr(EventProducer, "stop", nothing)
-    return seen
+def _replayed(cluster: FakeCluster) -> list[str]:
+    """The dead letters sent back to their topic, in order (their keys are ``partition:offset``)."""
+    return [(record.key or b"").decode() for record in cluster.written if record.topic == "arvo.orc.bench"]
 
 
 def test_dlq_list_prints_where_each_dead_letter_came_from_and_why(
-    runner: CliRunner, dead_letters: dict[str, Any]
+    runner: CliRunner, dead_letters: FakeCluster
 ) -> None:
+    result = runner.invoke(app, ["dlq", "list", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    assert [row.split("\t")[:3] for row in result.stdout.splitlines()[1:]] == [
+        ["0", "0", "not_json"],
+        ["0", "1", "contract"],
+        ["1", "0", "not_json"],
+    ]
     result = runner.invoke(app, ["dlq", "list", "--limit", "3", "--reason", "contract"])
     assert result.exit_code == 0, result.output
-    assert dead_letters["read"] == {"limit": 3, "reason": "contract"}
     header, row = result.stdout.splitlines()
     assert header.split("\t") == ["PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE"]
     cells = row.split("\t")
@@ -628,28 +627,34 @@ def test_dlq_list_prints_where_each_dead_letter_came_from_and_why(
     assert len(cells[5]) == 60
 
 
-def test_dlq_replay_replays_the_named_offsets(runner: CliRunner, dead_letters: dict[str, Any]) -> None:
-    result = runner.invoke(app, ["dlq", "replay", "--offset", "1", "--offset", "1:0"])
+def test_dlq_replay_replays_the_named_offsets(runner: CliRunner, dead_letters: FakeCluster) -> None:
+    result = runner.invoke(app, ["dlq", "replay", "--offset", "0:1", "--offset", "1:0"])
     assert result.exit_code == 0, result.output
-    assert dead_letters["replayed"] == [(0, 1), (1, 0)]
+    assert _replayed(dead_letters) == ["0:1", "1:0"]
     assert result.stdout.splitlines() == ["replayed 0:1 to arvo.orc.bench", "replayed 1:0 to arvo.orc.bench"]
 
 
 def test_dlq_replay_all_reports_letters_without_payload_and_exits_1(
-    runner: CliRunner, dead_letters: dict[str, Any]
+    runner: CliRunner, dead_letters: FakeCluster
 ) -> None:
     result = runner.invoke(app, ["dlq", "replay", "--all"])
     assert result.exit_code == 1
-    assert dead_letters["replayed"] == [(0, 0), (0, 1), (1, 0)]
-    assert _one_line(result.stderr).startswith("arvo: skipped 1:2: dead letter 1@2 lost its payload")
+    assert _replayed(dead_letters) == ["0:0", "0:1", "1:0"]
+    assert _one_line(result.stderr).startswith("arvo: skipped 1:1: dead letter arvo.dlq/1@1 lost its payload")
 
 
 def test_dlq_replay_all_with_a_reason_replays_only_those(
-    runner: CliRunner, dead_letters: dict[str, Any]
+    runner: CliRunner, dead_letters: FakeCluster
 ) -> None:
     result = runner.invoke(app, ["dlq", "replay", "--all", "--reason", "contract"])
     assert result.exit_code == 0, result.output
-    assert dead_letters["replayed"] == [(0, 1)]
+    assert _replayed(dead_letters) == ["0:1"]
+
+
+def test_dlq_replay_of_an_empty_selection_says_so(runner: CliRunner, dead_letters: FakeCluster) -> None:
+    result = runner.invoke(app, ["dlq", "replay", "--all", "--reason", "no_handler"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "nothing to replay\n"
 
 
 @pytest.mark.parametrize(
@@ -667,12 +672,12 @@ def test_dlq_replay_all_with_a_reason_replays_only_those(
     ],
 )
 def test_dlq_replay_refuses_unclear_selections_before_replaying_anything(
-    runner: CliRunner, dead_letters: dict[str, Any], args: list[str], code: int, message: str
+    runner: CliRunner, dead_letters: FakeCluster, args: list[str], code: int, message: str
 ) -> None:
     result = runner.invoke(app, ["dlq", "replay", *args])
     assert result.exit_code == code
     assert _one_line(result.stderr).startswith(message)
-    assert dead_letters["replayed"] == []
+    assert _replayed(dead_letters) == []
 
 
 # ------------------------------------------------------------------------------------------ logging
