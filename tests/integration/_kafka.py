@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from service.runtime.kafka_admin import ensure_topics, topic_partitions
+from service.runtime.client import ArvoClient
+from service.runtime.kafka_admin import ensure_topics
 from service.runtime.settings import ServiceSettings, load_settings
 
 __all__ = [
     "KafkaNames",
+    "client_settings",
     "create_test_topics",
     "free_port",
     "kafka_bootstrap",
@@ -222,41 +224,26 @@ async def read_topic(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` up to its end, waiting until there are at least ``min_records``.
 
-    Reads with manual assignment (no group, nothing committed) at least up to the end offsets of the
-    last check, so once the producers are stopped the result is exact and a test can assert that
-    nothing more (no duplicate) was written.
+    :meth:`ArvoClient.read_topic <service.runtime.client.ArvoClient.read_topic>` with the test
+    broker's settings: manual assignment (no group, nothing committed), at least up to the end offsets
+    of the last check, so once the producers are stopped the result is exact and a test can assert
+    that nothing more (no duplicate) was written. Waits for the topic to exist (``TimeoutError``
+    after ``timeout_s``).
     """
-    settings = load_settings(env_file=None, kafka_bootstrap_servers=bootstrap)
-    deadline = time.monotonic() + timeout_s
-    partitions: list[int] = []
-    while not partitions:
-        partitions = await topic_partitions(settings, topic)
-        if not partitions:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {topic!r} does not exist")
-            await asyncio.sleep(0.05)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, partition) for partition in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while True:
-            end: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-            while any([await consumer.position(tp) < end[tp] for tp in tps]):
-                batch = await consumer.getmany(timeout_ms=100)
-                for tp_records in batch.values():
-                    records.extend(tp_records)
-            if len(records) >= min_records:
-                return records
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: {len(records)} of {min_records} records after {timeout_s} s")
-            await asyncio.sleep(0.05)
-    finally:
-        await consumer.stop()
+    async with ArvoClient(client_settings(bootstrap)) as client:
+        return await client.read_topic(topic, min_records=min_records, timeout_s=timeout_s, must_exist=True)
+
+
+def client_settings(bootstrap: str, **overrides: Any) -> ServiceSettings:
+    """Settings of an :class:`ArvoClient` on the test broker (no idempotence, short fetch waits)."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "producer_idempotence": False,
+        "producer_acks": "all",
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+    }
+    values.update(overrides)
+    return load_settings(env_file=None, **values)
 
 
 def record_tp(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
