@@ -737,23 +737,36 @@ class _LeaseRenewals:
     and removing a lease is a dict operation, so the fast path (a core that finishes in
     microseconds) pays no timer; the task exits when no lease is left and restarts on demand.
     A refused renewal means the lease is gone (the commit will be fenced out); a failed one (memory
-    unreachable) is tried again at the next interval.
+    unreachable) is tried again at the next interval. ``clock`` (seconds; default: the event loop's
+    time) and ``sleep`` are injectable for tests.
     """
 
-    def __init__(self, memory: Memory, ttl_ms: int) -> None:
+    def __init__(
+        self,
+        memory: Memory,
+        ttl_ms: int,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._memory = memory
         self._ttl_ms = ttl_ms
         self._interval_s = ttl_ms / 3000
         self._held: dict[Lease, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._clock = clock
+        self._sleep = sleep
 
     def set_ttl(self, ttl_ms: int) -> None:
         self._ttl_ms = ttl_ms
         self._interval_s = ttl_ms / 3000
 
+    def _now(self, loop: asyncio.AbstractEventLoop) -> float:
+        return self._clock() if self._clock is not None else loop.time()
+
     def add(self, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
-        self._held[lease] = loop.time()
+        self._held[lease] = self._now(loop)
         task = self._task
         if task is None or task.done() or task.get_loop() is not loop:
             self._task = loop.create_task(self._renew_forever())
@@ -764,10 +777,9 @@ class _LeaseRenewals:
     async def _renew_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while self._held:
-            await asyncio.sleep(self._interval_s)
-            due = [
-                lease for lease, since in list(self._held.items()) if loop.time() - since >= self._interval_s
-            ]
+            await self._sleep(self._interval_s)
+            now = self._now(loop)
+            due = [lease for lease, since in list(self._held.items()) if now - since >= self._interval_s]
             for lease in due:
                 try:
                     renewed = await self._memory.renew(lease, ttl_ms=self._ttl_ms)
@@ -776,7 +788,7 @@ class _LeaseRenewals:
                 if not renewed:
                     self._held.pop(lease, None)
                 elif lease in self._held:
-                    self._held[lease] = loop.time()
+                    self._held[lease] = self._now(loop)
 
 
 def _push_ring(record: InstanceRecord | None, key: str) -> list[str]:
