@@ -8,7 +8,7 @@ comment says what the original did.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -376,21 +376,23 @@ class FaultyMemory(InMemoryMemory):
         return await super().release(lease)
 
 
+# Parametrised over factories, not instances: every run builds its own FaultyMemory, so no state
+# (records, leases, the released list) leaks from one run into the next in the same process.
 @pytest.mark.parametrize(
-    ("memory_double", "cause", "message"),
+    ("make_memory", "cause", "message"),
     [
         (
-            FaultyMemory(lease_error=RuntimeError("Locking system failure!")),
+            lambda: FaultyMemory(lease_error=RuntimeError("Locking system failure!")),
             TransactionViolationCause.LOCK_FAILURE,
             "Error acquiring lock for event (subject={subject}): Locking system failure!",
         ),
         (
-            FaultyMemory(lease_error=StateReadError("Failed to acquire memory")),
+            lambda: FaultyMemory(lease_error=StateReadError("Failed to acquire memory")),
             TransactionViolationCause.READ_FAILURE,
             "Error reading state for event (subject={subject}): Failed to acquire memory",
         ),
         (
-            FaultyMemory(commit_error=RuntimeError("Failed to write memory")),
+            lambda: FaultyMemory(commit_error=RuntimeError("Failed to write memory")),
             TransactionViolationCause.WRITE_FAILURE,
             "Error writing state for event (subject={subject}): Failed to write memory",
         ),
@@ -398,8 +400,13 @@ class FaultyMemory(InMemoryMemory):
     ids=["lease_raises", "read_raises", "commit_raises"],
 )
 async def test_memory_failures_are_transaction_violations_naming_the_subject(
-    handlers: dict[str, Any], memory_double: FaultyMemory, cause: TransactionViolationCause, message: str
+    handlers: dict[str, Any],
+    make_memory: Callable[[], FaultyMemory],
+    cause: TransactionViolationCause,
+    message: str,
 ) -> None:
+    memory_double = make_memory()
+    assert memory_double.released == []
     orchestrator = create_arvo_orchestrator(
         executionunits=0.1, memory=memory_double, machines=handlers["increment_agent"].registry.machines
     )
@@ -414,6 +421,9 @@ async def test_memory_failures_are_transaction_violations_naming_the_subject(
     if memory_double.commit_error is not None:
         # A failed commit still gives the lease back, so a retry is not locked out for a TTL.
         assert len(memory_double.released) == 1
+    else:
+        assert memory_double.released == []  # no lease was granted, so none is released
+    assert caught.value.metadata == {"initiatingEvent": init}
 
 
 # --- 14.2 #12 ------------------------------------------------------------------------------------
