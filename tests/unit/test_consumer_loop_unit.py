@@ -69,7 +69,8 @@ class EchoHandler:
     """Consumes ``com.test.echo``, emits one ``com.test.sink`` event per input (same subject).
 
     ``data["mode"]``: ``contract``/``config``/``execution`` raise that violation; ``flaky`` raises a
-    TransactionViolation on the first ``data["failures"]`` attempts, ``down`` on every one; ``lease``
+    TransactionViolation on the first ``data["failures"]`` attempts, ``down`` on every one; ``bug``
+    raises RuntimeError, ``cancelled`` leaks a CancelledError; ``lease``
     raises a lease denial with ``holder_ttl_ms=data["ttl"]`` on the first ``data["failures"]``
     attempts; ``gate`` waits for :attr:`gates` ``[data["gate"]]`` first; ``stuck`` never returns.
     """
@@ -98,6 +99,10 @@ class EchoHandler:
         except asyncio.CancelledError:
             self.cancelled.append(event.id)
             raise
+        if mode == "bug":
+            raise RuntimeError("engine bug")
+        if mode == "cancelled":
+            raise asyncio.CancelledError  # leaked from the handler's own tasks; nobody cancelled it
         if mode == "contract":
             raise ContractViolation(f"data of {event.id} breaks the contract")
         if mode == "config":
@@ -384,44 +389,77 @@ async def test_a_full_lane_pauses_its_partition_resumes_at_half_and_others_keep_
 # --- rebalance --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("in_flight", ["handler", "ack"])
-async def test_revoke_drains_in_flight_work_commits_it_and_leaves_buffered_records(in_flight: str) -> None:
+async def test_revoke_drains_the_record_in_the_handler_commits_it_and_leaves_buffered_records() -> None:
     async with running(partitions=1) as rig:
         handler: EchoHandler = rig.handler
         consumer = rig.consumer
-        done = echo("a", n=0)
-        if in_flight == "handler":
-            busy = echo("b", mode="gate", gate="busy", n=1)
-            release = handler.gates["busy"]
-        else:
-            busy = echo("b", n=1)
-            release = rig.client.hold(when=by_key("b"))
-        # With the ack held, the worker already holds the next record of instance "b" (waiting for
-        # those acks): it is in flight too. The last record stays buffered either way.
-        waiting, buffered = echo("b", n=2), echo("c", n=3)
-        for event in (done, busy, waiting, buffered):
+        done, busy = echo("a", n=0), echo("b", mode="gate", gate="busy", n=1)
+        buffered = [echo("b", n=2), echo("c", n=3)]
+        for event in (done, busy, *buffered):
             rig.produce(event)
         lane = rig.loop._lanes[P0]
-        in_lane = 2 if in_flight == "handler" else 1
-        await wait_until(lambda: rig.committed() == 1 and len(lane.records) == in_lane and lane.busy)
+        await wait_until(lambda: rig.committed() == 1 and len(lane.records) == 2 and lane.busy)
         assert busy.id in handler.attempts
         revoke = asyncio.create_task(consumer.rebalance(set()))
         await wait_until(lambda: lane.closing)
         await asyncio.sleep(0.02)
         assert not revoke.done()  # the revoke waits for the in-flight record
-        release.set()
+        handler.gates["busy"].set()
         await asyncio.wait_for(revoke, timeout=1)
-        finished = [done, busy] if in_flight == "handler" else [done, busy, waiting]
-        assert rig.committed() == len(finished)  # in-flight work finished and was committed
+        assert rig.committed() == 2  # the in-flight record finished and was committed
         assert rig.loop.assignment == frozenset()
         assert consumer.assignment() == set()
-        assert buffered.id not in handler.attempts
+        assert not {event.id for event in buffered} & set(handler.attempts)
         # Re-assigned: a new lane starts at the committed offset and processes the rest.
         await consumer.rebalance({P0})
         assert rig.loop._lanes[P0] is not lane
         await wait_until(lambda: rig.committed() == 4)
-        assert handler.executed == [done.id, busy.id, waiting.id, buffered.id]
+        assert handler.executed == [done.id, busy.id, *(event.id for event in buffered)]
         assert rig.loop.stats.rebalances == 3  # the first join, the revoke (empty), the re-assignment
+
+
+async def test_revoke_waits_for_unacknowledged_emissions_before_committing() -> None:
+    async with running(partitions=1) as rig:
+        consumer = rig.consumer
+        release = rig.client.hold(when=by_key("b"))
+        done, held = echo("a", n=0), echo("b", n=1)
+        rig.produce(done)
+        rig.produce(held)
+        lane = rig.loop._lanes[P0]
+        await wait_until(lambda: rig.committed() == 1 and bool(lane.publishing))
+        revoke = asyncio.create_task(consumer.rebalance(set()))
+        await wait_until(lambda: lane.closing)
+        await asyncio.sleep(0.02)
+        assert not revoke.done()
+        release.set()
+        await asyncio.wait_for(revoke, timeout=1)
+        assert rig.committed() == 2
+        assert rig.sink() == [done.id, held.id]
+
+
+@pytest.mark.xfail(
+    reason=(
+        "bug: EmissionPublisher.wait_for_instance ignores Lane.close(): a record taken by the worker "
+        "and waiting for its instance's acks is executed after the revoke/stop closed the lane, "
+        "stretching the drain (and the group's rebalance) by a whole handler execution"
+    ),
+    strict=True,
+)
+async def test_a_record_waiting_for_its_instances_acks_is_not_executed_once_the_lane_closes() -> None:
+    async with running(partitions=1) as rig:
+        handler: EchoHandler = rig.handler
+        release = rig.client.hold(when=by_key("b"))
+        first, waiting = echo("b", n=1), echo("b", n=2)
+        rig.produce(first)
+        rig.produce(waiting)
+        lane = rig.loop._lanes[P0]
+        await wait_until(lambda: bool(lane.publishing) and lane.busy and not lane.records)
+        revoke = asyncio.create_task(rig.consumer.rebalance(set()))
+        await wait_until(lambda: lane.closing)
+        release.set()
+        await asyncio.wait_for(revoke, timeout=1)
+        assert rig.committed() == 1
+        assert waiting.id not in handler.attempts  # to be fetched again by the next owner
 
 
 async def test_a_partition_moves_to_another_member_from_the_committed_offset() -> None:
@@ -658,3 +696,82 @@ async def test_a_dead_letter_publish_failure_is_retried_until_written() -> None:
         await wait_until(lambda: rig.committed() == 1)
         assert [letter.reason for letter in rig.kafka.dead_letters(DLQ)] == ["contract"]
         assert rig.loop.stats.publish_retries == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "error_class"), [("bug", "RuntimeError"), ("cancelled", "HandlerCancelledError")]
+)
+async def test_unexpected_handler_errors_are_retried_then_parked_and_the_loop_survives(
+    mode: str, error_class: str
+) -> None:
+    async with running(partitions=1) as rig:
+        handler: EchoHandler = rig.handler
+        bad, fine = echo("s", mode=mode), echo("s", n=1)
+        rig.produce(bad)
+        rig.produce(fine)
+        await wait_until(lambda: rig.committed() == 2)
+        assert [(letter.reason, letter.error_class) for letter in rig.kafka.dead_letters(DLQ)] == [
+            ("parked", error_class)
+        ]
+        assert handler.attempts[bad.id] == rig.settings.retry_max_attempts
+        assert rig.sink() == [fine.id]
+        assert rig.loop.is_running
+
+
+async def test_a_handler_over_its_timeout_is_cancelled_retried_and_parked() -> None:
+    async with running(partitions=1, handler_timeout_s=0.02) as rig:
+        handler: EchoHandler = rig.handler
+        slow = echo("s", mode="stuck")
+        rig.produce(slow)
+        await wait_until(lambda: rig.committed() == 1)
+        [letter] = rig.kafka.dead_letters(DLQ)
+        assert (letter.reason, letter.error_class) == ("parked", "TimeoutError")
+        assert handler.cancelled == [slow.id] * rig.settings.retry_max_attempts
+
+
+@pytest.mark.parametrize("waiting_for", ["retry", "publish", "dead_letter"])
+async def test_a_revoke_gives_up_a_record_waiting_to_retry_at_once_and_does_not_commit_it(
+    waiting_for: str,
+) -> None:
+    # Backoffs far longer than the drain timeout: the revoke must not sit them out.
+    async with running(
+        partitions=1, retry_initial_ms=10_000, retry_max_ms=10_000, drain_timeout_s=5.0
+    ) as rig:
+        handler: EchoHandler = rig.handler
+        if waiting_for == "retry":
+            record = echo("s", mode="down")
+        elif waiting_for == "publish":
+            record = echo("s", n=1)
+            rig.client.fail(None, when=by_key("s"))
+        else:
+            record = echo("s", mode="contract")
+            rig.client.fail(None, when=lambda sent: sent.topic == DLQ)
+        rig.produce(echo("a", n=0))
+        rig.produce(record)
+        await wait_until(lambda: rig.committed() == 1 and record.id in handler.attempts)
+        await wait_until(lambda: bool(rig.loop.stats.retries) or rig.loop.stats.publish_retries > 0)
+        started = time.monotonic()
+        await rig.consumer.rebalance(set())
+        assert time.monotonic() - started < 1.0
+        assert rig.committed() == 1
+        assert rig.kafka.records(DLQ) == []
+        assert record.id not in rig.sink()
+        assert rig.loop.stats.consumed.total() == 1
+
+
+async def test_a_restarted_loop_continues_from_the_committed_offsets() -> None:
+    async with running(partitions=1) as rig:
+        handler: EchoHandler = rig.handler
+        before = [echo(f"k{i}", n=i) for i in range(3)]
+        for event in before:
+            rig.produce(event)
+        await wait_until(lambda: rig.committed() == 3)
+        await rig.loop.stop()
+        after = [echo(f"k{i}", n=i) for i in range(3, 5)]
+        for event in after:
+            rig.produce(event)
+        await rig.loop.start()
+        await rig.loop.wait_assigned(timeout_s=1)
+        await wait_until(lambda: rig.committed() == 5)
+        assert handler.executed == [event.id for event in before + after]  # nothing processed twice
+        assert len(rig.consumers) == 2
