@@ -180,6 +180,7 @@ async def running(
     memory: Memory | None = None,
     assign: set[TopicPartition] | None = None,
     topic: str = ECHO,
+    dead_letters_written: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[Rig]:
     kafka = FakeKafka({topic: partitions, SINK: 1, DLQ: 1})
@@ -215,7 +216,8 @@ async def running(
         await producer.stop()
     for consumer in consumers:
         assert consumer.listener_errors == []
-    assert loop.stats.dead_lettered.total() == len(kafka.records(DLQ))
+    if dead_letters_written:
+        assert loop.stats.dead_lettered.total() == len(kafka.records(DLQ))
 
 
 def by_key(key: str) -> Callable[[SentRecord], bool]:
@@ -687,6 +689,35 @@ async def test_a_permanent_publish_error_dead_letters_the_record_as_unpublishabl
         assert [letter.origin_offset for letter in letters] == [0, 1]
         assert rig.kafka.records(SINK) == []
         assert rig.loop.stats.consumed[(ECHO, ECHO, "dead_lettered")] == 2
+
+
+async def test_a_dead_letter_too_large_for_its_topic_is_written_without_its_payload() -> None:
+    async with running(partitions=1) as rig:
+        rig.client.fail_permanently(when=lambda record: record.topic == DLQ and record.value is not None)
+        bad = echo("s", mode="contract")
+        rig.produce(bad)
+        await wait_until(lambda: rig.committed() == 1)
+        [letter] = rig.kafka.dead_letters(DLQ)
+        assert (letter.reason, letter.error_class) == ("contract", "ContractViolation")
+        assert letter.value is None
+        assert letter.original_headers == []
+        assert letter.payload_dropped_bytes is not None
+        assert letter.payload_dropped_bytes > 0
+        assert letter.key == b"s"
+
+
+async def test_a_dead_letter_that_can_never_be_written_is_dropped_and_the_loop_moves_on() -> None:
+    async with running(partitions=1, dead_letters_written=False) as rig:
+        rig.client.fail_permanently(when=lambda record: record.topic == DLQ)
+        bad, good = echo("s", mode="contract"), echo("s", n=1)
+        rig.produce(bad)
+        rig.produce(good)
+        await wait_until(lambda: rig.committed() == 2)
+        # Tried with its payload, then without; then given up (logged), the record committed.
+        attempts = [record for record in rig.client.sent if record.topic == DLQ]
+        assert [record.value is not None for record in attempts] == [True, False]
+        assert rig.kafka.records(DLQ) == []
+        assert rig.sink() == [good.id]
 
 
 async def test_a_dead_letter_publish_failure_is_retried_until_written() -> None:
