@@ -6,7 +6,9 @@ not blocked).
 
 * ``GET /healthz`` — ``200 ok`` while the process runs (liveness, start-up and Docker health checks).
 * ``GET /readyz`` — ``200`` when the consumer loop runs, the group gave it its partitions, the Kafka
-  cluster answers a metadata request and Redis answers ``PING``; otherwise ``503``. The body is JSON
+  cluster answers a metadata request, Redis answers ``PING`` and no record is waiting out an outage
+  of either (a dependency that refused a record's work — a cluster slot down, writes refused —
+  is named with how long it has been down); otherwise ``503``. The body is JSON
   naming every check and which failed, e.g.
   ``{"status": "unready", "failed": ["redis"], "checks": {"redis": "no answer to PING", ...}}``.
   Results are cached for ``cache_s`` (1 s), so a probe storm costs one round of checks per second.
@@ -123,6 +125,11 @@ class Readiness:
         )
         checks["kafka"] = "ok" if kafka else "cluster does not answer a metadata request"
         checks["redis"] = "ok" if redis else "no answer to PING"
+        # An outage the records met (a slot down, writes refused, credentials rejected) counts even
+        # when the probes above still pass.
+        now = time.monotonic()
+        for name, outage in loop.dependencies.outages.items():
+            checks[name] = outage.describe(now)
         failed = tuple(name for name, state in checks.items() if state != "ok")
         report = ReadinessReport(ready=not failed, checks=checks, failed=failed)
         self._report, self._checked_at = report, time.monotonic()

@@ -17,6 +17,8 @@ embedders) never share or collide on metrics. ``/metrics`` of the health server 
 ``arvo_retries_total``                    in-place retries by ``topic`` and ``error_class``
 ``arvo_lease_waits_total``                of those, retries of a denied lease (``LOCK_UNACQUIRED``)
 ``arvo_publish_retries_total``            failed publishes retried, by ``error_class``
+``arvo_dependency_up``                     1, or 0 while a ``dependency`` (redis, kafka) is down
+``arvo_dependency_outages_total``          outages met, by ``dependency``
 ``arvo_handler_duration_seconds``         histogram of a record's processing time, by ``topic``
 ``arvo_in_flight_records``                buffered or in-process records per ``topic``/``partition``
 ``arvo_consumer_lag_records``             records behind the partition end per ``topic``/``partition``
@@ -46,6 +48,7 @@ import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -169,6 +172,18 @@ class ServiceMetrics(LoopHooks):
             ["error_class"],
             registry=self.registry,
         )
+        self._dependency_up = Gauge(
+            "arvo_dependency_up",
+            "1 while a dependency (redis, kafka) serves this process, 0 during an outage its records met.",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self._dependency_outages = Counter(
+            "arvo_dependency_outages",
+            "Outages of a dependency met by this process (records waited; no retry budget spent).",
+            ["dependency"],
+            registry=self.registry,
+        )
         self._duration = Histogram(
             "arvo_handler_duration_seconds",
             "Processing time of a record: decode, handler execution (with retries) and publishing.",
@@ -233,6 +248,12 @@ class ServiceMetrics(LoopHooks):
     def on_publish_retry(self, error_class: str) -> None:
         """Count a retried publish."""
         self._publish_retries.labels(error_class).inc()
+
+    def on_dependency(self, dependency: str, available: bool) -> None:
+        """Mark a dependency up or down; count the outage."""
+        self._dependency_up.labels(dependency).set(1 if available else 0)
+        if not available:
+            self._dependency_outages.labels(dependency).inc()
 
     # --- scrape ------------------------------------------------------------------------------------
 

@@ -49,13 +49,15 @@ does: ``redis://user:password@host:6379/0`` (ACL user and password, percent-enco
 ``rediss://...`` for TLS (``?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem`` and the other
 ``ssl_*`` options as query arguments or keyword arguments), ``unix:///path/redis.sock``.
 
-Failures: every Redis or socket error is raised as :class:`RedisUnavailableError` (connection,
-timeout, server loading) or :class:`RedisMemoryError` (anything else, e.g. authentication or
-``NOPERM``), both subclasses of :class:`service.arvo.memory.MemoryError`, so the engine maps them to a
-``TransactionViolation`` and the consumer loop retries with backoff. The clients made by
-:meth:`RedisMemory.from_url` therefore do not retry on timeouts (a timed-out commit may have been
-applied; the caller's retry plus event-id dedupe handles it) and retry a ``ConnectionError`` once
-immediately, which re-opens a pooled connection that died with a Redis restart.
+Failures: every Redis or socket error is raised as :class:`RedisUnavailableError` (Redis cannot serve
+us now: connection, timeout, server loading, credentials or permissions refused, a cluster slot
+down, read-only, out of memory — a :class:`~service.arvo.availability.DependencyUnavailableError`,
+so the consumer waits for Redis without spending the record's retry budget) or
+:class:`RedisMemoryError` (anything else: a bad command or reply), both subclasses of
+:class:`service.arvo.memory.MemoryStoreError`, so the engine maps them to a ``TransactionViolation``.
+The clients made by :meth:`RedisMemory.from_url` therefore do not retry on timeouts (a timed-out
+commit may have been applied; the caller's retry plus event-id dedupe handles it) and retry a
+``ConnectionError`` once immediately, which re-opens a pooled connection that died with a Redis restart.
 """
 
 from __future__ import annotations
@@ -79,12 +81,18 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.arvo.availability import DependencyUnavailableError
 from service.arvo.memory import (
     InstanceStatus,
     InstanceSummary,
@@ -104,6 +112,7 @@ __all__ = [
     "RedisMemory",
     "RedisMemoryError",
     "RedisUnavailableError",
+    "redis_failure",
 ]
 
 
@@ -283,8 +292,64 @@ class RedisMemoryError(MemoryStoreError):
         self.key = key
 
 
-class RedisUnavailableError(RedisMemoryError):
-    """Redis could not be reached in time: connection refused or lost, timeout, server still loading."""
+class RedisUnavailableError(RedisMemoryError, DependencyUnavailableError):
+    """Redis cannot serve us now: unreachable, timed out, refusing this client, or not taking writes.
+
+    Connection refused or lost, timeout, server still loading, authentication or permission refused
+    (``WRONGPASS``, ``NOAUTH``, ``NOPERM``), a Redis Cluster slot without a master (``CLUSTERDOWN``,
+    ``MASTERDOWN``, ``TRYAGAIN``), a read-only replica, out of memory (``OOM``). Never the event's
+    fault: the consumer waits for Redis instead of spending the record's retry budget.
+    """
+
+    dependency = "redis"
+
+
+_UNAVAILABLE_REPLY_PREFIXES: Final = (
+    "LOADING",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "BUSY ",
+    "CLUSTERDOWN",
+    "READONLY",
+    "OOM",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+)
+"""Error replies that mean Redis cannot serve this client now (as opposed to a bad command)."""
+
+_UNAVAILABLE_ERRORS: Final = (
+    RedisConnectionError,  # includes BusyLoadingError
+    RedisTimeoutError,
+    OSError,
+    AuthenticationError,
+    AuthorizationError,  # includes NoPermissionError
+    ClusterDownError,  # includes MasterDownError
+    TryAgainError,
+    SlotNotCoveredError,
+    ReadOnlyError,
+    OutOfMemoryError,
+)
+
+
+def redis_failure(exc: BaseException, operation: str, key: str | None) -> RedisMemoryError:
+    """The :class:`RedisMemoryError` for a failed Redis call (redis-py's or the lean client's).
+
+    :class:`RedisUnavailableError` when Redis cannot serve us now (see its docstring), else
+    :class:`RedisMemoryError` (a bad command or reply: a bug, not an outage).
+    """
+    unavailable = isinstance(exc, _UNAVAILABLE_ERRORS) or (
+        isinstance(exc, (RespReplyError, RedisError)) and str(exc).startswith(_UNAVAILABLE_REPLY_PREFIXES)
+    )
+    if unavailable:
+        return RedisUnavailableError(
+            f"redis {operation} of {key!r} failed, Redis unavailable: {type(exc).__name__}: {exc}",
+            operation=operation,
+            key=key,
+        )
+    return RedisMemoryError(
+        f"redis {operation} of {key!r} failed: {type(exc).__name__}: {exc}", operation=operation, key=key
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,16 +384,8 @@ def _now_ms() -> int:
 
 
 def _hot_failure(exc: OSError | RespReplyError, operation: str, key: str) -> RedisMemoryError:
-    """The :class:`RedisMemoryError` for a failure of the lean client (see ``_redis_errors``)."""
-    if isinstance(exc, OSError) or exc.unavailable:
-        return RedisUnavailableError(
-            f"redis {operation} of {key!r} failed, Redis unavailable: {type(exc).__name__}: {exc}",
-            operation=operation,
-            key=key,
-        )
-    return RedisMemoryError(
-        f"redis {operation} of {key!r} failed: {type(exc).__name__}: {exc}", operation=operation, key=key
-    )
+    """The :class:`RedisMemoryError` for a failure of the lean client (see :func:`redis_failure`)."""
+    return redis_failure(exc, operation, key)
 
 
 def _check_ttl(ttl_ms: int) -> None:
@@ -484,24 +541,8 @@ class RedisMemory:
         """Re-raise Redis and socket failures as :class:`RedisMemoryError` subclasses."""
         try:
             yield
-        except (AuthenticationError, AuthorizationError) as exc:
-            raise RedisMemoryError(
-                f"redis {operation} of {key!r} failed: {type(exc).__name__}: {exc}",
-                operation=operation,
-                key=key,
-            ) from exc
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise RedisUnavailableError(
-                f"redis {operation} of {key!r} failed, Redis unavailable: {type(exc).__name__}: {exc}",
-                operation=operation,
-                key=key,
-            ) from exc
-        except (RedisError, RedisClusterException) as exc:
-            raise RedisMemoryError(
-                f"redis {operation} of {key!r} failed: {type(exc).__name__}: {exc}",
-                operation=operation,
-                key=key,
-            ) from exc
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise redis_failure(exc, operation, key) from exc
 
     # ------------------------------------------------------------------------------------------
     # Memory port

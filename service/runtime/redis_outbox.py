@@ -13,6 +13,7 @@ import orjson
 from service.arvo.errors import TransactionViolation, TransactionViolationCause
 from service.arvo.event import ArvoEvent
 from service.runtime.outbox import outbox_identity
+from service.runtime.redis_memory import redis_failure
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -68,7 +69,10 @@ class RedisOutbox:
                 previous = await self._client.set(
                     self.key(source, event), payload, nx=True, get=True, ex=self._ttl_s
                 )
-        except Exception as error:
+        except Exception as raw:
+            # Mapped like the memory's failures: an outage is a RedisUnavailableError (the consumer
+            # waits for Redis), anything else a RedisMemoryError (retried, then parked).
+            error = redis_failure(raw, "outbox_settle", outbox_identity(source, event))
             raise TransactionViolation(
                 cause=TransactionViolationCause.WRITE_FAILURE,
                 message=f"Error writing the outbox of {source} for event (id={event.id}): {error}",

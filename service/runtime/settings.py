@@ -166,6 +166,13 @@ class ServiceSettings(BaseSettings):
     """Attempts (first included) before a record is parked in the dead-letter topic."""
     retry_jitter: float = Field(default=1.0, ge=0.0, le=1.0)
     """Fraction of each delay that is randomised: ``1.0`` is full jitter, ``0.0`` none."""
+    dependency_wait_max_s: float = Field(default=0.0, ge=0.0)
+    """How long a record waits for Redis (or another dependency) that is down — unreachable, refusing
+    the credentials, a cluster slot without master — before its failures count towards parking like
+    any other; ``0`` waits without bound (an outage is never the event's fault)."""
+    dependency_probe_interval_ms: int = Field(default=500, ge=10)
+    """How often a dependency that is down is probed (Redis: ``PING``); waiting records resume as
+    soon as it answers."""
 
     # --- Limits, app, observability ---------------------------------------------------------------
     max_event_bytes: int = Field(default=1_048_576, ge=1_024)

@@ -112,14 +112,18 @@ async def test_a_redis_restart_mid_run_pauses_work_and_loses_nothing(
             await wait_until(lambda: consumed(service) >= 20, what="work in flight")
             server.stop()
             during = _workflows(100, 20)
-            await _publish(service, during)  # consumed while Redis is down: every lane retries
+            await _publish(service, during)  # consumed while Redis is down: every lane waits
             await wait_until(
-                lambda: bool(service.loop.stats.retries), what="retries against the stopped Redis"
+                lambda: bool(service.loop.stats.dependency_waits["redis"]),
+                what="records waiting for the stopped Redis",
             )
+            assert "redis" in service.loop.dependencies.outages  # /readyz names it
             await asyncio.sleep(1.5)
             server.start()
             await replies.wait_for_replies([init.id for init in before + during], timeout_s=90)
             assert service.loop.stats.parked == 0
+            assert not service.loop.stats.dead_lettered
+            await wait_until(lambda: not service.loop.dependencies.outages, what="the outage to end")
         _assert_results(replies, before + during)
         memory = RedisMemory.from_url(server.url, key_prefix=settings.redis_key_prefix)
         try:

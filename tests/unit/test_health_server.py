@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.arvo.memory import InMemoryMemory, InstanceStatus
 from service.runtime.consumer import CombinedHooks, LoopHooks, LoopStats
+from service.runtime.consumer.dependencies import DependencyMonitor
 from service.runtime.health import HealthServer, Readiness
 from service.runtime.metrics import ServiceMetrics
 
@@ -27,6 +28,7 @@ class FakeLoop:
         self.broker_checks = 0
         self.stats = LoopStats()
         self.lags: dict[TopicPartition, int] = {}
+        self.dependencies = DependencyMonitor(hooks=LoopHooks())
 
     async def broker_reachable(self, *, timeout_s: float = 1.0) -> bool:
         self.broker_checks += 1
@@ -279,3 +281,29 @@ async def test_the_service_binds_the_health_server_to_arvo_health_host(
         assert bound == {"127.0.0.1"}
     finally:
         await service.health.stop()
+
+
+async def test_readyz_names_a_dependency_outage_the_records_met_and_recovers(
+    loop: FakeLoop, redis_fake: FakeRedis
+) -> None:
+    probe = readiness(loop, redis_fake, cache_s=0.0)
+    loop.dependencies.report_down("redis", ConnectionError("CLUSTERDOWN The cluster is down"))
+    report = await probe.check()
+    assert not report.ready
+    assert report.failed == ("redis",)
+    assert report.checks["redis"].startswith("unavailable for ")
+    assert "CLUSTERDOWN" in report.checks["redis"]
+    loop.dependencies.report_up("redis")
+    assert (await probe.check()).ready
+
+
+async def test_dependency_changes_are_metrics(loop: FakeLoop) -> None:
+    metrics = ServiceMetrics(process_metrics=False)
+    metrics.on_dependency("redis", False)
+    metrics.on_dependency("redis", True)
+    metrics.on_dependency("redis", False)
+    families = {family.name: family for family in text_string_to_metric_families(metrics.render().decode())}
+    up = {sample.labels["dependency"]: sample.value for sample in families["arvo_dependency_up"].samples}
+    assert up == {"redis": 0.0}
+    outages = [s for s in families["arvo_dependency_outages"].samples if s.name.endswith("_total")]
+    assert [(s.labels["dependency"], s.value) for s in outages] == [("redis", 2.0)]

@@ -4,6 +4,11 @@ Error classes (spec 9, architecture 4):
 
 * ``Contract``/``Config``/``Execution`` violations are permanent: :class:`DeadLetterNow` with the
   reason ``contract``/``config``/``execution``.
+* An outage of one of the service's own dependencies (the error's cause chain holds a
+  :class:`~service.arvo.availability.DependencyUnavailableError`: Redis unreachable, refusing the
+  credentials, a cluster slot down) is never the event's fault: :class:`WaitForDependency`, without
+  spending the budget — for as long as it lasts, unless ``dependency_wait_max_s`` bounds it (then
+  further failures count like any other).
 * A lease denied by a holder whose lease expires (the error carries ``holder_ttl_ms``, e.g. the lease
   of a worker killed mid-record) is waited out — each wait capped at the holder's remaining TTL — for
   up to ``lease_wait_budget_s`` before such denials count towards parking: a crash never parks a
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from service.arvo.availability import unavailable_dependency
 from service.arvo.errors import is_violation_error
 from service.runtime.retry import RetryPolicy
 
@@ -32,6 +38,7 @@ __all__ = [
     "FailureBudget",
     "Park",
     "RetryLater",
+    "WaitForDependency",
     "classify_error",
     "holder_ttl_ms",
 ]
@@ -95,7 +102,21 @@ class Park:
     """The retries are exhausted: dead-letter the record with reason ``parked``, mark its instance."""
 
 
-Decision = DeadLetterNow | RetryLater | Park
+@dataclass(frozen=True, slots=True)
+class WaitForDependency:
+    """A dependency is down: wait until it is back (or ``delay_s`` passed), then run the record again.
+
+    Attributes:
+        dependency: Which one (``redis``, ...).
+        delay_s: The longest wait before trying again without news of the dependency.
+
+    """
+
+    dependency: str
+    delay_s: float
+
+
+Decision = DeadLetterNow | WaitForDependency | RetryLater | Park
 """What :meth:`FailureBudget.decide` returns."""
 
 
@@ -104,23 +125,39 @@ class FailureBudget:
 
     Args:
         policy: The backoff and attempt budget of in-place retries.
+        dependency_wait_max_s: How long a record waits for a dependency that is down before its
+            failures count (``0``: without bound).
         lease_wait_budget_s: How long lease denials by an expiring holder are waited out without
             counting (twice the lease TTL in the service: a denying lease runs out within one TTL).
         clock: Monotonic seconds.
 
     """
 
-    __slots__ = ("_clock", "_delays", "_denied_since", "_lease_delays", "_lease_wait_budget_s", "attempts")
+    __slots__ = (
+        "_clock",
+        "_delays",
+        "_denied_since",
+        "_dependency_delays",
+        "_dependency_wait_max_s",
+        "_lease_delays",
+        "_lease_wait_budget_s",
+        "_unavailable_since",
+        "attempts",
+    )
 
     def __init__(
         self,
         policy: RetryPolicy,
         *,
         lease_wait_budget_s: float,
+        dependency_wait_max_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._delays = policy.delays()
         self._lease_delays = policy.unbounded_delays()
+        self._dependency_delays = policy.unbounded_delays()
+        self._dependency_wait_max_s = dependency_wait_max_s
+        self._unavailable_since: float | None = None
         self._lease_wait_budget_s = lease_wait_budget_s
         self._clock = clock
         self._denied_since: float | None = None
@@ -137,6 +174,15 @@ class FailureBudget:
         reason = classify_error(error)
         if reason is not None:
             return DeadLetterNow(reason)
+        outage = unavailable_dependency(error)
+        if outage is not None:
+            now = self._clock()
+            if self._unavailable_since is None:
+                self._unavailable_since = now
+            bounded = self._dependency_wait_max_s > 0
+            if not bounded or now - self._unavailable_since < self._dependency_wait_max_s:
+                self.attempts -= 1
+                return WaitForDependency(outage.dependency, next(self._dependency_delays))
         ttl_ms = holder_ttl_ms(error)
         if ttl_ms is not None:
             now = self._clock()

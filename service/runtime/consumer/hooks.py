@@ -42,6 +42,8 @@ class LoopStats:
     """Records buffered or being processed, per assigned partition."""
     paused: set[TopicPartition] = field(default_factory=set)
     """Partitions currently paused by backpressure."""
+    dependency_waits: Counter[str] = field(default_factory=Counter)
+    """Waits of records for a dependency that was down, by dependency (no retry budget spent)."""
 
 
 class LoopHooks:
@@ -68,6 +70,9 @@ class LoopHooks:
 
     def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
         """The set of assigned partitions changed."""
+
+    def on_dependency(self, dependency: str, available: bool) -> None:
+        """A dependency (``redis``, ``kafka``) became unavailable, or available again."""
 
 
 class CombinedHooks(LoopHooks):
@@ -109,3 +114,7 @@ class CombinedHooks(LoopHooks):
     def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
         """Forward to every hook."""
         self._call("on_assignment", partitions)
+
+    def on_dependency(self, dependency: str, available: bool) -> None:
+        """Forward to every hook."""
+        self._call("on_dependency", dependency, available)

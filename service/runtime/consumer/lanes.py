@@ -95,6 +95,26 @@ class Lane:
         if self.closing:
             raise LaneStopping
 
+    async def wait_for(self, event: asyncio.Event, timeout_s: float) -> bool:
+        """Wait until ``event`` is set or ``timeout_s`` passed; ``True`` if it was set.
+
+        Raises:
+            LaneStopping: the lane was closed first.
+
+        """
+        if self.closing:
+            raise LaneStopping
+        if not event.is_set():
+            waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.stop_event.wait())}
+            try:
+                await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        if self.closing:
+            raise LaneStopping
+        return event.is_set()
+
 
 class Backpressure:
     """When a lane's partition is paused and resumed.

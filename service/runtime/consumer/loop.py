@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from service.runtime.consumer.decisions import FailureBudget
+from service.runtime.consumer.dependencies import DependencyMonitor
 from service.runtime.consumer.hooks import CombinedHooks, LoopHooks, LoopStats
 from service.runtime.consumer.lanes import Backpressure, Lane, LaneStopping
 from service.runtime.consumer.offsets import OffsetCommitter
@@ -52,6 +53,8 @@ __all__ = ["ConsumerLoop"]
 _log = structlog.get_logger("arvo.runtime.consumer")
 _POLL_TIMEOUT_MS: Final = 100
 _POLL_ERROR_BACKOFF_S: Final = 0.5
+REDIS: Final = "redis"
+"""The dependency name of the memory store (metric label, ``/readyz`` check)."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -134,6 +137,12 @@ class ConsumerLoop:
             timeout_s=settings.drain_timeout_s,
         )
         finish = RecordFinisher(self.stats, self._hooks)
+        self.dependencies = DependencyMonitor(
+            hooks=self._hooks, probe_interval_s=settings.dependency_probe_interval_ms / 1000
+        )
+        """Outages of the service's dependencies, as its records met them (``/readyz``)."""
+        if memory is not None:
+            self.dependencies.add_probe(REDIS, memory.ping)
         self._publisher = EmissionPublisher(
             producer=producer,
             router=router,
@@ -143,18 +152,23 @@ class ConsumerLoop:
             retry=publish_retry,
             max_inflight_per_lane=settings.max_inflight_publishes_per_partition,
             finish=finish,
+            dependencies=self.dependencies,
         )
         self._processor = RecordProcessor(
             handlers=self._handlers,
             publisher=self._publisher,
             failure_budget=functools.partial(
-                FailureBudget, self._retry, lease_wait_budget_s=lease_wait_budget_s
+                FailureBudget,
+                self._retry,
+                lease_wait_budget_s=lease_wait_budget_s,
+                dependency_wait_max_s=settings.dependency_wait_max_s,
             ),
             handler_timeout_s=settings.handler_timeout_s,
             max_event_bytes=settings.max_event_bytes,
             stats=self.stats,
             hooks=self._hooks,
             finish=finish,
+            dependencies=self.dependencies,
             memory=memory,
             layers=layers,
         )
@@ -241,6 +255,7 @@ class ConsumerLoop:
                 await self._consumer.stop()
             except Exception as exc:  # shutting down: log and carry on
                 _log.warning("consumer stop failed", error=repr(exc))
+        await self.dependencies.close()
         self._started = False
         _log.info("consumer stopped", commits=self.stats.commits)
 

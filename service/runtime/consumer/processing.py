@@ -25,7 +25,13 @@ from service.arvo.execution import ExecutionOutcome
 from service.arvo.memory import InstanceStatus
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.runtime.binding import RecordDecodeError, decode_record
-from service.runtime.consumer.decisions import DeadLetterNow, FailureBudget, Park, RetryLater
+from service.runtime.consumer.decisions import (
+    DeadLetterNow,
+    FailureBudget,
+    Park,
+    RetryLater,
+    WaitForDependency,
+)
 from service.runtime.consumer.publishing import FinishRecord, Handoff
 from service.runtime.consumer.scope import (
     RecordContext,
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
     from service.arvo.execution import ArvoHandler, ExecutionResult
     from service.arvo.memory import Memory
+    from service.runtime.consumer.dependencies import DependencyMonitor
     from service.runtime.consumer.hooks import LoopHooks, LoopStats
     from service.runtime.consumer.lanes import Lane
     from service.runtime.consumer.publishing import EmissionPublisher
@@ -65,6 +72,7 @@ class RecordProcessor:
         stats: The loop's counters.
         hooks: The loop's live callbacks.
         finish: Marks a record done (:class:`RecordFinisher`).
+        dependencies: Where outages of Redis (and other dependencies) are reported and waited out.
         memory: When given, parked records mark their orchestration instance ``parked``.
         layers: The middleware around each record (default: log context and span).
 
@@ -81,11 +89,13 @@ class RecordProcessor:
         stats: LoopStats,
         hooks: LoopHooks,
         finish: FinishRecord,
+        dependencies: DependencyMonitor,
         memory: Memory | None = None,
         layers: Sequence[RecordLayer] = (record_scope_layer,),
     ) -> None:
         self._handlers = handlers
         self.finish = finish
+        self._dependencies = dependencies
         self._publisher = publisher
         self._failure_budget = failure_budget
         self._handler_timeout_s = handler_timeout_s
@@ -147,6 +157,7 @@ class RecordProcessor:
         instance = instance_key(event.subject)
         await self._publisher.wait_for_instance(lane, instance)
         budget = self._failure_budget()
+        waited_for: str | None = None
         while True:
             budget.begin_attempt()
             try:
@@ -155,6 +166,10 @@ class RecordProcessor:
                 if span.is_recording():
                     span.record_exception(exc)
                 decision = budget.decide(exc)
+                if isinstance(decision, WaitForDependency):
+                    waited_for = decision.dependency
+                    await self._wait_for_dependency(lane, record, event, exc, decision)
+                    continue
                 if isinstance(decision, RetryLater):
                     await self._retry_later(lane, record, event, exc, decision)
                     continue
@@ -171,6 +186,8 @@ class RecordProcessor:
                 await self._park(lane, record, handler, event, exc, attempts=budget.attempts)
                 fail_span(span, exc)
                 return ExecutionOutcome.PARKED.value
+            if waited_for is not None:
+                self._dependencies.report_up(waited_for)
             if result.events:
                 return Handoff(
                     instance=instance,
@@ -193,6 +210,23 @@ class RecordProcessor:
             raise HandlerCancelledError(
                 f"handler {handler.source!r} raised CancelledError without being cancelled"
             ) from None
+
+    async def _wait_for_dependency(
+        self, lane: Lane, record: Any, event: ArvoEvent, error: Exception, decision: WaitForDependency
+    ) -> None:
+        """Wait until ``decision.dependency`` is back (or its backoff passed); no budget is spent.
+
+        The outage is logged once by the monitor, not per record.
+        """
+        self._dependencies.report_down(decision.dependency, error)
+        self._stats.dependency_waits[decision.dependency] += 1
+        _log.debug(
+            "dependency unavailable; the record waits",
+            **record_fields(record, event),
+            dependency=decision.dependency,
+            error=repr(error),
+        )
+        await lane.wait_for(self._dependencies.up_event(decision.dependency), decision.delay_s)
 
     async def _retry_later(
         self, lane: Lane, record: Any, event: ArvoEvent, error: Exception, decision: RetryLater

@@ -29,6 +29,7 @@ from service.runtime.producer import is_permanent_publish_error
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
+    from service.runtime.consumer.dependencies import DependencyMonitor
     from service.runtime.consumer.hooks import LoopHooks, LoopStats
     from service.runtime.consumer.lanes import Lane
     from service.runtime.dlq import DeadLetterPublisher
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["UNPUBLISHABLE", "EmissionPublisher", "FinishRecord", "Handoff"]
 
 _log = structlog.get_logger("arvo.runtime.consumer")
+
+BROKER: Final = "kafka"
+"""The dependency name of the broker (metric label, ``/readyz`` check)."""
 
 UNPUBLISHABLE: Final = "unpublishable"
 """Dead-letter reason: the emissions can never be published (too large, illegal topic)."""
@@ -69,6 +73,8 @@ class EmissionPublisher:
         retry: Backoff between publish attempts.
         max_inflight_per_lane: Records per lane that may await acks at once.
         finish: Marks a record done once its emissions are acknowledged.
+        dependencies: Where broker outages are reported (``kafka``): one line per outage, not per
+            attempt.
 
     """
 
@@ -83,6 +89,7 @@ class EmissionPublisher:
         retry: RetryPolicy,
         max_inflight_per_lane: int,
         finish: FinishRecord,
+        dependencies: DependencyMonitor,
     ) -> None:
         self.producer = producer
         self._router = router
@@ -92,6 +99,7 @@ class EmissionPublisher:
         self._retry = retry
         self._max_inflight = max_inflight_per_lane
         self._finish = finish
+        self._dependencies = dependencies
 
     async def wait_for_instance(self, lane: Lane, instance: str) -> None:
         """Wait until ``instance`` has no unacknowledged emissions and the lane has room for one more.
@@ -177,11 +185,11 @@ class EmissionPublisher:
                 if is_permanent_publish_error(exc):
                     return exc
                 # Broker trouble: wait and retry, never drop.
-                self._stats.publish_retries += 1
-                self._hooks.on_publish_retry(type(exc).__name__)
-                _log.warning("publish failed; retrying", error=repr(exc), events=len(events))
+                self._broker_trouble(exc)
+                _log.debug("publish failed; retrying", error=repr(exc), events=len(events))
                 await lane.sleep(delay)
                 continue
+            self._dependencies.report_up(BROKER)
             for event in events:
                 topic = self._router.route_event(event)
                 self._stats.produced[(topic, event.type)] += 1
@@ -220,11 +228,11 @@ class EmissionPublisher:
                     letter = letter.without_payload()
                     continue
                 # Broker trouble: wait and retry, never drop.
-                self._stats.publish_retries += 1
-                self._hooks.on_publish_retry(type(exc).__name__)
-                _log.warning("dead-letter publish failed; retrying", error=repr(exc))
+                self._broker_trouble(exc)
+                _log.debug("dead-letter publish failed; retrying", error=repr(exc))
                 await lane.sleep(delay)
                 continue
+            self._dependencies.report_up(BROKER)
             break
         self._stats.dead_lettered[(record.topic, reason)] += 1
         self._hooks.on_dead_letter(record.topic, reason)
@@ -236,6 +244,11 @@ class EmissionPublisher:
             reason=reason,
             error_class=type(error).__name__,
         )
+
+    def _broker_trouble(self, error: BaseException) -> None:
+        self._stats.publish_retries += 1
+        self._hooks.on_publish_retry(type(error).__name__)
+        self._dependencies.report_down(BROKER, error)
 
 
 def _forget_publish(lane: Lane, instance: str, task: asyncio.Task[bool]) -> None:
