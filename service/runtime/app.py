@@ -11,8 +11,12 @@ spans when it stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -38,6 +42,17 @@ from service.tuning import tune_gc
 __all__ = ["ArvoService", "run_service"]
 
 _log = structlog.get_logger("arvo.runtime.app")
+_STILL_WAITING_S: Final = 30.0
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password (for log lines)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 @dataclass
@@ -129,11 +144,44 @@ class ArvoService:
             return []
         return await ensure_topics(self.settings, [*self.topics, self.settings.dead_letter_topic_name])
 
+    async def wait_for_memory(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait until the memory store answers (and accepts the credentials); ``False`` if stopped first.
+
+        Consumption must not begin while Redis is unreachable or refuses this client: every record
+        would only wait. One WARNING line says why at the first failed attempt, another every
+        ``_STILL_WAITING_S``; one INFO line when it answers.
+        """
+        interval = self.settings.dependency_probe_interval_ms / 1000
+        waited_since: float | None = None
+        last_line = 0.0
+        while not await self.memory.ping():
+            now = time.monotonic()
+            if waited_since is None or now - last_line >= _STILL_WAITING_S:
+                _log.warning(
+                    "waiting for Redis before consuming",
+                    reason=getattr(self.memory, "last_ping_error", None) or "no answer to PING",
+                    waited_s=round(now - waited_since, 1) if waited_since is not None else 0.0,
+                    redis=_redacted(self.settings.redis_url.get_secret_value()),
+                )
+                last_line = now
+                waited_since = now if waited_since is None else waited_since
+            if stop is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                if stop.is_set():
+                    return False
+            else:
+                await asyncio.sleep(interval)
+        if waited_since is not None:
+            _log.info("Redis answers; consuming", waited_s=round(time.monotonic() - waited_since, 1))
+        return True
+
     async def start(self) -> None:
-        """Start the health server, create topics, start the producer and the consumer loop."""
+        """Start the health server, wait for Redis, create topics, start the producer and the loop."""
         if self.health is not None:
             await self.health.start()
         try:
+            await self.wait_for_memory()
             await self.prepare_topics()
             await self.producer.start()
             try:
@@ -173,6 +221,8 @@ class ArvoService:
             try:
                 if self.health is not None:
                     await self.health.start()
+                if not await self.wait_for_memory(stop):
+                    return None
                 await self.prepare_topics()
                 await self.producer.start()
                 if stop.is_set():

@@ -436,6 +436,8 @@ class RedisMemory:
         self._set_status_script: AsyncScript = client.register_script(_SET_STATUS_LUA)
         self._index_move_script: AsyncScript = client.register_script(_CLUSTER_INDEX_MOVE_LUA)
         self._hot = None if cluster_mode else hot_client
+        self.last_ping_error: str | None = None
+        """Why the last :meth:`ping` failed (``None`` after a successful one)."""
         self._hot_lease = LuaScript(_LEASE_AND_READ_LUA, name="lease_and_read")
         self._hot_commit = LuaScript(_COMMIT_AND_RELEASE_LUA, name="commit_and_release")
         self._hot_release = LuaScript(_RELEASE_LUA, name="release")
@@ -812,11 +814,18 @@ class RedisMemory:
     # Lifecycle
 
     async def ping(self) -> bool:
-        """Return whether Redis answers ``PING`` (``False`` on any failure; for readiness probes)."""
+        """Return whether Redis answers ``PING`` (``False`` on any failure; for readiness probes).
+
+        ``PING`` also checks the credentials: a client Redis refuses is not ready either. Why the last
+        ping failed is kept in :attr:`last_ping_error`.
+        """
         try:
-            return bool(await self._client.ping())
-        except (RedisError, RedisClusterException, OSError):
+            answered = bool(await self._client.ping())
+        except (RedisError, RedisClusterException, OSError) as exc:
+            self.last_ping_error = f"{type(exc).__name__}: {exc}"
             return False
+        self.last_ping_error = None if answered else "PING was not answered with PONG"
+        return answered
 
     async def close(self) -> None:
         """Close the client and its connection pool, and the lean client if any."""

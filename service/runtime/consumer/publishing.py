@@ -109,7 +109,8 @@ class EmissionPublisher:
         dedupe ring replays (an older one would be dropped). Other instances' records go ahead.
 
         Raises:
-            LaneStopping: the earlier record of ``instance`` was abandoned (the lane is closing).
+            LaneStopping: the lane is closing (the earlier record of ``instance`` was abandoned, or
+                the lane closed while this one waited).
 
         """
         pending = lane.publishing.get(instance)
@@ -119,6 +120,10 @@ class EmissionPublisher:
                 raise LaneStopping
         while len(lane.publishing) >= self._max_inflight:
             await asyncio.wait(list(lane.publishing.values()), return_when=asyncio.FIRST_COMPLETED)
+        if lane.closing:
+            # Revoked or stopping while this record waited: do not start it now (that would stretch
+            # the drain, and the group's rebalance, by a whole execution); the next owner runs it.
+            raise LaneStopping
 
     def hand_off(self, lane: Lane, record: Any, event: ArvoEvent, handoff: Handoff, started: float) -> None:
         """Publish ``handoff``'s events in a task of their own; the record is done once they are acked.
