@@ -53,8 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo.event import ArvoEvent
@@ -62,8 +60,7 @@ from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.examples import bench_app
-from service.runtime.binding import encode_event
-from service.runtime.kafka_admin import ensure_topics
+from service.runtime.client import ArvoClient
 from service.runtime.redis_memory import RedisMemory
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings, env_var_name, load_settings
@@ -319,19 +316,9 @@ class CrashReport:
         )
 
 
-async def publish(producer: AIOKafkaProducer, router: TopicRouter, workflows: Sequence[Workflow]) -> None:
-    futures = []
-    for workflow in workflows:
-        message = encode_event(workflow.init)
-        futures.append(
-            await producer.send(
-                router.route_event(workflow.init),
-                key=message.key,
-                value=message.value,
-                headers=message.headers,
-            )
-        )
-    await asyncio.gather(*futures)
+async def publish(client: ArvoClient, workflows: Sequence[Workflow]) -> None:
+    """Publish the workflows' init events as one batch (routed and keyed as the service does)."""
+    await client.publish([workflow.init for workflow in workflows])
 
 
 async def count_done(memory: RedisMemory, workflows: Sequence[Workflow]) -> int:
@@ -356,22 +343,19 @@ async def wait_all_done(memory: RedisMemory, workflows: Sequence[Workflow], dead
         await asyncio.sleep(0.25)
 
 
-async def trickle(
-    producer: AIOKafkaProducer, router: TopicRouter, workflows: Sequence[Workflow], *, duration_s: float
-) -> None:
+async def trickle(client: ArvoClient, workflows: Sequence[Workflow], *, duration_s: float) -> None:
     """Publish ``workflows`` in small groups spread over ``duration_s`` (work keeps arriving)."""
     groups = max(1, min(len(workflows), int(duration_s / 0.05)))
     size = -(-len(workflows) // groups)
     for start in range(0, len(workflows), size):
-        await publish(producer, router, workflows[start : start + size])
+        await publish(client, workflows[start : start + size])
         await asyncio.sleep(duration_s / groups)
 
 
 async def storm(
     *,
     workers: list[Worker],
-    producer: AIOKafkaProducer,
-    router: TopicRouter,
+    client: ArvoClient,
     workflows: list[Workflow],
     kills: int,
     rng: random.Random,
@@ -386,7 +370,7 @@ async def storm(
     size = -(-len(workflows) // waves)
     for wave in range(waves):
         batch = workflows[wave * size : (wave + 1) * size]
-        publishing = asyncio.create_task(trickle(producer, router, batch, duration_s=BURST_S))
+        publishing = asyncio.create_task(trickle(client, batch, duration_s=BURST_S))
         if wave == kills:
             await publishing
             break
@@ -403,36 +387,9 @@ async def storm(
             log(f"worker {victim.index} rejoined (generation {victim.generation})")
 
 
-async def read_all_topics(bootstrap: str, prefix: str) -> dict[str, list[Any]]:
-    """Every record of every topic starting with ``prefix``, read with manual assignment."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = sorted(topic for topic in await admin.list_topics() if topic.startswith(prefix))
-        described: list[dict[str, Any]] = await admin.describe_topics(topics) if topics else []
-    finally:
-        await admin.close()
-    tps = [
-        TopicPartition(entry["topic"], int(partition["partition"]))
-        for entry in described
-        for partition in entry.get("partitions", [])
-    ]
-    records: dict[str, list[Any]] = {topic: [] for topic in topics}
-    if not tps:
-        return records
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        while any([await consumer.position(tp) < end[tp] for tp in tps]):
-            batch = await consumer.getmany(timeout_ms=200)
-            for tp, items in batch.items():
-                records[tp.topic].extend(items)
-    finally:
-        await consumer.stop()
-    return records
+async def read_all_topics(client: ArvoClient, prefix: str) -> dict[str, list[Any]]:
+    """Every record of every topic starting with ``prefix``, read to the end with manual assignment."""
+    return await client.read_topics(await client.list_topics(prefix), timeout_s=120)
 
 
 def check(
@@ -566,13 +523,10 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
     )
     sources = [handler.source for handler in bench_app(InMemoryMemory())]
     topics = [router.handler_topic(source) for source in [*sources, CLIENT]]
-    await ensure_topics(settings, [*topics, settings.dead_letter_topic_name], partitions=PARTITIONS)
+    client = ArvoClient(settings, router=router)  # topic_partitions is PARTITIONS
+    await client.ensure_topics([*topics, settings.dead_letter_topic_name])
 
     memory = RedisMemory.from_url(redis_url, key_prefix=prefix)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
-    )
-    await producer.start()
     workers = [
         Worker(index=index, env=worker_env(values), children=children, workdir=workdir)
         for index in range(1, WORKERS + 1)
@@ -587,8 +541,7 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         workflows = make_workflows(options.workflows, rng)
         await storm(
             workers=workers,
-            producer=producer,
-            router=router,
+            client=client,
             workflows=workflows,
             kills=options.kills,
             rng=rng,
@@ -606,7 +559,7 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         known = {workflow.instance_key for workflow in workflows}
         listed = await memory.list_instances(limit=10 * len(workflows) + 100)
         stray = sum(1 for row in listed if row.key not in known)
-        records = await read_all_topics(bootstrap, settings.topic_prefix)
+        records = await read_all_topics(client, settings.topic_prefix)
         check(
             report,
             workflows=workflows,
@@ -622,7 +575,7 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
             f"{report.kills} kills, {time.monotonic() - started:.1f} s"
         )
     finally:
-        await producer.stop()
+        await client.stop()
         if private_redis is None:
             with contextlib.suppress(Exception):
                 await _delete_prefix(memory.client, prefix)
