@@ -170,6 +170,11 @@ class ServiceSettings(BaseSettings):
     """How long a record waits for Redis (or another dependency) that is down — unreachable, refusing
     the credentials, a cluster slot without master — before its failures count towards parking like
     any other; ``0`` waits without bound (an outage is never the event's fault)."""
+    dead_letter_no_state: bool = True
+    """Write an event that is not an init, for an instance with no state, to the dead-letter topic
+    with reason ``no_state`` (it is always counted and logged at WARNING): its state was lost (Redis
+    without durability restarted) or expired (``ARVO_INSTANCE_RETENTION_S``), and the letter lets it
+    be replayed after a restore."""
     dependency_probe_interval_ms: int = Field(default=500, ge=10)
     """How often a dependency that is down is probed (Redis: ``PING``); waiting records resume as
     soon as it answers."""

@@ -170,6 +170,7 @@ class ConsumerLoop:
             finish=finish,
             dependencies=self.dependencies,
             memory=memory,
+            dead_letter_no_state=settings.dead_letter_no_state,
             layers=layers,
         )
 

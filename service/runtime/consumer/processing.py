@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -51,7 +51,17 @@ if TYPE_CHECKING:
     from service.runtime.consumer.lanes import Lane
     from service.runtime.consumer.publishing import EmissionPublisher
 
-__all__ = ["HandlerCancelledError", "RecordFinisher", "RecordProcessor", "instance_key", "owned_instance_key"]
+NO_STATE: Final = "no_state"
+"""Dead-letter reason of an event for an instance without state."""
+
+__all__ = [
+    "NO_STATE",
+    "HandlerCancelledError",
+    "RecordFinisher",
+    "RecordProcessor",
+    "instance_key",
+    "owned_instance_key",
+]
 
 _log = structlog.get_logger("arvo.runtime.consumer")
 
@@ -74,6 +84,7 @@ class RecordProcessor:
         finish: Marks a record done (:class:`RecordFinisher`).
         dependencies: Where outages of Redis (and other dependencies) are reported and waited out.
         memory: When given, parked records mark their orchestration instance ``parked``.
+        dead_letter_no_state: Dead-letter (reason ``no_state``) events for instances without state.
         layers: The middleware around each record (default: log context and span).
 
     """
@@ -91,6 +102,7 @@ class RecordProcessor:
         finish: FinishRecord,
         dependencies: DependencyMonitor,
         memory: Memory | None = None,
+        dead_letter_no_state: bool = True,
         layers: Sequence[RecordLayer] = (record_scope_layer,),
     ) -> None:
         self._handlers = handlers
@@ -103,6 +115,7 @@ class RecordProcessor:
         self._stats = stats
         self._hooks = hooks
         self._memory = memory
+        self._dead_letter_no_state = dead_letter_no_state
         self._chain = compose(layers, self._core)
 
     async def process(self, lane: Lane, record: Any) -> None:
@@ -188,6 +201,8 @@ class RecordProcessor:
                 return ExecutionOutcome.PARKED.value
             if waited_for is not None:
                 self._dependencies.report_up(waited_for)
+            if result.outcome is ExecutionOutcome.IGNORED_NO_STATE:
+                await self._no_state(lane, record, handler, event, attempts=budget.attempts)
             if result.events:
                 return Handoff(
                     instance=instance,
@@ -227,6 +242,26 @@ class RecordProcessor:
             error=repr(error),
         )
         await lane.wait_for(self._dependencies.up_event(decision.dependency), decision.delay_s)
+
+    async def _no_state(
+        self, lane: Lane, record: Any, handler: ArvoHandler, event: ArvoEvent, *, attempts: int
+    ) -> None:
+        """An event for an instance without state: never silent (its state was lost or expired)."""
+        _log.warning(
+            "event for an instance without state (lost or expired); "
+            + ("dead-lettering it (reason no_state)" if self._dead_letter_no_state else "dropping it"),
+            **record_fields(record, event),
+            source=event.source,
+            handler=handler.source,
+        )
+        if self._dead_letter_no_state:
+            error = LookupError(
+                f"no state for instance {instance_key(event.subject)!r} of {handler.source!r}: event"
+                f" {event.id} ({event.type} from {event.source}) is not its init event. The state was"
+                " lost (Redis restarted without durability) or expired (ARVO_INSTANCE_RETENTION_S);"
+                " replay this letter after restoring it."
+            )
+            await self._publisher.dead_letter(lane, record, reason=NO_STATE, error=error, attempts=attempts)
 
     async def _retry_later(
         self, lane: Lane, record: Any, event: ArvoEvent, error: Exception, decision: RetryLater

@@ -1,0 +1,103 @@
+"""The consumer under dependency faults and lost state, on the fake Kafka (fast, no broker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from service.arvo.errors import TransactionViolation, TransactionViolationCause
+from service.arvo.event import ArvoEvent
+from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
+from service.runtime.redis_memory import RedisUnavailableError
+from tests.unit.test_consumer_loop_unit import DLQ, ECHO, echo, running, wait_until
+
+
+class StoreDownHandler:
+    """Fails like the engine does while Redis is down: the first ``outage`` attempts, whatever the event."""
+
+    source = ECHO
+
+    def __init__(self, outage: int) -> None:
+        self.outage = outage
+        self.attempts: dict[str, int] = {}
+
+    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
+        self.attempts[event.id] = self.attempts.get(event.id, 0) + 1
+        if self.outage > 0:
+            self.outage -= 1
+            down = RedisUnavailableError("connection refused", operation="lease_and_read", key="x:1")
+            raise TransactionViolation(
+                cause=TransactionViolationCause.READ_FAILURE, message="Error acquiring lock"
+            ) from down
+        return ExecutionResult([], ExecutionOutcome.EXECUTED)
+
+
+class NoStateHandler:
+    """Answers every event like an orchestrator that has no record of the instance."""
+
+    source = ECHO
+
+    async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
+        return ExecutionResult([], ExecutionOutcome.IGNORED_NO_STATE)
+
+
+async def test_records_wait_out_a_redis_outage_without_spending_their_budget() -> None:
+    handler = StoreDownHandler(outage=20)  # far more failed attempts than retry_max_attempts (3)
+    with structlog.testing.capture_logs() as logs:
+        async with running(handler, partitions=1, dependency_probe_interval_ms=10) as rig:
+            events = [echo(f"s{i}", n=i) for i in range(3)]
+            for event in events:
+                rig.produce(event)
+            await wait_until(lambda: rig.committed() == len(events), timeout_s=10)
+            assert rig.loop.stats.parked == 0
+            assert not rig.loop.stats.dead_lettered
+            assert rig.loop.stats.dependency_waits["redis"] >= 20
+            assert rig.loop.stats.retries.total() == 0
+            assert not rig.loop.dependencies.outages
+    outage_lines = [e for e in logs if e["event"].startswith("dependency") and e["log_level"] == "warning"]
+    assert [entry["event"].split(";")[0] for entry in outage_lines] == [
+        "dependency unavailable",
+        "dependency available again",
+    ]
+
+
+async def test_a_bounded_wait_parks_once_the_bound_passed() -> None:
+    handler = StoreDownHandler(outage=10_000)
+    async with running(
+        handler, partitions=1, dependency_wait_max_s=0.05, dependency_probe_interval_ms=10
+    ) as rig:
+        rig.produce(echo("s1"))
+        await wait_until(lambda: rig.committed() == 1, timeout_s=10)
+        assert rig.loop.stats.parked == 1
+        assert [letter.reason for letter in rig.kafka.dead_letters(DLQ)] == ["parked"]
+
+
+async def test_an_event_for_an_instance_without_state_is_logged_and_dead_lettered() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running(NoStateHandler(), partitions=1) as rig:
+            lost = echo("lost-instance", n=1)
+            rig.produce(lost)
+            await wait_until(lambda: rig.committed() == 1)
+            letters = rig.kafka.dead_letters(DLQ)
+            assert [letter.reason for letter in letters] == ["no_state"]
+            assert "ARVO_INSTANCE_RETENTION_S" in letters[0].error_message
+            assert rig.loop.stats.consumed[(ECHO, lost.type, "ignored_no_state")] == 1
+    warnings = [
+        entry for entry in logs if entry["log_level"] == "warning" and "without state" in entry["event"]
+    ]
+    assert len(warnings) == 1
+    fields: dict[str, Any] = warnings[0]
+    assert (fields["event_id"], fields["event_type"], fields["subject"], fields["source"]) == (
+        lost.id,
+        lost.type,
+        lost.subject,
+        lost.source,
+    )
+
+
+async def test_dead_lettering_of_no_state_events_can_be_turned_off() -> None:
+    async with running(NoStateHandler(), partitions=1, dead_letter_no_state=False) as rig:
+        rig.produce(echo("lost-instance"))
+        await wait_until(lambda: rig.committed() == 1)
+        assert rig.kafka.dead_letters(DLQ) == []
