@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from service.arvo.availability import DependencyUnavailableError
 from service.arvo.errors import (
     ConfigViolation,
     ContractViolation,
@@ -16,7 +17,7 @@ from service.arvo.errors import (
 )
 from service.arvo.orchestration.pipeline import LeaseDeniedViolation
 from service.runtime.consumer import DeadLetterNow, FailureBudget, Park, RetryLater, classify_error
-from service.runtime.consumer.decisions import LEASE_EXPIRY_SLACK_S, holder_ttl_ms
+from service.runtime.consumer.decisions import LEASE_EXPIRY_SLACK_S, WaitForDependency, holder_ttl_ms
 from service.runtime.retry import RetryPolicy
 
 POLICY = RetryPolicy(initial_ms=10, max_ms=40, max_attempts=4, jitter=0.0)
@@ -263,3 +264,52 @@ def test_a_zero_budget_counts_every_lease_denial() -> None:
     failures, _ = budget(lease_wait_budget_s=0.0)
     failures.begin_attempt()
     assert failures.decide(denied()) == RetryLater(delay_s=0.01, attempt=1, counted=True)
+
+
+# --- FailureBudget: dependency outages (more in test_dependency_outages.py) ----------------------------
+
+
+class StoreDown(DependencyUnavailableError):
+    dependency = "redis"
+
+
+def outage() -> TransactionViolation:
+    """What the engine raises when the store is down: a transaction violation *from* the outage."""
+    try:
+        raise StoreDown("connection refused")
+    except StoreDown as down:
+        error = transient()
+        error.__cause__ = down
+        return error
+
+
+def test_a_permanent_violation_caused_by_an_outage_is_still_dead_lettered() -> None:
+    error = ContractViolation("bad data")
+    error.__cause__ = StoreDown("down")
+    failures, _ = budget()
+    failures.begin_attempt()
+    assert failures.decide(error) == DeadLetterNow("contract")
+
+
+def test_an_outage_takes_precedence_over_a_lease_denial_and_is_not_counted() -> None:
+    error = denied()
+    error.__cause__ = StoreDown("down")
+    failures, _ = budget()
+    failures.begin_attempt()
+    decision = failures.decide(error)
+    assert isinstance(decision, WaitForDependency)
+    assert decision.dependency == "redis"
+    assert failures.attempts == 0
+
+
+def test_a_bounded_dependency_wait_ends_exactly_at_its_bound() -> None:
+    clock = Clock()
+    failures = FailureBudget(POLICY, lease_wait_budget_s=1.0, dependency_wait_max_s=2.0, clock=clock)
+    failures.begin_attempt()
+    assert isinstance(failures.decide(outage()), WaitForDependency)  # down since t0
+    clock.now += 1.999
+    failures.begin_attempt()
+    assert isinstance(failures.decide(outage()), WaitForDependency)
+    clock.now += 0.001
+    failures.begin_attempt()
+    assert failures.decide(outage()) == RetryLater(delay_s=0.01, attempt=1, counted=True)
