@@ -243,6 +243,7 @@ class ArvoClient:
         self._consumer_factory = consumer_factory or self._kafka_consumer
         self._admin: TopicAdmin = admin if admin is not None else KafkaTopicAdmin(settings)
         self._producer: EventProducer | None = None
+        self._producer_lock = asyncio.Lock()
         self._ensured: set[str] = set()
 
     # --------------------------------------------------------------------------- life cycle
@@ -287,12 +288,15 @@ class ArvoClient:
         return consumer
 
     async def _event_producer(self) -> EventProducer:
-        if self._producer is None:
-            client = self._producer_factory() if self._producer_factory is not None else None
-            producer = EventProducer(settings=self._settings, router=self._router, producer=client)
-            await producer.start()
-            self._producer = producer
-        return self._producer
+        if self._producer is not None:
+            return self._producer
+        async with self._producer_lock:  # concurrent first publishes start one producer
+            if self._producer is None:
+                client = self._producer_factory() if self._producer_factory is not None else None
+                producer = EventProducer(settings=self._settings, router=self._router, producer=client)
+                await producer.start()
+                self._producer = producer
+            return self._producer
 
     # --------------------------------------------------------------------------- topics
 

@@ -10,8 +10,9 @@ from the client topic. It is driven over stdin/stdout, one JSON object per line:
   its completion's arrival;
 * an empty line or end of input stops it.
 
-Run by :class:`LoadGenerator` (``python -m tests.benchmarks._loadgen <bootstrap> <orchestrator topic>
-<resumable topic> <client topic> <partitions>``).
+It publishes and reads through :class:`~service.runtime.client.ArvoClient`, so the inits are routed,
+keyed and encoded exactly as the service's own emissions. Run by :class:`LoadGenerator`
+(``python -m tests.benchmarks._loadgen <bootstrap> <topic prefix>``).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory
-from service.runtime.binding import encode_event
+from service.runtime.client import ArvoClient, Tail
+from service.runtime.settings import load_settings
 
 __all__ = ["CLIENT", "LoadGenerator", "bench_inits"]
 
@@ -49,8 +50,7 @@ def bench_inits(count: int, offset: int) -> list[ArvoEvent]:
 
 
 async def _run(
-    producer: AIOKafkaProducer,
-    topics: tuple[str, str],
+    client: ArvoClient,
     completions: asyncio.Queue[tuple[str, int, float]],
     inits: list[ArvoEvent],
     concurrency: int,
@@ -58,16 +58,16 @@ async def _run(
     window = asyncio.Semaphore(concurrency)
     published: dict[str, tuple[float, int]] = {}
     latencies: list[float] = []
-    messages = [
-        (topics[index % 2], init.id, init.data["a"], encode_event(init)) for index, init in enumerate(inits)
-    ]
     started = time.perf_counter()
 
     async def publish_all() -> None:
-        for topic, event_id, a, message in messages:
+        # One task per init: up to `concurrency` publishes in flight, none waits for another's ack.
+        sends: list[asyncio.Task[None]] = []
+        for init in inits:
             await window.acquire()
-            published[event_id] = (time.perf_counter(), a)
-            await producer.send(topic, key=message.key, value=message.value, headers=message.headers)
+            published[init.id] = (time.perf_counter(), init.data["a"])
+            sends.append(asyncio.create_task(client.publish([init])))
+        await asyncio.gather(*sends)
 
     publisher = asyncio.create_task(publish_all())
     try:
@@ -89,14 +89,13 @@ async def _run(
     return time.perf_counter() - started, latencies
 
 
-async def _collect(consumer: AIOKafkaConsumer, completions: asyncio.Queue[tuple[str, int, float]]) -> None:
+async def _collect(tail: Tail, completions: asyncio.Queue[tuple[str, int, float]]) -> None:
     while True:
-        batch = await consumer.getmany(timeout_ms=100)
+        records = await tail.poll(0.1)
         received = time.perf_counter()
-        for records in batch.values():
-            for record in records:
-                event = orjson.loads(record.value)
-                completions.put_nowait((event["parentid"], event["data"]["result"], received))
+        for record in records:
+            event = orjson.loads(record.value)
+            completions.put_nowait((event["parentid"], event["data"]["result"], received))
 
 
 def _write(payload: dict[str, Any]) -> None:
@@ -104,42 +103,32 @@ def _write(payload: dict[str, Any]) -> None:
     sys.stdout.buffer.flush()
 
 
-async def _main(
-    bootstrap: str, orchestrator_topic: str, resumable_topic: str, client_topic: str, partitions: int
-) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
-    collector = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+async def _main(bootstrap: str, topic_prefix: str) -> None:
+    settings = load_settings(
+        env_file=None,
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=topic_prefix,
+        producer_idempotence=False,  # Tansu's memory storage refuses InitProducerId
+        producer_acks="all",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        create_topics=False,  # the benchmark created them
     )
-    await producer.start()
-    await collector.start()
-    tps = [TopicPartition(client_topic, partition) for partition in range(partitions)]
-    collector.assign(tps)
-    await collector.seek_to_end(*tps)
-    for tp in tps:
-        await collector.position(tp)  # resolve "the end" now, before anything is published
-    completions: asyncio.Queue[tuple[str, int, float]] = asyncio.Queue()
-    collecting = asyncio.create_task(_collect(collector, completions))
-    try:
-        _write({"ready": True})
-        while True:
-            line = await asyncio.to_thread(sys.stdin.buffer.readline)
-            if not line.strip():
-                break
-            command = orjson.loads(line)
-            inits = bench_inits(int(command["count"]), int(command["offset"]))
-            elapsed, latencies = await _run(
-                producer,
-                (orchestrator_topic, resumable_topic),
-                completions,
-                inits,
-                int(command["concurrency"]),
-            )
-            _write({"elapsed": elapsed, "latencies": latencies})
-    finally:
-        collecting.cancel()
-        await collector.stop()
-        await producer.stop()
+    # The tail follows the client topic from its end now, before anything is published.
+    async with ArvoClient(settings) as client, client.tail([client.router.handler_topic(CLIENT)]) as tail:
+        completions: asyncio.Queue[tuple[str, int, float]] = asyncio.Queue()
+        collecting = asyncio.create_task(_collect(tail, completions))
+        try:
+            _write({"ready": True})
+            while True:
+                line = await asyncio.to_thread(sys.stdin.buffer.readline)
+                if not line.strip():
+                    break
+                command = orjson.loads(line)
+                inits = bench_inits(int(command["count"]), int(command["offset"]))
+                elapsed, latencies = await _run(client, completions, inits, int(command["concurrency"]))
+                _write({"elapsed": elapsed, "latencies": latencies})
+        finally:
+            collecting.cancel()
 
 
 class LoadGenerator:
@@ -149,19 +138,14 @@ class LoadGenerator:
         self._process = process
 
     @classmethod
-    async def start(
-        cls, bootstrap: str, orchestrator_topic: str, resumable_topic: str, client_topic: str, partitions: int
-    ) -> LoadGenerator:
-        """Start the child and wait until its producer and collector are ready."""
+    async def start(cls, bootstrap: str, topic_prefix: str) -> LoadGenerator:
+        """Start the child (topics under ``topic_prefix``) and wait until it publishes and collects."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tests.benchmarks._loadgen",
             bootstrap,
-            orchestrator_topic,
-            resumable_topic,
-            client_topic,
-            str(partitions),
+            topic_prefix,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -207,4 +191,4 @@ class LoadGenerator:
 if __name__ == "__main__":
     from tests.benchmarks._rig import run_on_uvloop
 
-    run_on_uvloop(_main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
+    run_on_uvloop(_main(sys.argv[1], sys.argv[2]))

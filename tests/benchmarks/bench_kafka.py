@@ -46,18 +46,18 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo.event import ArvoEvent
 from service.arvo.memory import InMemoryMemory
 from service.arvo.testing import InMemoryBroker
 from service.examples import bench_app
 from service.runtime.app import ArvoService
+from service.runtime.client import ArvoClient
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.redis_memory import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
 from service.runtime.resp_client import PipelinedRedis
-from service.runtime.settings import load_settings
+from service.runtime.settings import ServiceSettings, load_settings
 from service.tuning import tune_gc
 from tests.benchmarks._loadgen import CLIENT, LoadGenerator, bench_inits
 from tests.benchmarks._rig import (
@@ -105,22 +105,11 @@ class _CountingRedis(redis.asyncio.Redis):
 # The service run
 
 
-async def _read_records(bootstrap: str, topics: list[str]) -> list[Any]:
+async def _read_records(settings: ServiceSettings, topics: list[str]) -> list[Any]:
     """Every record of ``topics`` (manual assignment, from the beginning to the current end)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, partition) for topic in topics for partition in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        records: list[Any] = []
-        while any([await consumer.position(tp) < end[tp] for tp in tps]):
-            for items in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(items)
-        return records
-    finally:
-        await consumer.stop()
+    async with ArvoClient(settings) as client:
+        by_topic = await client.read_topics(topics, timeout_s=RUN_TIMEOUT_S)
+    return [record for records in by_topic.values() for record in records]
 
 
 async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict[str, float], list[Any]]:
@@ -137,13 +126,7 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
     await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
     stats_client = redis.asyncio.Redis.from_url(redis_url)
     # The client runs in a process of its own: this process's CPU time is the service's alone.
-    load = await LoadGenerator.start(
-        bootstrap,
-        service.router.handler_topic(bench_machine_contract.type),
-        service.router.handler_topic(bench_resumable_contract.type),
-        client_topic,
-        PARTITIONS,
-    )
+    load = await LoadGenerator.start(bootstrap, settings.topic_prefix)
     await service.start()
     tune_gc()  # as `arvo run` does once the service is built
     try:
@@ -187,7 +170,7 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
     }
     top = ", ".join(f"{name} {count / max(consumed, 1):.2f}" for name, count in commands.most_common(8))
     print(f"   redis commands per consumed event by command (INFO commandstats): {top}", flush=True)
-    records = await _read_records(bootstrap, service.topics)
+    records = await _read_records(settings, service.topics)
     # The baseline moves as many records as the service consumed in the timed run, of the same sizes.
     records.sort(key=lambda record: record.timestamp)
     return figures, records[-expected_consumed:]

@@ -174,6 +174,7 @@ class FakeProducer:
         self.started = self.stopped = False
 
     async def start(self) -> None:
+        await asyncio.sleep(0)  # connecting takes a while: other tasks run meanwhile
         self.started = True
 
     async def stop(self) -> None:
@@ -538,3 +539,20 @@ async def test_the_producer_starts_on_first_use_and_stops_with_the_client(
     assert producers[0].stopped
     assert client.router.prefix == "p."
     assert client.settings is settings
+
+
+async def test_concurrent_first_publishes_start_one_producer(
+    cluster: FakeCluster, settings: ServiceSettings
+) -> None:
+    producers: list[FakeProducer] = []
+
+    def factory() -> FakeProducer:
+        producers.append(FakeProducer(cluster))
+        return producers[-1]
+
+    async with ArvoClient(
+        settings, producer_factory=factory, consumer_factory=cluster.consumer, admin=cluster
+    ) as client:
+        await asyncio.gather(*(client.publish([init_event(subject=f"s{index}")]) for index in range(5)))
+    assert len(producers) == 1
+    assert len(cluster.records("p.com.test.work")) == 5
