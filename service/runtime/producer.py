@@ -22,14 +22,28 @@ import random
 import struct
 from collections import Counter
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     InvalidTopicError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    KafkaUnavailableError,
+    LeaderNotAvailableError,
     MessageSizeTooLargeError,
+    NodeNotReadyError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    NotLeaderForPartitionError,
     RecordListTooLargeError,
     RecordTooLargeError,
+    RequestTimedOutError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
     UnsupportedForMessageFormatError,
 )
 from opentelemetry import trace
@@ -45,7 +59,14 @@ if TYPE_CHECKING:
     from service.runtime.routing import TopicRouter
     from service.runtime.settings import ServiceSettings
 
-__all__ = ["EventProducer", "KeyPartitioner", "is_permanent_publish_error", "murmur2"]
+__all__ = [
+    "EventProducer",
+    "KeyPartitioner",
+    "PublishFailure",
+    "classify_publish_error",
+    "is_permanent_publish_error",
+    "murmur2",
+]
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _MURMUR_M: Final = 0x5BD1E995
@@ -60,6 +81,51 @@ _PERMANENT_PUBLISH_ERRORS = (
     ValueError,  # includes RoutingError: the event names no legal topic
     TypeError,
 )
+
+
+class PublishFailure(StrEnum):
+    """What a failed publish means (:func:`classify_publish_error`)."""
+
+    PERMANENT = "permanent"
+    """Retrying cannot help: record too large, illegal topic, bad input."""
+    BROKER_TROUBLE = "broker_trouble"
+    """The broker cannot take it now (connection, timeout, leader change, authorization): wait."""
+    UNKNOWN_TOPIC = "unknown_topic"
+    """The topic is not in the cluster's metadata (deleted, never created with auto-creation off)."""
+    UNKNOWN = "unknown"
+    """Not known to be transient: retried a bounded number of times, then treated as permanent."""
+
+
+_BROKER_TROUBLE_ERRORS: Final = (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    NotLeaderForPartitionError,
+    LeaderNotAvailableError,
+    NotEnoughReplicasError,
+    NotEnoughReplicasAfterAppendError,
+    KafkaUnavailableError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def classify_publish_error(error: BaseException) -> PublishFailure:
+    """What a failed publish of ``error`` means for the record (pure, for the consumer's decisions).
+
+    aiokafka's ``retriable`` flag alone is not enough: it is ``False`` on ``KafkaTimeoutError``,
+    which is exactly what an unreachable broker produces, and ``True`` on a topic that does not exist.
+    """
+    if isinstance(error, _PERMANENT_PUBLISH_ERRORS):
+        return PublishFailure.PERMANENT
+    if isinstance(error, UnknownTopicOrPartitionError):
+        return PublishFailure.UNKNOWN_TOPIC
+    if isinstance(error, _BROKER_TROUBLE_ERRORS) or (isinstance(error, KafkaError) and error.retriable):
+        return PublishFailure.BROKER_TROUBLE
+    return PublishFailure.UNKNOWN
 
 
 def is_permanent_publish_error(error: BaseException) -> bool:
@@ -256,6 +322,21 @@ class EventProducer:
                 raise result
         for topic, event in routed:
             self.produced[(topic, event.type)] += 1
+
+    async def missing_topics(self, topics: Sequence[str], *, timeout_s: float = 5.0) -> list[str] | None:
+        """Which of ``topics`` the cluster's metadata does not have; ``None`` if the broker does not answer.
+
+        A fresh metadata request, not the client's cache: a topic deleted, recreated or created by an
+        operator since the last refresh is seen as it is now.
+        """
+        client = self._client()
+        try:
+            async with asyncio.timeout(timeout_s):
+                metadata = await client.client.fetch_all_metadata()
+        except Exception:  # unreachable or refusing: the caller waits for the broker
+            return None
+        known = set(metadata.topics())
+        return sorted({topic for topic in topics if topic not in known})
 
     async def publish_raw(
         self,

@@ -170,6 +170,10 @@ class ServiceSettings(BaseSettings):
     """How long a record waits for Redis (or another dependency) that is down — unreachable, refusing
     the credentials, a cluster slot without master — before its failures count towards parking like
     any other; ``0`` waits without bound (an outage is never the event's fault)."""
+    publish_give_up_attempts: int = Field(default=5, ge=1)
+    """Attempts after which a publish error not known to be transient, or emissions naming a topic
+    that does not exist, dead-letter the record (``unpublishable``/``unroutable``) instead of stalling
+    its partition. Broker outages are waited out without bound."""
     dead_letter_no_state: bool = True
     """Write an event that is not an init, for an instance with no state, to the dead-letter topic
     with reason ``no_state`` (it is always counted and logged at WARNING): its state was lost (Redis

@@ -85,6 +85,8 @@ class FakeKafka:
         self.committed: dict[TopicPartition, int] = {}
         """The group's committed position (next offset to consume) per partition."""
         self.consumers: list[FakeConsumer] = []
+        self.unreachable = False
+        """While ``True``, metadata requests fail (the broker does not answer)."""
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
         """Add ``topic`` with ``partitions`` partitions (idempotent)."""
@@ -444,6 +446,11 @@ class FakeProducerClient:
         """Acknowledged records of ``topic``."""
         return [record for record in self.acked if record.topic == topic]
 
+    @property
+    def client(self) -> FakeClusterClient:
+        """aiokafka's ``producer.client``: the cluster metadata (what ``missing_topics`` asks)."""
+        return FakeClusterClient(self.kafka)
+
     # --- AIOKafkaProducer ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -513,6 +520,26 @@ class FakeProducerClient:
         self.kafka.append(record.topic, chosen, key=record.key, value=record.value, headers=record.headers)
         self.acked.append(record)
         future.set_result(None)
+
+
+@dataclass
+class FakeClusterMetadata:
+    names: set[str]
+
+    def topics(self) -> set[str]:
+        return set(self.names)
+
+
+@dataclass
+class FakeClusterClient:
+    """``AIOKafkaClient.fetch_all_metadata``: the topics of ``kafka`` (fails while it is unreachable)."""
+
+    kafka: FakeKafka
+
+    async def fetch_all_metadata(self) -> FakeClusterMetadata:
+        if self.kafka.unreachable:
+            raise KafkaConnectionError("broker unreachable (fake)")
+        return FakeClusterMetadata(set(self.kafka.partitions))
 
 
 def _partition_of(key: bytes | None, partitions: int) -> int:

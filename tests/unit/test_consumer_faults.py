@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from service.arvo.errors import TransactionViolation, TransactionViolationCause
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
 from service.runtime.redis_memory import RedisUnavailableError
-from tests.unit.test_consumer_loop_unit import DLQ, ECHO, echo, running, wait_until
+from tests.unit.test_consumer_loop_unit import DLQ, ECHO, SINK, by_key, echo, running, wait_until
 
 
 class StoreDownHandler:
@@ -101,3 +102,58 @@ async def test_dead_lettering_of_no_state_events_can_be_turned_off() -> None:
         rig.produce(echo("lost-instance"))
         await wait_until(lambda: rig.committed() == 1)
         assert rig.kafka.dead_letters(DLQ) == []
+
+
+# --- no record can stall a partition -----------------------------------------------------------------
+
+
+async def test_a_publish_error_not_known_to_be_transient_dead_letters_after_bounded_attempts() -> None:
+    async with running(partitions=1, publish_give_up_attempts=3) as rig:
+        rig.client.fail(None, error=AssertionError("Need at least one: key or value"), when=by_key("bad"))
+        rig.produce(echo("bad", n=1))
+        good = echo("good", n=2)
+        rig.produce(good)
+        await wait_until(lambda: rig.committed() == 2)
+        letters = rig.kafka.dead_letters(DLQ)
+        assert [(letter.reason, letter.error_class) for letter in letters] == [
+            ("unpublishable", "AssertionError")
+        ]
+        assert rig.sink() == [good.id]  # the partition went on
+
+
+async def test_emissions_to_a_topic_that_does_not_exist_are_dead_lettered_unroutable() -> None:
+    async with running(partitions=1, publish_give_up_attempts=2) as rig:
+        del rig.kafka.partitions[SINK]  # deleted under the running service
+        rig.client.fail(None, error=UnknownTopicOrPartitionError(), when=lambda record: record.topic == SINK)
+        rig.produce(echo("s1"))
+        await wait_until(lambda: rig.committed() == 1)
+        letters = rig.kafka.dead_letters(DLQ)
+        assert [letter.reason for letter in letters] == ["unroutable"]
+        assert SINK in letters[0].error_message
+        assert not rig.loop.dependencies.outages
+
+
+async def test_an_unknown_topic_while_the_broker_does_not_answer_is_an_outage_not_the_records_fault() -> None:
+    async with running(partitions=1, publish_give_up_attempts=2, retry_max_ms=2) as rig:
+        rig.kafka.unreachable = True
+        fault = rig.client.fail(
+            8, error=UnknownTopicOrPartitionError(), when=lambda record: record.topic == SINK
+        )
+        rig.produce(echo("s1"))
+        await wait_until(lambda: fault.hits == 8 and "kafka" in rig.loop.dependencies.outages)
+        rig.kafka.unreachable = False
+        await wait_until(lambda: rig.committed() == 1)
+        assert rig.kafka.dead_letters(DLQ) == []
+        assert len(rig.sink()) == 1
+        assert not rig.loop.dependencies.outages
+
+
+async def test_broker_trouble_is_waited_out_without_bound_and_logged_once() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running(partitions=1, publish_give_up_attempts=2) as rig:
+            rig.client.fail(8)
+            rig.produce(echo("s1"))
+            await wait_until(lambda: rig.committed() == 1)
+            assert rig.kafka.dead_letters(DLQ) == []
+    warnings = [entry["event"].split(";")[0] for entry in logs if entry["log_level"] == "warning"]
+    assert warnings == ["dependency unavailable", "dependency available again"]

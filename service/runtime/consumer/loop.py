@@ -153,6 +153,7 @@ class ConsumerLoop:
             max_inflight_per_lane=settings.max_inflight_publishes_per_partition,
             finish=finish,
             dependencies=self.dependencies,
+            give_up_attempts=settings.publish_give_up_attempts,
         )
         self._processor = RecordProcessor(
             handlers=self._handlers,

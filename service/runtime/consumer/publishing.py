@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -25,7 +26,7 @@ import structlog
 from service.arvo.execution import ExecutionOutcome
 from service.runtime.consumer.lanes import LaneStopping
 from service.runtime.dlq import DeadLetter
-from service.runtime.producer import is_permanent_publish_error
+from service.runtime.producer import PublishFailure, classify_publish_error
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
@@ -37,7 +38,16 @@ if TYPE_CHECKING:
     from service.runtime.retry import RetryPolicy
     from service.runtime.routing import TopicRouter
 
-__all__ = ["UNPUBLISHABLE", "EmissionPublisher", "FinishRecord", "Handoff"]
+__all__ = [
+    "BROKER",
+    "UNPUBLISHABLE",
+    "UNROUTABLE",
+    "EmissionPublisher",
+    "FinishRecord",
+    "GiveUp",
+    "Handoff",
+    "UnroutableError",
+]
 
 _log = structlog.get_logger("arvo.runtime.consumer")
 
@@ -45,7 +55,34 @@ BROKER: Final = "kafka"
 """The dependency name of the broker (metric label, ``/readyz`` check)."""
 
 UNPUBLISHABLE: Final = "unpublishable"
-"""Dead-letter reason: the emissions can never be published (too large, illegal topic)."""
+"""Dead-letter reason: the emissions can never be published (too large, illegal topic, an error
+not known to be transient that persisted)."""
+
+UNROUTABLE: Final = "unroutable"
+"""Dead-letter reason: the emissions name a topic that does not exist (deleted, or never created
+with auto-creation off)."""
+
+_WARN_INTERVAL_S: Final = 60.0
+
+
+class UnroutableError(LookupError):
+    """The emissions name topics the cluster does not have."""
+
+    def __init__(self, topics: list[str], *, attempts: int) -> None:
+        super().__init__(
+            f"topics {', '.join(topics)} do not exist in the cluster (after {attempts} attempts): create"
+            " them (or enable auto-creation), then replay this letter"
+        )
+        self.topics = topics
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Publishing can never succeed: dead-letter the record with ``reason`` and ``error``."""
+
+    reason: str
+    error: BaseException
+
 
 FinishRecord = Callable[["Lane", Any, str, str, float], None]
 """Marks a record done: ``(lane, record, event type, outcome, started)``."""
@@ -75,6 +112,8 @@ class EmissionPublisher:
         finish: Marks a record done once its emissions are acknowledged.
         dependencies: Where broker outages are reported (``kafka``): one line per outage, not per
             attempt.
+        give_up_attempts: Attempts after which an error not known to be transient, or a topic that
+            does not exist, dead-letters the record instead of stalling its partition.
 
     """
 
@@ -90,6 +129,7 @@ class EmissionPublisher:
         max_inflight_per_lane: int,
         finish: FinishRecord,
         dependencies: DependencyMonitor,
+        give_up_attempts: int = 5,
     ) -> None:
         self.producer = producer
         self._router = router
@@ -100,6 +140,8 @@ class EmissionPublisher:
         self._max_inflight = max_inflight_per_lane
         self._finish = finish
         self._dependencies = dependencies
+        self._give_up_attempts = give_up_attempts
+        self._warned: dict[str, tuple[float | None, int]] = {}
 
     async def wait_for_instance(self, lane: Lane, instance: str) -> None:
         """Wait until ``instance`` has no unacknowledged emissions and the lane has room for one more.
@@ -162,10 +204,10 @@ class EmissionPublisher:
         outcome = handoff.outcome
         while True:
             try:
-                unpublishable = await self.publish(lane, handoff.events)
-                if unpublishable is not None:
+                gave_up = await self.publish(lane, handoff.events)
+                if gave_up is not None:
                     await self.dead_letter(
-                        lane, record, reason=UNPUBLISHABLE, error=unpublishable, attempts=handoff.attempts
+                        lane, record, reason=gave_up.reason, error=gave_up.error, attempts=handoff.attempts
                     )
                     outcome = ExecutionOutcome.DEAD_LETTERED.value
                 self._finish(lane, record, event.type, outcome, started)
@@ -179,19 +221,42 @@ class EmissionPublisher:
                 except LaneStopping:
                     return False
 
-    async def publish(self, lane: Lane, events: list[ArvoEvent]) -> BaseException | None:
-        """Publish until acknowledged; return the error if it can never succeed (nothing retried)."""
+    async def publish(self, lane: Lane, events: list[ArvoEvent]) -> GiveUp | None:
+        """Publish until acknowledged; return why not when it never can (no endless loop).
+
+        Broker trouble is waited out without bound (one outage line, ``/readyz`` 503). A permanent
+        error gives up at once (``unpublishable``); a topic missing from the cluster's metadata gives
+        up after ``give_up_attempts`` (``unroutable``: it may have been being created); an error not
+        known to be transient gives up after ``give_up_attempts`` (``unpublishable``).
+        """
         if not events:
             return None
+        unknown = missing_topic = 0
         for delay in self._retry.unbounded_delays():
             try:
                 await self.producer.publish(events)
             except Exception as exc:
-                if is_permanent_publish_error(exc):
-                    return exc
-                # Broker trouble: wait and retry, never drop.
-                self._broker_trouble(exc)
-                _log.debug("publish failed; retrying", error=repr(exc), events=len(events))
+                kind = classify_publish_error(exc)
+                if kind is PublishFailure.PERMANENT:
+                    return GiveUp(UNPUBLISHABLE, exc)
+                if kind is PublishFailure.UNKNOWN_TOPIC:
+                    topics = sorted({self._router.route_event(event) for event in events})
+                    missing = await self.producer.missing_topics(topics)
+                    if missing is None:  # the broker does not answer: an outage, not the record's fault
+                        self._broker_trouble(exc)
+                    elif missing:
+                        missing_topic += 1
+                        if missing_topic >= self._give_up_attempts:
+                            return GiveUp(UNROUTABLE, UnroutableError(missing, attempts=missing_topic))
+                        self._warn("emissions name topics that do not exist; retrying", missing=missing)
+                elif kind is PublishFailure.UNKNOWN:
+                    unknown += 1
+                    if unknown >= self._give_up_attempts:
+                        return GiveUp(UNPUBLISHABLE, exc)
+                    self._warn("publish failed with an unexpected error; retrying", error=repr(exc))
+                else:
+                    self._broker_trouble(exc)
+                    _log.debug("publish failed; retrying", error=repr(exc), events=len(events))
                 await lane.sleep(delay)
                 continue
             self._dependencies.report_up(BROKER)
@@ -221,20 +286,42 @@ class EmissionPublisher:
             error=error,
             attempts=attempts,
         )
+        unknown = 0
         for delay in self._retry.unbounded_delays():
             try:
                 await self._dlq.publish(letter)
             except Exception as exc:
-                if is_permanent_publish_error(exc):
+                kind = classify_publish_error(exc)
+                if kind is PublishFailure.UNKNOWN:
+                    unknown += 1
+                    if unknown >= self._give_up_attempts:
+                        kind = PublishFailure.PERMANENT
+                if kind is PublishFailure.PERMANENT:
                     if letter.payload_dropped_bytes is not None:
-                        _log.error("dead letter cannot be written; dropping it", error=repr(exc))
+                        _log.error(
+                            "dead letter cannot be written even without its payload; dropping it",
+                            error=repr(exc),
+                            topic=record.topic,
+                            partition=record.partition,
+                            offset=record.offset,
+                            reason=reason,
+                        )
                         break
-                    # Too large for the dead-letter topic: keep the diagnostics, drop the payload.
+                    # Too large for the dead-letter topic (or refused): keep the diagnostics only.
                     letter = letter.without_payload()
+                    unknown = 0
                     continue
-                # Broker trouble: wait and retry, never drop.
-                self._broker_trouble(exc)
-                _log.debug("dead-letter publish failed; retrying", error=repr(exc))
+                if kind is PublishFailure.UNKNOWN_TOPIC:
+                    # No dead-letter topic: nothing can be dead-lettered; the lane waits (``/readyz``
+                    # names the stalled partition) until an operator creates it.
+                    self._warn("the dead-letter topic does not exist; waiting for it", topic=self._dlq.topic)
+                elif kind is PublishFailure.UNKNOWN:
+                    self._warn(
+                        "dead-letter publish failed with an unexpected error; retrying", error=repr(exc)
+                    )
+                else:  # broker trouble: wait and retry, never drop
+                    self._broker_trouble(exc)
+                    _log.debug("dead-letter publish failed; retrying", error=repr(exc))
                 await lane.sleep(delay)
                 continue
             self._dependencies.report_up(BROKER)
@@ -249,6 +336,16 @@ class EmissionPublisher:
             reason=reason,
             error_class=type(error).__name__,
         )
+
+    def _warn(self, message: str, **fields: Any) -> None:
+        """A WARNING line, at most one per ``message`` every ``_WARN_INTERVAL_S`` (with the count)."""
+        now = time.monotonic()
+        last, suppressed = self._warned.get(message, (None, 0))
+        if last is not None and now - last < _WARN_INTERVAL_S:
+            self._warned[message] = (last, suppressed + 1)
+            return
+        self._warned[message] = (now, 0)
+        _log.warning(message, **fields, suppressed_since_last=suppressed)
 
     def _broker_trouble(self, error: BaseException) -> None:
         self._stats.publish_retries += 1
