@@ -8,8 +8,9 @@ not blocked).
 * ``GET /readyz`` — ``200`` when the consumer loop runs, the group gave it its partitions, the Kafka
   cluster answers a metadata request, Redis answers ``PING`` and no record is waiting out an outage
   of either (a dependency that refused a record's work — a cluster slot down, writes refused —
-  is named with how long it has been down); otherwise ``503``. The body is JSON
-  naming every check and which failed, e.g.
+  is named with how long it has been down), no partition is stalled (records waiting, none finished
+  for ``stall_timeout_s``) and offset commits have not been failing that long; otherwise ``503``.
+  The body is JSON naming every check and which failed, e.g.
   ``{"status": "unready", "failed": ["redis"], "checks": {"redis": "no answer to PING", ...}}``.
   Results are cached for ``cache_s`` (1 s), so a probe storm costs one round of checks per second.
   A member that joined its group but got no partition (more replicas than partitions) is ready:
@@ -120,6 +121,17 @@ class Readiness:
             checks["partitions"] = "ok"  # joined, nothing to own: stands by (see module docstring)
         else:
             checks["partitions"] = "no partitions assigned yet"
+        stalled = loop.stalled_partitions()
+        if stalled:
+            checks["partitions"] = "stalled (records waiting, none finished): " + ", ".join(
+                f"{tp.topic}/{tp.partition} for {seconds:.0f} s"
+                for tp, seconds in sorted(
+                    stalled.items(), key=lambda item: (item[0].topic, item[0].partition)
+                )
+            )
+        failing = loop.commits_failing_for()
+        if failing >= loop.stall_timeout_s:
+            checks["commits"] = f"offset commits failing for {failing:.0f} s: {loop.last_commit_error}"
         kafka, redis = await asyncio.gather(
             loop.broker_reachable(timeout_s=self._timeout_s), self._redis_answers()
         )

@@ -25,6 +25,8 @@ embedders) never share or collide on metrics. ``/metrics`` of the health server 
 ``arvo_assigned_partitions``              partitions this member owns
 ``arvo_paused_partitions``                partitions paused by backpressure
 ``arvo_offset_commits_total``             successful offset commits
+``arvo_stalled_partitions``               partitions with records waiting, none finished for
+                                          ``stall_timeout_s``
 ``arvo_instances``                        orchestration instances of this service's orchestrators
                                           by ``orchestrator`` and ``status`` (refreshed on scrape at
                                           most every ``instances_refresh_s``; a count reaching
@@ -312,6 +314,10 @@ class ServiceMetrics(LoopHooks):
         assigned = GaugeMetricFamily("arvo_assigned_partitions", "Partitions assigned to this member.")
         paused = GaugeMetricFamily("arvo_paused_partitions", "Partitions paused by backpressure.")
         commits = CounterMetricFamily("arvo_offset_commits", "Successful offset commits.")
+        stalled = GaugeMetricFamily(
+            "arvo_stalled_partitions",
+            "Partitions with records waiting and none finished for stall_timeout_s.",
+        )
         loop = self._loop
         if loop is not None:
             for tp, count in _by_partition(loop.stats.in_flight.items()):
@@ -321,7 +327,8 @@ class ServiceMetrics(LoopHooks):
             assigned.add_metric([], len(loop.assignment))
             paused.add_metric([], len(loop.stats.paused))
             commits.add_metric([], loop.stats.commits)
-        yield from (in_flight, lag, assigned, paused, commits)
+            stalled.add_metric([], len(loop.stalled_partitions()))
+        yield from (in_flight, lag, assigned, paused, commits, stalled)
         if self._orchestrators:
             instances = GaugeMetricFamily(
                 "arvo_instances",

@@ -170,6 +170,10 @@ class ServiceSettings(BaseSettings):
     """How long a record waits for Redis (or another dependency) that is down — unreachable, refusing
     the credentials, a cluster slot without master — before its failures count towards parking like
     any other; ``0`` waits without bound (an outage is never the event's fault)."""
+    stall_timeout_s: float = Field(default=300.0, gt=0)
+    """A partition whose lane has records waiting but finished none for this long is reported
+    stalled: ``/readyz`` 503 naming it, the ``arvo_stalled_partitions`` gauge; offset commits failing
+    for this long turn ``/readyz`` 503 too."""
     publish_give_up_attempts: int = Field(default=5, ge=1)
     """Attempts after which a publish error not known to be transient, or emissions naming a topic
     that does not exist, dead-letter the record (``unpublishable``/``unroutable``) instead of stalling

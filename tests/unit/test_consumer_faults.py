@@ -11,7 +11,7 @@ from service.arvo.errors import TransactionViolation, TransactionViolationCause
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
 from service.runtime.redis_memory import RedisUnavailableError
-from tests.unit.test_consumer_loop_unit import DLQ, ECHO, SINK, by_key, echo, running, wait_until
+from tests.unit.test_consumer_loop_unit import DLQ, ECHO, P0, SINK, by_key, echo, running, wait_until
 
 
 class StoreDownHandler:
@@ -157,3 +157,30 @@ async def test_broker_trouble_is_waited_out_without_bound_and_logged_once() -> N
             assert rig.kafka.dead_letters(DLQ) == []
     warnings = [entry["event"].split(";")[0] for entry in logs if entry["log_level"] == "warning"]
     assert warnings == ["dependency unavailable", "dependency available again"]
+
+
+async def test_a_lane_with_waiting_records_and_no_progress_is_reported_stalled() -> None:
+    async with running(partitions=1, stall_timeout_s=0.05) as rig:
+        handler = rig.handler
+        rig.produce(echo("s1", mode="gate", gate="g"))
+        rig.produce(echo("s2"))
+        await wait_until(lambda: rig.loop.stalled_partitions() != {})
+        assert set(rig.loop.stalled_partitions()) == {P0}
+        handler.gates["g"].set()
+        await wait_until(lambda: rig.committed() == 2)
+        assert rig.loop.stalled_partitions() == {}  # idle again: not stalled, however long it waits
+
+
+async def test_failing_commits_are_tracked_and_warned_about_at_most_once_a_minute() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running(partitions=1) as rig:
+            rig.consumer.fail_commits = 40
+            rig.consumer.commit_error = UnknownTopicOrPartitionError()
+            rig.produce(echo("s1"))
+            await wait_until(lambda: rig.consumer.fail_commits == 0)
+            assert rig.loop.last_commit_error is not None or rig.committed() == 1
+            await wait_until(lambda: rig.committed() == 1)
+            assert rig.loop.commits_failing_for() == 0.0
+            assert rig.loop.last_commit_error is None
+    lines = [entry["event"] for entry in logs if entry["event"].startswith("offset commit")]
+    assert lines == ["offset commit failed; will retry", "offset commits succeed again"]

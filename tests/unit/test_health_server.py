@@ -29,6 +29,16 @@ class FakeLoop:
         self.stats = LoopStats()
         self.lags: dict[TopicPartition, int] = {}
         self.dependencies = DependencyMonitor(hooks=LoopHooks())
+        self.stalled: dict[TopicPartition, float] = {}
+        self.stall_timeout_s = 300.0
+        self.commit_failing_s = 0.0
+        self.last_commit_error: str | None = None
+
+    def stalled_partitions(self) -> dict[TopicPartition, float]:
+        return dict(self.stalled)
+
+    def commits_failing_for(self) -> float:
+        return self.commit_failing_s
 
     async def broker_reachable(self, *, timeout_s: float = 1.0) -> bool:
         self.broker_checks += 1
@@ -307,3 +317,20 @@ async def test_dependency_changes_are_metrics(loop: FakeLoop) -> None:
     assert up == {"redis": 0.0}
     outages = [s for s in families["arvo_dependency_outages"].samples if s.name.endswith("_total")]
     assert [(s.labels["dependency"], s.value) for s in outages] == [("redis", 2.0)]
+
+
+async def test_readyz_names_a_stalled_partition_and_failing_commits(
+    loop: FakeLoop, redis_fake: FakeRedis
+) -> None:
+    probe = readiness(loop, redis_fake, cache_s=0.0)
+    loop.stalled = {TopicPartition("orders", 2): 312.4}
+    report = await probe.check()
+    assert report.failed == ("partitions",)
+    assert report.checks["partitions"] == "stalled (records waiting, none finished): orders/2 for 312 s"
+    loop.stalled = {}
+    loop.commit_failing_s, loop.last_commit_error = 301.0, "UnknownTopicOrPartitionError: gone"
+    report = await probe.check()
+    assert report.failed == ("commits",)
+    assert "UnknownTopicOrPartitionError" in report.checks["commits"]
+    loop.commit_failing_s = 299.0
+    assert (await probe.check()).ready

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -39,10 +40,23 @@ class Lane:
         task: The worker task.
         publishing: Records handed to the producer and not yet acknowledged, by instance key (at
             most one per key: an instance's next record waits for its previous acks).
+        progress_at: ``time.monotonic()`` of the last finished record, or of the arrival of work
+            at an idle lane (stall detection).
 
     """
 
-    __slots__ = ("busy", "paused", "publishing", "records", "stop_event", "task", "tp", "tracker", "wakeup")
+    __slots__ = (
+        "busy",
+        "paused",
+        "progress_at",
+        "publishing",
+        "records",
+        "stop_event",
+        "task",
+        "tp",
+        "tracker",
+        "wakeup",
+    )
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
@@ -54,6 +68,16 @@ class Lane:
         self.paused = False
         self.task: asyncio.Task[None] | None = None
         self.publishing: dict[str, asyncio.Task[bool]] = {}
+        self.progress_at = time.monotonic()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered, nothing being processed, nothing awaiting acks."""
+        return not self.records and not self.busy and not self.publishing
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds since the lane last finished a record while it had work (``0.0`` when idle)."""
+        return 0.0 if self.idle else max(0.0, now - self.progress_at)
 
     @property
     def closing(self) -> bool:
@@ -67,6 +91,8 @@ class Lane:
 
     def enqueue(self, records: Iterable[Any]) -> None:
         """Append fetched records (tracking their offsets) and wake the worker."""
+        if self.idle:
+            self.progress_at = time.monotonic()  # the stall clock starts when work arrives
         for record in records:
             self.tracker.track(record.offset)
             self.records.append(record)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -305,6 +306,27 @@ class ConsumerLoop:
             if highwater is not None and position is not None:
                 lags[tp] = max(0, int(highwater) - position)
         return lags
+
+    def stalled_partitions(self) -> dict[TopicPartition, float]:
+        """Partitions whose lane has work but finished nothing for ``stall_timeout_s``, with the seconds."""
+        now = time.monotonic()
+        limit = self._settings.stall_timeout_s
+        stalled = {tp: lane.stalled_for(now) for tp, lane in self._lanes.items()}
+        return {tp: seconds for tp, seconds in stalled.items() if seconds >= limit}
+
+    @property
+    def stall_timeout_s(self) -> float:
+        """After how long without progress a partition (or failing commits) counts as stalled."""
+        return self._settings.stall_timeout_s
+
+    def commits_failing_for(self) -> float:
+        """Seconds offset commits have been failing (``0.0`` while they succeed)."""
+        return self._committer.failing_for(time.monotonic())
+
+    @property
+    def last_commit_error(self) -> str | None:
+        """The last offset commit error while commits fail."""
+        return self._committer.last_error
 
     # --- rebalance --------------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ under one lock, bounded in time; a failed commit only means re-delivery later.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["OffsetCommitter", "OffsetTracker"]
 
 _log = structlog.get_logger("arvo.runtime.consumer")
+_WARN_INTERVAL_S: Final = 60.0
 
 
 class OffsetTracker:
@@ -97,6 +99,12 @@ class OffsetCommitter:
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
+        self.failing_since: float | None = None
+        """``time.monotonic()`` of the first failure of the current run of failed commits."""
+        self.last_error: str | None = None
+        """The last commit error (class and message), while commits fail."""
+        self._warned_at: float | None = None
+        self._suppressed = 0
 
     async def run(self, lanes: Callable[[], Iterable[Lane]]) -> None:
         """Every ``interval_s``, commit what the current lanes completed (until cancelled)."""
@@ -120,11 +128,42 @@ class OffsetCommitter:
                 async with asyncio.timeout(self._timeout_s):
                     await consumer.commit(offsets)
             except Exception as exc:  # a failed commit only means re-delivery later
-                _log.warning("offset commit failed; will retry", error=repr(exc), partitions=len(offsets))
+                self._failed(exc, len(offsets))
                 return False
+            if self.failing_since is not None:
+                _log.warning(
+                    "offset commits succeed again",
+                    failed_for_s=round(time.monotonic() - self.failing_since, 1),
+                    suppressed_warnings=self._suppressed,
+                )
+            self.failing_since = self.last_error = self._warned_at = None
+            self._suppressed = 0
             for lane in lanes:
                 offset = offsets.get(lane.tp)
                 if offset is not None:
                     lane.tracker.mark_committed(offset)
             self._stats.commits += 1
             return True
+
+    def failing_for(self, now: float) -> float:
+        """Seconds commits have been failing (``0.0`` while they succeed)."""
+        return 0.0 if self.failing_since is None else now - self.failing_since
+
+    def _failed(self, error: BaseException, partitions: int) -> None:
+        """Count a failed commit; WARNING at most every ``_WARN_INTERVAL_S`` (with the suppressed count)."""
+        now = time.monotonic()
+        self.last_error = f"{type(error).__name__}: {error}"[:300]
+        if self.failing_since is None:
+            self.failing_since = now
+        if self._warned_at is not None and now - self._warned_at < _WARN_INTERVAL_S:
+            self._suppressed += 1
+            return
+        _log.warning(
+            "offset commit failed; will retry",
+            error=repr(error),
+            partitions=partitions,
+            failing_for_s=round(now - self.failing_since, 1),
+            suppressed_since_last=self._suppressed,
+        )
+        self._warned_at = now
+        self._suppressed = 0

@@ -317,6 +317,7 @@ class RecordFinisher:
     def __call__(self, lane: Lane, record: Any, event_type: str, outcome: str, started: float) -> None:
         """Mark ``record`` of ``lane`` done with ``outcome``, ``started`` at this ``perf_counter``."""
         lane.tracker.done(record.offset)
+        lane.progress_at = time.monotonic()
         self._stats.consumed[(record.topic, event_type, outcome)] += 1
         self._hooks.on_consumed(record.topic, event_type, outcome, time.perf_counter() - started)
 
