@@ -22,15 +22,28 @@ from typing import Any, Protocol, runtime_checkable
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ArvoHandler, ExecutionOutcome, ExecutionResult, InheritFrom
 
-__all__ = ["EmissionOutbox", "InMemoryOutbox", "OutboxedHandler", "outbox_identity"]
+__all__ = ["EmissionOutbox", "InMemoryOutbox", "OutboxedHandler", "outbox_identity", "outbox_identity_text"]
 
 
-def outbox_identity(source: str, event: ArvoEvent) -> str:
-    """The identity of ``event`` consumed by handler ``source``: ``<source>:<domain>/<event id>``.
+def outbox_identity(source: str, event: ArvoEvent) -> tuple[str, str, str, str, str]:
+    """What identifies one consumed event for handler ``source``'s outbox.
 
-    Implementations derive their storage key from it (and may escape it as their store needs).
+    ``(handler, domain, subject, event source, event id)``: CloudEvents makes ``id`` unique per
+    ``source`` only, so two producers may both send an event ``id=1``; and the same event on two
+    subjects (a fan-out) is two executions. Implementations build their storage key from all five
+    parts, each escaped as their store needs.
     """
-    return f"{source}:{event.domain or ''}/{event.id}"
+    return (source, event.domain or "", event.subject, event.source, event.id)
+
+
+def outbox_identity_text(source: str, event: ArvoEvent) -> str:
+    """:func:`outbox_identity` as one unambiguous string: the parts percent-escaped, ``/``-joined."""
+    return "/".join(_escape(part) for part in outbox_identity(source, event))
+
+
+def _escape(part: str) -> str:
+    """Percent-encode ``%``, ``/``, ``{`` and ``}`` (the separator and Redis hash-tag braces)."""
+    return part.replace("%", "%25").replace("/", "%2F").replace("{", "%7B").replace("}", "%7D")
 
 
 @runtime_checkable
@@ -66,7 +79,7 @@ class InMemoryOutbox:
 
     async def settle(self, source: str, event: ArvoEvent, emitted: list[ArvoEvent]) -> list[ArvoEvent] | None:
         """Store ``emitted`` unless a live earlier entry exists; return that entry's events, else ``None``."""
-        key = outbox_identity(source, event)
+        key = outbox_identity_text(source, event)
         now = self._clock()
         earlier = self._stored.get(key)
         if earlier is not None and earlier[0] > now:

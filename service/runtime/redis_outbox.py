@@ -12,7 +12,7 @@ import orjson
 
 from service.arvo.errors import TransactionViolation, TransactionViolationCause
 from service.arvo.event import ArvoEvent
-from service.runtime.outbox import outbox_identity
+from service.runtime.outbox import outbox_identity_text
 from service.runtime.redis_memory import redis_failure
 
 if TYPE_CHECKING:
@@ -49,8 +49,13 @@ class RedisOutbox:
         self._ttl_s = ttl_s
 
     def key(self, source: str, event: ArvoEvent) -> str:
-        """The outbox key of ``event`` consumed by ``source`` (one hash slot per key)."""
-        return f"{self._prefix}:outbox:{{{outbox_identity(source, event)}}}"
+        """The outbox key of ``event`` consumed by ``source`` (one hash slot per key).
+
+        ``<prefix>:outbox:{<handler>/<domain>/<subject>/<event source>/<event id>}``, each part
+        percent-escaped (``%``, ``/``, ``{``, ``}``) so that no value can end the hash tag or shift a
+        part into another (:func:`~service.runtime.outbox.outbox_identity_text`).
+        """
+        return f"{self._prefix}:outbox:{{{outbox_identity_text(source, event)}}}"
 
     async def settle(self, source: str, event: ArvoEvent, emitted: list[ArvoEvent]) -> list[ArvoEvent] | None:
         """Store ``emitted`` unless an earlier execution stored its own; return those, else ``None``.
@@ -72,7 +77,7 @@ class RedisOutbox:
         except Exception as raw:
             # Mapped like the memory's failures: an outage is a RedisUnavailableError (the consumer
             # waits for Redis), anything else a RedisMemoryError (retried, then parked).
-            error = redis_failure(raw, "outbox_settle", outbox_identity(source, event))
+            error = redis_failure(raw, "outbox_settle", outbox_identity_text(source, event))
             raise TransactionViolation(
                 cause=TransactionViolationCause.WRITE_FAILURE,
                 message=f"Error writing the outbox of {source} for event (id={event.id}): {error}",
