@@ -234,6 +234,19 @@ async def test_force_lock_takes_a_fence_and_blocks_for_its_ttl(
     assert (await take(memory)).fence == 2
 
 
+async def test_force_lock_counts_on_from_the_current_fence(memory: InMemoryMemory, clock: FakeClock) -> None:
+    await memory.release(await take(memory))  # fence 1
+    memory.force_lock(KEY, ttl_ms=250)  # fence 2
+    clock.now = START + 0.25
+    assert (await take(memory)).fence == 3
+
+
+async def test_tokens_differ_between_memories() -> None:
+    first = await take(InMemoryMemory())
+    second = await take(InMemoryMemory())
+    assert first.token != second.token
+
+
 async def test_every_grant_has_a_fresh_token(memory: InMemoryMemory) -> None:
     tokens = set()
     for _ in range(5):
@@ -286,6 +299,21 @@ async def test_set_status_stores_the_reason_under_its_field(
     await memory.set_status(KEY, status, reason="because")
     assert await memory.inspect(KEY) == {"n": 1, field: "because"}
     assert [(row.key, row.status) for row in await memory.list_instances()] == [(KEY, status)]
+
+
+async def test_set_status_stamps_the_update_time_in_milliseconds(
+    memory: InMemoryMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_234.5)
+    await memory.set_status(KEY, InstanceStatus.PARKED)
+    monkeypatch.undo()
+    assert [row.updated_at_ms for row in await memory.list_instances()] == [1_234_500]
+
+
+async def test_list_instances_returns_at_most_1000_by_default(memory: InMemoryMemory) -> None:
+    for number in range(1_001):
+        await memory.set_status(f"arvo.orc.many:{number}", InstanceStatus.ACTIVE)
+    assert len(await memory.list_instances()) == 1_000
 
 
 async def test_set_status_without_a_reason_or_record_writes_no_record(memory: InMemoryMemory) -> None:
@@ -356,8 +384,11 @@ def test_the_error_hierarchy_hangs_off_memory_store_error() -> None:
 
 def test_the_old_memory_error_name_still_works_and_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_module, "_warned_aliases", set())
-    with pytest.warns(DeprecationWarning, match=r"service\.arvo\.memory\.MemoryError is deprecated; use"):
+    with pytest.warns(
+        DeprecationWarning, match=r"service\.arvo\.memory\.MemoryError is deprecated; use"
+    ) as caught:
         from service.arvo.memory import MemoryError as OldName
+    assert caught[0].filename == __file__  # attributed to the importer, not to memory.py
     assert OldName is MemoryStoreError
     with warnings.catch_warnings():
         warnings.simplefilter("error")

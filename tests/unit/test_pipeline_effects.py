@@ -32,7 +32,11 @@ from service.arvo.machine.arvo_machine import setup_arvo_machine
 from service.arvo.memory import InMemoryMemory, InstanceStatus, Lease, LeaseGrant, StateReadError
 from service.arvo.orchestration.pipeline import (
     RECORD_SCHEMA_VERSION,
+    CoreRequest,
+    CoreResult,
+    EmissionDomains,
     LeaseDeniedViolation,
+    OrchestrationPipeline,
     _LeaseRenewals,
 )
 from service.arvo.orchestrator import create_arvo_orchestrator
@@ -377,6 +381,9 @@ async def test_a_resumable_renews_its_lease_with_its_ttl_while_its_handler_runs(
     (committed, _, _) = memory.commits[0]
     assert all(ttl == 15 for _, ttl in memory.renewals)
     assert all(lease == committed for lease, _ in memory.renewals)
+    renewing = agent._pipeline._renewals
+    assert renewing is not None
+    assert renewing._held == {}  # the finished core's lease is no longer renewed
 
 
 async def test_an_orchestrator_takes_its_lease_with_its_ttl_and_never_renews_it() -> None:
@@ -411,6 +418,93 @@ async def test_a_successful_step_commits_and_never_releases() -> None:
     assert len(memory.commits) == 1
     assert memory.commits[0][2] is InstanceStatus.ACTIVE
     assert memory.released == []
+
+
+async def test_the_normal_record_has_exactly_these_keys_and_values() -> None:
+    memory = RecordingMemory()
+    start = init()
+    result = await resumable(memory, call_increment).execute(start)
+    record = await memory.inspect(instance_key(start))
+    assert record is not None
+    assert list(record) == [
+        "schemaVersion",
+        "kind",
+        "executionStatus",
+        "status",
+        "completed",
+        "subject",
+        "parentSubject",
+        "initEventId",
+        "orchestrator",
+        "version",
+        "state$$",
+        "events",
+        "consumedIds",
+        "updatedAt",
+    ]
+    assert isinstance(record.pop("updatedAt"), str)
+    assert record == {
+        "schemaVersion": RECORD_SCHEMA_VERSION,
+        "kind": "resumable",
+        "executionStatus": "normal",
+        "status": "active",
+        "completed": False,
+        "subject": start.subject,
+        "parentSubject": None,
+        "initEventId": start.id,
+        "orchestrator": SOURCE,
+        "version": "0.0.1",
+        "state$$": {"step": 1},
+        "events": {
+            "consumed": start.to_dict(),
+            "produced": [event.to_dict() for event in result.events],
+            "expected": {result.events[0].id: []},
+        },
+        "consumedIds": [f"/{start.id}"],
+    }
+
+
+async def test_the_core_gets_the_event_subject_record_parent_and_init_event_id() -> None:
+    seen: list[CoreRequest] = []
+
+    async def core(request: CoreRequest) -> CoreResult:
+        seen.append(request)
+        return CoreResult(
+            raw_events=[], self_contract=SELF, service_contracts={}, status="active", completed=False
+        )
+
+    memory = RecordingMemory()
+    pipeline = OrchestrationPipeline(
+        source=SOURCE,
+        kind="orchestrator",
+        memory=memory,
+        core=core,
+        error_contract=SELF,
+        executionunits=0,
+        domains=EmissionDomains(),
+        span_attributes={},
+        span_name=lambda event: "test",
+    )
+    parent = ArvoOrchestrationSubject.new(orchestrator="arvo.orc.parent", initiator=TEST_SOURCE)
+    start = create_arvo_orchestrator_event_factory(SELF).init(
+        source=TEST_SOURCE,
+        data={"parentSubject$$": parent, "delta": 1, "type": "increment"},
+        subject=ArvoOrchestrationSubject.new(orchestrator=SOURCE, initiator=TEST_SOURCE, version="0.0.1"),
+    )
+    await pipeline.execute(start)
+    later = reply(start)
+    await pipeline.execute(later)
+    first, second = seen
+    assert (first.event, first.record, first.parent_subject, first.init_event_id) == (
+        start,
+        None,
+        parent,
+        start.id,
+    )
+    assert first.subject == ArvoOrchestrationSubject.parse(start.subject)
+    assert (second.event, second.parent_subject, second.init_event_id) == (later, parent, start.id)
+    assert second.record is not None
+    assert second.record["consumedIds"] == [f"/{start.id}"]
 
 
 async def test_a_completing_step_commits_done_and_never_releases() -> None:
@@ -709,6 +803,45 @@ async def test_with_an_sdk_system_errors_carry_the_trace_state_and_the_span_fail
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None
     assert span.attributes["arvo.handler.execution.status"] == "failure"
+    assert span.attributes["exception.type"] == "RuntimeError"
+    assert span.attributes["exception.message"] == "boom"
+    assert ("ERROR", "resumable execution failed: boom") in logs(span)
+
+
+def logs(span: ReadableSpan) -> list[tuple[Any, Any]]:
+    """``(severity, message)`` of the span's ``log`` events."""
+    return [
+        ((event.attributes or {}).get("log.severity"), (event.attributes or {}).get("log.message"))
+        for event in span.events
+        if event.name == "log"
+    ]
+
+
+async def test_with_an_sdk_a_violation_marks_the_span_and_logs_it_critical(
+    spans: InMemorySpanExporter,
+) -> None:
+    async def violate(ctx: ResumableContext) -> ResumableResult | None:
+        raise ExecutionViolation("no way")
+
+    with pytest.raises(ExecutionViolation):
+        await resumable(RecordingMemory(), violate).execute(init())
+    span = handler_span(spans)
+    assert span.attributes is not None
+    assert span.attributes["arvo.handler.execution.status"] == "failure"
+    assert span.status.status_code is StatusCode.ERROR
+    assert ("CRITICAL", "resumable violation error: ViolationError<Execution> no way") in logs(span)
+
+
+async def test_with_an_sdk_an_event_without_state_is_logged_as_a_warning(spans: InMemorySpanExporter) -> None:
+    result = await resumable(RecordingMemory(), call_increment).execute(reply(init()))
+    assert result.outcome is ExecutionOutcome.IGNORED_NO_STATE
+    span = handler_span(spans)
+    assert (
+        "WARNING",
+        "Invalid initialization event detected. Expected type 'arvo.orc.test' but received "
+        "'evt.number.increment.success'.",
+    ) in logs(span)
+    assert span.status.status_code is StatusCode.OK
 
 
 async def test_with_an_sdk_an_ignored_failed_event_marks_the_span(spans: InMemorySpanExporter) -> None:
@@ -739,6 +872,8 @@ async def test_with_an_sdk_a_normal_step_sets_status_ok_and_the_orchestration_st
     assert span.status.status_code is StatusCode.OK
     assert span.attributes is not None
     assert span.attributes["arvo.orchestration.status"] == "active"
+    assert span.attributes["arvo.handler.execution.status"] == "normal"
+    assert span.attributes["arvo.handler.execution.type"] == "resumable"
     assert span.attributes["arvo.parsed.subject.orchestrator.name"] == SOURCE
     assert span.attributes["arvo.parsed.subject.orchestrator.version"] == "0.0.1"
 
