@@ -1,0 +1,26 @@
+"""Equivalent mutants: changes no test can detect, because the behaviour stays the same.
+
+``make mutation`` (:mod:`tools.mutation`) reports a surviving mutant listed here as "equivalent" and
+leaves it out of the score. An entry names the mutant (as mutmut names it) and the line the mutant
+adds (as it appears in the diff, without the leading ``+``); if the mutant no longer makes that change
+(the source moved on and mutmut renumbered its mutants) or a test kills it, the report says the entry
+is stale. Every entry carries a one-line reason; list a mutant here only when no input can tell it apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EQUIVALENT", "Equivalent"]
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """Why a mutant cannot change behaviour, and the line it adds (to notice renumbering)."""
+
+    change: str
+    reason: str
+
+
+EQUIVALENT: dict[str, Equivalent] = {}
+"""Mutant name → the line it adds and why it is equivalent."""
