@@ -1,16 +1,27 @@
-"""Crash test: bench workflows across two worker processes while workers are ``kill -9``-ed and restarted.
+"""Crash test: bench workflows across two worker processes while a fault hits them, again and again.
 
-``python -m tests.fault.crash_test --workflows 300 --kills 5`` (``make fault-test``):
+``python -m tests.fault.crash_test --fault worker-kill --workflows 300 --faults 5``
+(``make fault-test``, ``make fault-test FAULT=redis-restart``, ``FAULT=redis-outage``):
 
-1. starts its own Tansu broker (free port) and a private ``redis-server`` (or uses ``--redis-url``
-   with a unique key prefix, deleted at the end), creates the topics with 4 partitions;
+1. starts its own Tansu broker (free port) and a private ``redis-server`` (or, for ``worker-kill``
+   only, uses ``--redis-url`` with a unique key prefix, deleted at the end), creates the topics with
+   4 partitions;
 2. starts two workers (``python -m tests.fault.worker``: the full bench app — orchestrator,
    resumable and both services — as ``arvo run`` runs it), one after the other;
 3. publishes the bench init events (orchestrator and resumable variants, ``a``/``b`` drawn from the
-   seed) in bursts, and after each burst ``kill -9``-s a random worker at a random moment, restarts
-   it and waits until it has rejoined the group;
-4. waits until every workflow's record is ``done`` (or ``--timeout``), stops the workers, then reads
-   every topic from the beginning (manual assignment) and checks:
+   seed) in waves, and during each wave but the last, at a random moment, the fault (``--fault``):
+
+   * ``worker-kill`` (the default): ``kill -9`` a random worker, restart it, wait until it has
+     rejoined the group;
+   * ``redis-restart``: ``kill -9`` the private Redis — run with ``appendonly yes`` and
+     ``appendfsync always`` (``--redis-persistence``: ``everysec`` or ``none`` to measure what those
+     lose) — under load, and restart it on the same port after a random moment of down time;
+   * ``redis-outage``: ``SIGSTOP`` the private Redis for longer than a record's whole retry budget
+     (``--outage-s``, by default the budget computed from the workers' settings + 5 s), then
+     ``SIGCONT``: records must wait the outage out, none may be parked or dead-lettered;
+
+4. waits until every workflow's record is ``done`` (or ``--timeout``, counted without the outages),
+   stops the workers, then reads every topic from the beginning (manual assignment) and checks:
 
    * **lost**: a workflow without a ``done`` record or without its completion event on the client
      topic;
@@ -19,16 +30,20 @@
      whose history disagrees with the topics (more than one distinct service call or completion per
      workflow, consumed ids not those on the orchestrator's topic), and any stray instance record;
    * **duplicates**: every event id seen more than once across the topics (dead-letter topic aside);
-     **nonidentical_duplicates**: those whose copies' record values are not byte-identical.
+     **nonidentical_duplicates**: those whose copies' record values are not byte-identical;
+   * **parked**: dead letters with reason ``parked`` (a record whose retries ran out);
+     **dead_lettered**: every other dead letter (``no_state`` — an event for an instance whose state
+     vanished —, ``unpublishable``, ...). None is expected: nothing here is the events' fault.
 
 It ends with one line on stdout::
 
-    completed=<n> lost=<n> divergent=<n> duplicates=<n> nonidentical_duplicates=<n>
+    completed=<n> lost=<n> divergent=<n> duplicates=<n> nonidentical_duplicates=<n> parked=<n> dead_lettered=<n>
 
-and exits 1 unless ``lost``, ``divergent`` and ``nonidentical_duplicates`` are 0 (2 when the set-up
-itself failed). Progress and diagnostics go to stderr; worker and broker logs stay in ``--workdir``
-(a temporary directory, kept when the run fails or with ``--keep-logs``). Children are always killed
-on exit, also on failure or Ctrl-C.
+and exits 1 unless ``lost``, ``divergent``, ``nonidentical_duplicates``, ``parked`` and
+``dead_lettered`` are 0 (2 when the set-up itself failed). Progress and diagnostics go to stderr
+(dead letters by reason, and how many workflows they hit); worker, broker and Redis logs stay in
+``--workdir`` (a temporary directory, kept when the run fails or with ``--keep-logs``). Children are
+always killed on exit, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -38,6 +53,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -61,15 +77,32 @@ from service.arvo.memory import InMemoryMemory
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.examples import bench_app
 from service.runtime.client import ArvoClient
-from service.runtime.redis_memory import RedisMemory
+from service.runtime.dlq import DeadLetterEntry
+from service.runtime.redis_memory import DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
+from service.runtime.retry import RetryPolicy
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings, env_var_name, load_settings
 from tests.integration._kafka import start_tansu
 from tests.integration._redis import PrivateRedisServer
 
-__all__ = ["CrashReport", "main", "run_crash_test"]
+__all__ = [
+    "FAULTS",
+    "RESULT_LINE",
+    "CrashReport",
+    "CrashRun",
+    "main",
+    "retry_budget_s",
+    "run_crash_test",
+    "run_in_subprocess",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULT_LINE = re.compile(
+    r"^completed=(?P<completed>\d+) lost=(?P<lost>\d+) divergent=(?P<divergent>\d+) "
+    r"duplicates=(?P<duplicates>\d+) nonidentical_duplicates=(?P<nonidentical_duplicates>\d+) "
+    r"parked=(?P<parked>\d+) dead_lettered=(?P<dead_lettered>\d+)$"
+)
+"""The last line on stdout."""
 CLIENT = "com.crash.client"
 APP = "service.examples:bench_app"
 PARTITIONS = 4
@@ -82,6 +115,16 @@ KILL_WITHIN_S = 1.0
 """A kill lands at a random moment within this long after a wave started (the workers are busy then)."""
 ORCHESTRATOR_TOPIC_EVENTS = 3
 """Distinct events an instance consumes: init, add reply, double reply."""
+FAULTS = {"worker-kill": 5, "redis-restart": 5, "redis-outage": 2}
+"""The fault modes and how many faults each injects by default (an outage lasts tens of seconds)."""
+PERSISTENCE = {
+    "always": ["--appendonly", "yes", "--appendfsync", "always"],
+    "everysec": ["--appendonly", "yes", "--appendfsync", "everysec"],
+    "none": [],  # PrivateRedisServer's own: --save "" --appendonly no
+}
+"""``--redis-persistence``: the private Redis's extra command-line arguments."""
+REDIS_DOWN_S = (0.2, 1.5)
+"""``redis-restart``: how long Redis stays down between the ``kill -9`` and the restart."""
 
 
 def log(message: str) -> None:
@@ -130,14 +173,21 @@ async def start_broker(children: Children, workdir: Path) -> str:
     return bootstrap
 
 
-async def start_private_redis(children: Children, workdir: Path) -> str | None:
+async def start_private_redis(
+    children: Children, workdir: Path, persistence: str
+) -> PrivateRedisServer | None:
     if shutil.which("redis-server") is None:
         return None
-    server = PrivateRedisServer(directory=workdir / "redis")
-    server.start()
+    server = PrivateRedisServer(directory=workdir / "redis", extra_args=PERSISTENCE[persistence])
+    start_redis(server, children)
+    return server
+
+
+def start_redis(server: PrivateRedisServer, children: Children) -> None:
+    """(Re)start ``server`` on its port and directory (an AOF is loaded before it answers PING)."""
+    server.start(timeout_s=60)
     assert server.process is not None
     children.adopt(server.process)
-    return server.url
 
 
 @dataclass
@@ -248,7 +298,15 @@ def make_workflows(count: int, rng: random.Random) -> list[Workflow]:
     return workflows
 
 
-def service_values(*, bootstrap: str, redis_url: str, prefix: str, names: str) -> dict[str, Any]:
+def service_values(
+    *,
+    bootstrap: str,
+    redis_url: str,
+    prefix: str,
+    names: str,
+    retry_max_attempts: int = 8,
+    retry_max_ms: int = 1_000,
+) -> dict[str, Any]:
     """The workers' settings (also exported to them as ``ARVO_*`` variables)."""
     return {
         "kafka_bootstrap_servers": bootstrap,
@@ -265,8 +323,8 @@ def service_values(*, bootstrap: str, redis_url: str, prefix: str, names: str) -
         "commit_interval_ms": 50,
         "drain_timeout_s": 5.0,
         "retry_initial_ms": 20,
-        "retry_max_ms": 1_000,
-        "retry_max_attempts": 8,
+        "retry_max_ms": retry_max_ms,
+        "retry_max_attempts": retry_max_attempts,
         "lease_ttl_ms": 6_000,  # outlives the ~3 s until a dead member's partitions move
         "handler_timeout_s": 4.0,
         "auto_offset_reset": "earliest",
@@ -276,6 +334,20 @@ def service_values(*, bootstrap: str, redis_url: str, prefix: str, names: str) -
         "health_port": 0,
         "log_format": "json",
     }
+
+
+def retry_budget_s(settings: ServiceSettings) -> float:
+    """How long a record retries a failing Redis before it would be parked, were failures counted.
+
+    Every attempt against a stopped Redis lasts the client's socket time-out (or the handler
+    time-out, whichever is shorter); between attempts the backoff caps. Lease denials are waited out
+    without counting for twice the lease TTL; the larger of the two is the budget an outage must
+    outlast to prove that an outage never spends it.
+    """
+    policy = RetryPolicy.from_settings(settings)
+    attempt_s = min(DEFAULT_SOCKET_TIMEOUT_S, settings.handler_timeout_s)
+    backoff_s = sum(policy.cap_ms(retry) for retry in range(policy.max_attempts - 1)) / 1000
+    return max(policy.max_attempts * attempt_s + backoff_s, 2 * settings.lease_ttl_ms / 1000)
 
 
 def worker_env(values: dict[str, Any]) -> dict[str, str]:
@@ -301,18 +373,36 @@ class CrashReport:
     divergent: int = 0
     duplicates: int = 0
     nonidentical_duplicates: int = 0
-    dead_letters: int = 0
-    kills: int = 0
+    parked: int = 0
+    dead_lettered: int = 0
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    """Dead letters by reason (``parked`` included)."""
+    dead_lettered_workflows: dict[str, set[str]] = field(default_factory=dict)
+    """Per reason, the instance keys of the published workflows its dead letters belong to."""
+    faults: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.divergent == 0 and self.nonidentical_duplicates == 0
+        return not (
+            self.lost or self.divergent or self.nonidentical_duplicates or self.parked or self.dead_lettered
+        )
 
     def line(self) -> str:
         return (
             f"completed={self.completed} lost={self.lost} divergent={self.divergent} "
-            f"duplicates={self.duplicates} nonidentical_duplicates={self.nonidentical_duplicates}"
+            f"duplicates={self.duplicates} nonidentical_duplicates={self.nonidentical_duplicates} "
+            f"parked={self.parked} dead_lettered={self.dead_lettered}"
+        )
+
+    def dead_letter_summary(self) -> str:
+        """``no_state: 12 dead letters, 7 workflows; parked: ...`` (or ``none``)."""
+        return (
+            "; ".join(
+                f"{reason}: {count} dead letters, {len(self.dead_lettered_workflows.get(reason, ()))} workflows"
+                for reason, count in sorted(self.dead_letter_reasons.items())
+            )
+            or "none"
         )
 
 
@@ -321,20 +411,27 @@ async def publish(client: ArvoClient, workflows: Sequence[Workflow]) -> None:
     await client.publish([workflow.init for workflow in workflows])
 
 
-async def count_done(memory: RedisMemory, workflows: Sequence[Workflow]) -> int:
+async def count_done(memory: RedisMemory, workflows: Sequence[Workflow]) -> int | None:
+    """Workflows whose record is ``done``; ``None`` while Redis does not answer (a fault mode)."""
     keys = [memory.instance_keys(workflow.instance_key).state for workflow in workflows]
     done = 0
-    for start in range(0, len(keys), 500):
-        for raw in await memory.client.mget(keys[start : start + 500]):
-            if raw is not None and orjson.loads(raw).get("status") == "done":
-                done += 1
+    try:
+        for start in range(0, len(keys), 500):
+            for raw in await memory.client.mget(keys[start : start + 500]):
+                if raw is not None and orjson.loads(raw).get("status") == "done":
+                    done += 1
+    except Exception as error:  # Redis stopped or restarting: ask again later
+        log(f"cannot count the done workflows now: {error!r}")
+        return None
     return done
 
 
 async def wait_all_done(memory: RedisMemory, workflows: Sequence[Workflow], deadline: float) -> int:
     last_report = 0.0
+    done = 0
     while True:
-        done = await count_done(memory, workflows)
+        counted = await count_done(memory, workflows)
+        done = done if counted is None else counted
         if done == len(workflows) or time.monotonic() > deadline:
             return done
         if time.monotonic() - last_report > 5:
@@ -352,39 +449,113 @@ async def trickle(client: ArvoClient, workflows: Sequence[Workflow], *, duration
         await asyncio.sleep(duration_s / groups)
 
 
-async def storm(
-    *,
-    workers: list[Worker],
-    client: ArvoClient,
-    workflows: list[Workflow],
-    kills: int,
-    rng: random.Random,
-) -> None:
-    """Publish the workflows in ``kills + 1`` waves; during each but the last, kill and restart a worker.
+class Fault:
+    """One fault mode: :meth:`inject` hits the system once (and undoes the damage), :meth:`settled`
+    waits until it has recovered; ``downtime_s`` adds up the time the fault kept the work stopped."""
 
-    Each wave trickles in over ``BURST_S`` seconds and the kill lands at a random moment within
-    ``KILL_WITHIN_S`` of its start, while the workers work through it: records are in flight (leases
-    held, emissions half published, offsets uncommitted) when it hits.
-    """
-    waves = kills + 1
-    size = -(-len(workflows) // waves)
-    for wave in range(waves):
-        batch = workflows[wave * size : (wave + 1) * size]
-        publishing = asyncio.create_task(trickle(client, batch, duration_s=BURST_S))
-        if wave == kills:
-            await publishing
-            break
-        await asyncio.sleep(rng.uniform(0.05, KILL_WITHIN_S))
-        victim = rng.choice(workers)
+    downtime_s: float = 0.0
+    strike_within_s: float = BURST_S * 0.8
+    """The fault lands at a random moment this long after a wave started (by default while the wave
+    is still being published, so records keep arriving while Redis cannot serve them)."""
+
+    async def inject(self, number: int, rng: random.Random) -> None:
+        raise NotImplementedError
+
+    async def settled(self) -> None:
+        """Wait until the system has recovered from the last :meth:`inject` (default: nothing to wait for)."""
+
+
+class WorkerKill(Fault):
+    """``kill -9`` a random worker, restart it a random moment later; settled once it has rejoined."""
+
+    strike_within_s = KILL_WITHIN_S
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self.victim: Worker | None = None
+
+    async def inject(self, number: int, rng: random.Random) -> None:
+        victim = self.victim = rng.choice(self.workers)
         victim.kill()
-        log(f"kill -9 #{wave + 1}: worker {victim.index} (generation {victim.generation})")
+        log(f"kill -9 #{number}: worker {victim.index} (generation {victim.generation})")
         await asyncio.sleep(rng.uniform(0.0, 1.0))
         victim.start()
-        await publishing
+
+    async def settled(self) -> None:
+        victim = self.victim
+        if victim is None:
+            return
         if not await victim.wait_joined():
             log(f"worker {victim.index} did not get partitions within {JOIN_TIMEOUT_S} s; carrying on")
         else:
             log(f"worker {victim.index} rejoined (generation {victim.generation})")
+
+
+class RedisRestart(Fault):
+    """``kill -9`` the private Redis under load; restart it (same port, same AOF) after a random moment."""
+
+    def __init__(self, server: PrivateRedisServer, children: Children) -> None:
+        self.server = server
+        self.children = children
+
+    async def inject(self, number: int, rng: random.Random) -> None:
+        await asyncio.to_thread(self.server.stop, sig=signal.SIGKILL)
+        down_s = rng.uniform(*REDIS_DOWN_S)
+        log(f"kill -9 #{number}: redis-server (down for {down_s:.2f} s)")
+        started = time.monotonic()
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(start_redis, self.server, self.children)
+        self.downtime_s += time.monotonic() - started
+        log(f"redis-server restarted after {time.monotonic() - started:.2f} s")
+
+
+class RedisOutage(Fault):
+    """``SIGSTOP`` the private Redis for ``outage_s`` (it accepts connections, answers nothing), then
+    ``SIGCONT``."""
+
+    def __init__(self, server: PrivateRedisServer, outage_s: float) -> None:
+        self.server = server
+        self.outage_s = outage_s
+
+    async def inject(self, number: int, rng: random.Random) -> None:
+        process = self.server.process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+        log(f"SIGSTOP #{number}: redis-server for {self.outage_s:.1f} s")
+        try:
+            await asyncio.sleep(self.outage_s)
+        finally:
+            process.send_signal(signal.SIGCONT)
+        self.downtime_s += self.outage_s
+        log("SIGCONT: redis-server runs again")
+
+
+async def storm(
+    *,
+    fault: Fault,
+    client: ArvoClient,
+    workflows: list[Workflow],
+    faults: int,
+    rng: random.Random,
+) -> None:
+    """Publish the workflows in ``faults + 1`` waves; during each but the last, inject the fault once.
+
+    Each wave trickles in over ``BURST_S`` seconds and the fault lands at a random moment within
+    ``fault.strike_within_s`` of its start, while the workers work through it: records are in flight
+    (leases held, emissions half published, offsets uncommitted) when it hits.
+    """
+    waves = faults + 1
+    size = -(-len(workflows) // waves)
+    for wave in range(waves):
+        batch = workflows[wave * size : (wave + 1) * size]
+        publishing = asyncio.create_task(trickle(client, batch, duration_s=BURST_S))
+        if wave == faults:
+            await publishing
+            break
+        await asyncio.sleep(rng.uniform(0.05, fault.strike_within_s))
+        await fault.inject(wave + 1, rng)
+        await publishing
+        await fault.settled()
 
 
 async def read_all_topics(client: ArvoClient, prefix: str) -> dict[str, list[Any]]:
@@ -411,9 +582,31 @@ def check(
     copies: dict[str, list[bytes]] = defaultdict(list)
     decoded: dict[str, dict[str, Any]] = {}
     by_topic_subject: dict[tuple[str, str], list[str]] = defaultdict(list)
+    by_subject = {workflow.init.subject: workflow.instance_key for workflow in workflows}
     for topic, items in records.items():
         if topic == dlq_topic:
-            report.dead_letters += len(items)
+            for record in items:
+                letter = DeadLetterEntry.from_record(
+                    topic=topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=record.headers,
+                )
+                report.dead_letter_reasons[letter.reason] += 1
+                if letter.reason == "parked":
+                    report.parked += 1
+                else:
+                    report.dead_lettered += 1
+                instance = by_subject.get((letter.key or b"").decode("utf-8", errors="replace"))
+                if instance is not None:
+                    report.dead_lettered_workflows.setdefault(letter.reason, set()).add(instance)
+                if len(report.dead_letter_reasons) <= 5 and report.dead_letter_reasons[letter.reason] <= 3:
+                    problem(
+                        f"dead letter {letter.reason} ({letter.error_class}: {letter.error_message[:200]}) "
+                        f"from {letter.origin_topic}/{letter.origin_partition}@{letter.origin_offset}"
+                    )
             continue
         for record in items:
             try:
@@ -508,18 +701,29 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
     """The whole scenario; raises on set-up failures (the caller kills the children)."""
     rng = random.Random(options.seed)
     started = time.monotonic()
-    deadline = started + options.timeout
     bootstrap = await start_broker(children, workdir)
-    private_redis = None if options.redis_url else await start_private_redis(children, workdir)
-    redis_url = options.redis_url or private_redis or "redis://127.0.0.1:6379/0"
+    server = (
+        None if options.redis_url else await start_private_redis(children, workdir, options.redis_persistence)
+    )
+    if server is None and options.fault != "worker-kill":
+        raise RuntimeError(f"--fault {options.fault} needs redis-server on PATH (a private Redis)")
+    redis_url = options.redis_url or (server.url if server else None) or "redis://127.0.0.1:6379/0"
     names = f"crash{uuid.uuid4().hex[:10]}"
     prefix = f"arvocrash:{names}"
-    values = service_values(bootstrap=bootstrap, redis_url=redis_url, prefix=prefix, names=names)
+    values = service_values(
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+        prefix=prefix,
+        names=names,
+        retry_max_attempts=options.retry_max_attempts,
+        retry_max_ms=options.retry_max_ms,
+    )
     settings: ServiceSettings = load_settings(env_file=None, **values)
     router = TopicRouter.from_settings(settings)
+    persistence = f"persistence {options.redis_persistence}" if server else "shared"
     log(
-        f"broker {bootstrap}, redis {'private ' if private_redis else ''}{redis_url} (prefix {prefix}), "
-        f"topics {settings.topic_prefix}*, seed {options.seed}, workdir {workdir}"
+        f"fault {options.fault} x{options.faults}, broker {bootstrap}, redis {redis_url} ({persistence}, "
+        f"prefix {prefix}), topics {settings.topic_prefix}*, seed {options.seed}, workdir {workdir}"
     )
     sources = [handler.source for handler in bench_app(InMemoryMemory())]
     topics = [router.handler_topic(source) for source in [*sources, CLIENT]]
@@ -531,6 +735,20 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         Worker(index=index, env=worker_env(values), children=children, workdir=workdir)
         for index in range(1, WORKERS + 1)
     ]
+    fault: Fault
+    if options.fault == "worker-kill":
+        fault = WorkerKill(workers)
+    elif options.fault == "redis-restart":
+        assert server is not None
+        fault = RedisRestart(server, children)
+    else:
+        assert server is not None
+        budget_s = retry_budget_s(settings)
+        outage_s = options.outage_s if options.outage_s is not None else budget_s + 5.0
+        if outage_s <= budget_s:
+            raise RuntimeError(f"--outage-s {outage_s:g} must outlast the retry budget ({budget_s:.1f} s)")
+        log(f"a record's retry budget is {budget_s:.1f} s; each outage lasts {outage_s:.1f} s")
+        fault = RedisOutage(server, outage_s)
     report = CrashReport(workflows=options.workflows)
     try:
         for worker in workers:  # one at a time: Tansu mis-assigns members joining together
@@ -539,14 +757,9 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
                 raise RuntimeError(f"worker {worker.index} got no partitions within {JOIN_TIMEOUT_S} s")
         log(f"{WORKERS} workers up after {time.monotonic() - started:.1f} s")
         workflows = make_workflows(options.workflows, rng)
-        await storm(
-            workers=workers,
-            client=client,
-            workflows=workflows,
-            kills=options.kills,
-            rng=rng,
-        )
-        report.kills = sum(worker.kills for worker in workers)
+        await storm(fault=fault, client=client, workflows=workflows, faults=options.faults, rng=rng)
+        report.faults = options.faults
+        deadline = started + options.timeout + fault.downtime_s
         done = await wait_all_done(memory, workflows, deadline)
         log(
             f"{done}/{len(workflows)} workflows done after {time.monotonic() - started:.1f} s; stopping workers"
@@ -571,12 +784,12 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         )
         total = sum(len(items) for items in records.values())
         log(
-            f"{total} records on {len(records)} topics, {report.dead_letters} dead letters, "
-            f"{report.kills} kills, {time.monotonic() - started:.1f} s"
+            f"{total} records on {len(records)} topics, {report.faults} faults ({options.fault}), "
+            f"{time.monotonic() - started:.1f} s; dead letters: {report.dead_letter_summary()}"
         )
     finally:
         await client.stop()
-        if private_redis is None:
+        if server is None:
             with contextlib.suppress(Exception):
                 await _delete_prefix(memory.client, prefix)
         await memory.close()
@@ -595,7 +808,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m tests.fault.crash_test", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--workflows", type=int, default=300, help="bench workflows to run (default 300)")
-    parser.add_argument("--kills", type=int, default=5, help="kill -9 + restart cycles (default 5)")
+    parser.add_argument(
+        "--fault",
+        choices=sorted(FAULTS),
+        default="worker-kill",
+        help="what hits the system: kill -9 a worker (default), kill -9 Redis, or SIGSTOP Redis",
+    )
+    parser.add_argument(
+        "--faults",
+        "--kills",
+        dest="faults",
+        type=int,
+        default=None,
+        help="how many times (default: "
+        + ", ".join(f"{name} {count}" for name, count in FAULTS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--redis-persistence",
+        choices=sorted(PERSISTENCE),
+        default=None,
+        help="the private Redis's durability: AOF with fsync always, AOF everysec, or none "
+        "(default: none for worker-kill, always for the Redis faults)",
+    )
+    parser.add_argument(
+        "--outage-s",
+        type=float,
+        default=None,
+        help="redis-outage: how long Redis is stopped (default: the retry budget + 5 s)",
+    )
+    parser.add_argument(
+        "--retry-max-attempts", type=int, default=8, help="the workers' ARVO_RETRY_MAX_ATTEMPTS (default 8)"
+    )
+    parser.add_argument(
+        "--retry-max-ms", type=int, default=1_000, help="the workers' ARVO_RETRY_MAX_MS (default 1000)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of inputs, kill timing and victims")
     parser.add_argument(
         "--timeout", type=float, default=240.0, help="seconds until unfinished workflows count as lost"
@@ -610,9 +857,53 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs even when the run passes")
     options = parser.parse_args(argv)
-    if options.workflows < 1 or options.kills < 0 or options.timeout <= 0:
-        parser.error("--workflows must be >= 1, --kills >= 0 and --timeout > 0")
+    if options.faults is None:
+        options.faults = FAULTS[options.fault]
+    if options.redis_persistence is None:
+        options.redis_persistence = "none" if options.fault == "worker-kill" else "always"
+    if options.workflows < 1 or options.faults < 0 or options.timeout <= 0:
+        parser.error("--workflows must be >= 1, --faults >= 0 and --timeout > 0")
+    if options.redis_url and options.fault != "worker-kill":
+        parser.error(
+            f"--fault {options.fault} restarts or stops Redis: it needs the private one, not --redis-url"
+        )
+    if options.retry_max_attempts < 1 or options.retry_max_ms < 20:
+        parser.error("--retry-max-attempts must be >= 1 and --retry-max-ms >= 20")
     return options
+
+
+@dataclass(frozen=True)
+class CrashRun:
+    """A finished ``python -m tests.fault.crash_test`` run (:func:`run_in_subprocess`)."""
+
+    counts: dict[str, int]
+    """The result line's numbers by name (empty when there was no result line)."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def worker_log_count(self, what: str) -> int:
+        """A number of the ``worker logs:`` summary line on stderr, e.g. ``dependency outages met``."""
+        found = re.search(rf"{re.escape(what)}: (\d+)", self.stderr)
+        return int(found.group(1)) if found else 0
+
+
+def run_in_subprocess(args: Sequence[str], *, timeout_s: float) -> CrashRun:
+    """Run the crash test with ``args`` in a child process (as CI does) and parse its result line."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.fault.crash_test", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    lines = completed.stdout.strip().splitlines()
+    match = RESULT_LINE.match(lines[-1]) if lines else None
+    counts = {name: int(value) for name, value in match.groupdict().items()} if match else {}
+    return CrashRun(
+        counts=counts, returncode=completed.returncode, stdout=completed.stdout, stderr=completed.stderr
+    )
 
 
 @contextlib.contextmanager
@@ -634,6 +925,10 @@ def worker_log_summary(workdir: Path) -> str:
         for line in path.read_text(errors="replace").splitlines():
             if "transient failure" in line:
                 counts["lease waits" if "LeaseDeniedViolation" in line else "other retries"] += 1
+            elif "dependency unavailable" in line:
+                counts["dependency outages met"] += 1
+            elif "event for an instance without state" in line:
+                counts["no-state events"] += 1
             elif "record dead-lettered" in line:
                 counts["dead-lettered"] += 1
             elif "drain timed out" in line:
