@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 import pydantic
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from service.arvo.blocking import enter_handler, is_async_callable, leave_handler, run_sync_handler
 from service.arvo.contract import ArvoContract, EventDataschemaUtil, VersionedArvoContract
 from service.arvo.errors import ArvoValidationError, ConfigViolation, ContractViolation, is_violation_error
 from service.arvo.event import ArvoEvent, create_arvo_event
@@ -130,6 +131,8 @@ class ArvoEventHandler:
         self.contract = contract
         self.executionunits = executionunits
         self.handler = dict(handler)
+        self._kinds: dict[str, tuple[HandlerFunction, bool]] = {}
+        """Per version: its function and whether it is ``async`` (else it runs in a worker thread)."""
         self.domains = domains or HandlerDomains()
         self.include_error_stack = include_error_stack
         self.span_kind = span_kind
@@ -248,17 +251,28 @@ class ArvoEventHandler:
                 f"Input event payload validation failed: {validation_details(error)}"
             ) from error
         function = self.handler[versioned.version]
-        returned = function(
-            HandlerContext(
-                event=event,
-                source=self.source,
-                contract=versioned,
-                domain={"self": self.contract.domain, "event": event.domain},
-                span=span,
-                span_headers=headers,
-            )
+        context = HandlerContext(
+            event=event,
+            source=self.source,
+            contract=versioned,
+            domain={"self": self.contract.domain, "event": event.domain},
+            span=span,
+            span_headers=headers,
         )
-        outputs = await returned if inspect.isawaitable(returned) else returned
+        # A synchronous function runs in the handler thread pool (service.arvo.blocking), never on
+        # the loop; the slot names the running handler for the loop-lag watchdog.
+        token = enter_handler(self.source, event)
+        try:
+            kind = self._kinds.get(versioned.version)
+            if kind is None or kind[0] is not function:
+                kind = self._kinds[versioned.version] = (function, is_async_callable(function))
+            if kind[1]:
+                returned = function(context)
+            else:
+                returned = await run_sync_handler(function, context, source=self.source, event=event)
+            outputs = await returned if inspect.isawaitable(returned) else returned
+        finally:
+            leave_handler(token)
         if outputs is None:
             return []
         items: Sequence[Mapping[str, Any]] = [outputs] if isinstance(outputs, Mapping) else list(outputs)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 
 from service.apps import build_handlers
+from service.arvo.blocking import HandlerThreads, configure_handler_threads, release_handler_threads
 from service.arvo.execution import ArvoHandler
 from service.arvo.handler import ArvoEventHandler
 from service.arvo.memory import Memory
@@ -37,6 +38,7 @@ from service.runtime.producer import EventProducer
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings
 from service.runtime.stores import open_stores
+from service.runtime.watchdog import LoopWatchdog
 from service.tuning import tune_gc
 
 __all__ = ["ArvoService", "run_service"]
@@ -71,7 +73,10 @@ class ArvoService:
     hooks: LoopHooks | None = None
     metrics: ServiceMetrics | None = None
     health: HealthServer | None = None
+    watchdog: LoopWatchdog | None = None
     _started: bool = field(default=False, init=False)
+    _threads: HandlerThreads | None = field(default=None, init=False)
+    _execution_started: bool = field(default=False, init=False)
 
     @classmethod
     def from_settings(
@@ -131,6 +136,11 @@ class ArvoService:
             hooks=hooks,
             metrics=metrics,
             health=health,
+            watchdog=LoopWatchdog(
+                interval_s=settings.loop_lag_check_interval_s,
+                warning_s=settings.loop_lag_warning_s,
+                observe=metrics.observe_loop_lag,
+            ),
         )
 
     @property
@@ -181,6 +191,7 @@ class ArvoService:
         if self.health is not None:
             await self.health.start()
         try:
+            await self._start_execution()
             await self.wait_for_memory()
             await self.prepare_topics()
             await self.producer.start()
@@ -191,6 +202,7 @@ class ArvoService:
                 raise
         except BaseException:
             await self._stop_health()
+            await self._stop_execution()
             raise
         self._started = True
         _log.info("service started", topics=self.topics, group=self.settings.consumer_group)
@@ -202,6 +214,7 @@ class ArvoService:
             self._started = False
         await self.producer.stop()
         await self.memory.close()
+        await self._stop_execution()
         await self._stop_health()
         await asyncio.to_thread(flush_tracing)
         _log.info("service stopped")
@@ -209,6 +222,24 @@ class ArvoService:
     async def _stop_health(self) -> None:
         if self.health is not None:
             await self.health.stop()
+
+    async def _start_execution(self) -> None:
+        """The process-wide handler thread pool (``handler_threads``) and the loop-lag watchdog."""
+        if self._execution_started:
+            return
+        self._threads = configure_handler_threads(self.settings.handler_threads)
+        self._execution_started = True
+        if self.watchdog is not None:
+            await self.watchdog.start()
+
+    async def _stop_execution(self) -> None:
+        if not self._execution_started:
+            return
+        self._execution_started = False
+        if self.watchdog is not None:
+            await self.watchdog.stop()
+        release_handler_threads(self._threads)
+        self._threads = None
 
     async def run_until_signal(self, *, stop_event: asyncio.Event | None = None) -> BaseException | None:
         """Run until SIGTERM/SIGINT (or ``stop_event``); drain and commit on the way out.
@@ -221,6 +252,7 @@ class ArvoService:
             try:
                 if self.health is not None:
                     await self.health.start()
+                await self._start_execution()
                 if not await self.wait_for_memory(stop):
                     return None
                 await self.prepare_topics()
@@ -231,6 +263,7 @@ class ArvoService:
             finally:
                 await self.producer.stop()
                 await self.memory.close()
+                await self._stop_execution()
                 await self._stop_health()
                 await asyncio.to_thread(flush_tracing)
 

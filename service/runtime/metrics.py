@@ -32,6 +32,8 @@ embedders) never share or collide on metrics. ``/metrics`` of the health server 
                                           most every ``instances_refresh_s``; a count reaching
                                           ``instances_limit`` is capped there and flagged by
                                           ``arvo_instances_capped``)
+``arvo_event_loop_lag_seconds``           histogram of how late the event loop ran a task due
+                                          every ``loop_lag_check_interval_s`` (the loop watchdog)
 ========================================  ========================================================
 
 Label values that come from input (event types) are bounded: past ``max_label_values`` distinct
@@ -69,7 +71,7 @@ if TYPE_CHECKING:
     from service.arvo.memory import Memory
     from service.runtime.consumer import ConsumerLoop
 
-__all__ = ["DURATION_BUCKETS_S", "ServiceMetrics"]
+__all__ = ["DURATION_BUCKETS_S", "LOOP_LAG_BUCKETS_S", "ServiceMetrics"]
 
 DURATION_BUCKETS_S: Final = (
     0.0005,
@@ -89,6 +91,8 @@ DURATION_BUCKETS_S: Final = (
     30.0,
 )
 """Buckets of ``arvo_handler_duration_seconds``: sub-millisecond handlers up to the handler timeout."""
+LOOP_LAG_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Buckets of ``arvo_event_loop_lag_seconds``: a busy loop's milliseconds up to a liveness-probe kill."""
 
 _LEASE_DENIED_CLASSES: Final = frozenset({"LeaseDeniedViolation"})
 _OTHER: Final = "other"
@@ -193,6 +197,12 @@ class ServiceMetrics(LoopHooks):
             buckets=DURATION_BUCKETS_S,
             registry=self.registry,
         )
+        self._loop_lag = Histogram(
+            "arvo_event_loop_lag_seconds",
+            "How late the event loop ran a task due at a fixed interval: time it spent blocked or busy.",
+            buckets=LOOP_LAG_BUCKETS_S,
+            registry=self.registry,
+        )
         # prometheus_client validates labels on every .labels() call: keep the children.
         self._consumed_children: dict[tuple[str, str, str], Any] = {}
         self._produced_children: dict[tuple[str, str], Any] = {}
@@ -256,6 +266,10 @@ class ServiceMetrics(LoopHooks):
         self._dependency_up.labels(dependency).set(1 if available else 0)
         if not available:
             self._dependency_outages.labels(dependency).inc()
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """Observe one lateness of the event loop (the loop watchdog's samples)."""
+        self._loop_lag.observe(seconds)
 
     # --- scrape ------------------------------------------------------------------------------------
 

@@ -187,6 +187,20 @@ class ServiceSettings(BaseSettings):
     """How often a dependency that is down is probed (Redis: ``PING``); waiting records resume as
     soon as it answers."""
 
+    # --- Handler threads and the event loop -------------------------------------------------------
+    handler_threads: int = Field(default=8, ge=0, le=1_024)
+    """Worker threads that run synchronous (``def``, not ``async def``) handler functions, so blocking
+    code never freezes the event loop; calls beyond it wait for a free thread. One execution per
+    assigned partition runs at a time, so more threads than partitions are never used; a thread whose
+    execution timed out stays busy until its function returns (it cannot be stopped; logged). ``0``
+    runs them on the event loop."""
+    loop_lag_check_interval_s: float = Field(default=0.25, gt=0, le=60)
+    """How often the event loop's lag is sampled (``arvo_event_loop_lag_seconds``) and checked for a
+    block."""
+    loop_lag_warning_s: float = Field(default=1.0, gt=0)
+    """An event loop blocked this long is logged while it lasts (WARNING naming the running handler,
+    its event and the code location), and once more with the total when it runs again."""
+
     # --- Limits, app, observability ---------------------------------------------------------------
     max_event_bytes: int = Field(default=1_048_576, ge=1_024)
     """Largest record value accepted (bigger ones are dead-lettered unread)."""
