@@ -54,6 +54,7 @@ __all__ = ["ConsumerLoop"]
 _log = structlog.get_logger("arvo.runtime.consumer")
 _POLL_TIMEOUT_MS: Final = 100
 _POLL_ERROR_BACKOFF_S: Final = 0.5
+_PARTITION_END_CHECK_S: Final = 5.0
 REDIS: Final = "redis"
 """The dependency name of the memory store (metric label, ``/readyz`` check)."""
 
@@ -129,6 +130,7 @@ class ConsumerLoop:
         self._started = False
         self._assigned_event = asyncio.Event()
         self._backpressure = Backpressure(settings.partition_buffer_size)
+        self._ends_checked_at = 0.0
         self.stats = LoopStats()
         """Counters of this loop."""
         self._committer = OffsetCommitter(
@@ -385,16 +387,75 @@ class ConsumerLoop:
                 _log.warning("poll failed; retrying", error=repr(exc))
                 await asyncio.sleep(_POLL_ERROR_BACKOFF_S)
                 continue
+            if not batch:
+                await self._check_partition_ends(consumer)
             for tp, records in batch.items():
                 lane = self._lanes.get(tp)
                 if lane is None or lane.closing or not records:
                     continue  # revoked meanwhile: the next owner fetches these again
+                last = lane.tracker.last_tracked
+                if last is not None and records[0].offset <= last:
+                    lane = await self._restart_lane(
+                        lane, f"offsets went back from {last} to {records[0].offset}"
+                    )
                 lane.enqueue(records)
                 self.stats.in_flight[tp] = lane.size
                 if self._backpressure.should_pause(lane):
                     consumer.pause(tp)
                     lane.paused = True
                     self.stats.paused.add(tp)
+
+    async def _check_partition_ends(self, consumer: Any) -> None:
+        """Seek back a partition whose log now ends before our position (its topic was recreated).
+
+        Some brokers answer a fetch beyond the log end with nothing instead of
+        ``OFFSET_OUT_OF_RANGE``; the partition would then wait for records that never come.
+        """
+        now = time.monotonic()
+        if now - self._ends_checked_at < _PARTITION_END_CHECK_S:
+            return
+        self._ends_checked_at = now
+        for tp, lane in list(self._lanes.items()):
+            position = lane.tracker.committable
+            highwater = consumer.highwater(tp)
+            if (
+                not lane.idle
+                or lane.closing
+                or position is None
+                or highwater is None
+                or highwater >= position
+            ):
+                continue
+            await consumer.seek_to_beginning(tp)
+            await self._restart_lane(lane, f"the log ends at {highwater}, before position {position}")
+
+    async def _restart_lane(self, lane: Lane, why: str) -> Lane:
+        """Replace ``lane`` by a fresh one: its partition's log was replaced (deleted and recreated).
+
+        The old lane's buffered records belong to a log that no longer exists: they are abandoned and
+        their offsets never committed (committing them would skip the new log's first records).
+        """
+        tp = lane.tp
+        abandoned = len(lane.records)
+        lane.records.clear()
+        lane.close()
+        if lane.task is not None:
+            _done, late = await asyncio.wait({lane.task}, timeout=self._settings.drain_timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        _log.warning(
+            "partition log replaced (topic deleted and recreated, or truncated); restarting its lane",
+            partition=f"{tp.topic}/{tp.partition}",
+            detail=why,
+            abandoned_records=abandoned,
+        )
+        fresh = Lane(tp)
+        fresh.task = asyncio.create_task(self._run_lane(fresh), name=f"arvo-lane-{tp.topic}-{tp.partition}")
+        self._lanes[tp] = fresh
+        self.stats.in_flight[tp] = 0
+        return fresh
 
     def _maybe_resume(self, lane: Lane) -> None:
         self.stats.in_flight[lane.tp] = lane.size

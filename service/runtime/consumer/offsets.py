@@ -61,6 +61,11 @@ class OffsetTracker:
                 self._position = first + 1
 
     @property
+    def last_tracked(self) -> int | None:
+        """The highest offset tracked so far (``None`` before the first)."""
+        return self._last_tracked
+
+    @property
     def committable(self) -> int | None:
         """The offset to commit (next to consume), or ``None`` when nothing completed yet."""
         return self._position
