@@ -13,6 +13,10 @@ Contract of every implementation (the Redis one does each call in a single round
   raises :class:`LeaseLostError` and writes nothing. This is what makes a zombie's late write harmless.
 * Records are JSON objects; implementations store them as JSON and hand out fresh copies, so a
   caller can never mutate stored state by accident.
+* Retention (``instance_retention_s`` of the implementations, ``0`` = keep forever): a *finished*
+  instance (:data:`FINISHED_STATUSES`) is kept that long after the commit or :meth:`Memory.set_status`
+  that finished it, then its record, fencing number and listing entry vanish together (a later event
+  for it finds no state). Moving it back to a live status keeps it forever again.
 
 Infrastructure failures are :class:`MemoryStoreError` s. ``MemoryError`` (which shadowed the builtin)
 is its deprecated alias: importing it still works and warns once.
@@ -27,11 +31,12 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import orjson
 
 __all__ = [
+    "FINISHED_STATUSES",
     "InMemoryMemory",
     "InstanceStatus",
     "InstanceSummary",
@@ -41,6 +46,7 @@ __all__ = [
     "Memory",
     "MemoryStoreError",
     "StateReadError",
+    "instance_retention_ms",
     "split_instance_key",
 ]
 
@@ -52,6 +58,28 @@ class InstanceStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     PARKED = "parked"
+
+
+FINISHED_STATUSES: Final = frozenset({InstanceStatus.DONE, InstanceStatus.FAILED})
+"""Statuses of finished instances: kept for the retention, then expired. The others are live."""
+
+
+def instance_retention_ms(instance_retention_s: float) -> int:
+    """``instance_retention_s`` in whole milliseconds (``0``: keep finished instances forever).
+
+    Raises:
+        TypeError: not a number.
+        ValueError: not finite and ``>= 0``, or positive but under 1 ms.
+
+    """
+    if isinstance(instance_retention_s, bool) or not isinstance(instance_retention_s, (int, float)):
+        raise TypeError(f"instance_retention_s must be a number of seconds, got {instance_retention_s!r}")
+    if not 0 <= instance_retention_s < float("inf"):
+        raise ValueError(f"instance_retention_s must be >= 0 and finite, got {instance_retention_s!r}")
+    milliseconds = round(instance_retention_s * 1000)
+    if instance_retention_s > 0 and milliseconds == 0:
+        raise ValueError(f"instance_retention_s must be 0 or at least 0.001, got {instance_retention_s!r}")
+    return milliseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +191,10 @@ class Memory(Protocol):
     ) -> None:
         """Write ``record`` and release ``lease`` atomically, if the lease still holds.
 
+        A finished ``status`` (:data:`FINISHED_STATUSES`) starts the retention of the instance in the
+        same atomic step: with a positive retention, its record and fencing number expire together
+        that long after this commit. A live status keeps them forever (a reactivated instance too).
+
         Raises:
             LeaseLostError: the lease expired or a newer fence wrote; nothing was written.
 
@@ -182,7 +214,10 @@ class Memory(Protocol):
         ...
 
     async def set_status(self, key: str, status: InstanceStatus, *, reason: str | None = None) -> None:
-        """Move an instance to ``status`` outside a lease (operator actions such as parking)."""
+        """Move an instance to ``status`` outside a lease (operator actions such as parking).
+
+        Retention as in :meth:`commit_and_release`: a finished ``status`` starts it, a live one ends it.
+        """
         ...
 
     async def list_instances(
@@ -213,28 +248,71 @@ class _StoredInstance:
     lease_token: str | None = None
     lease_expires_at: float = 0.0
     updated_at_ms: int = 0
+    keys_expire_at: float | None = None
+    """Clock time when record, fence and written fence expire together (Redis: their PEXPIRE)."""
+    listed_until: float | None = None
+    """Clock time when a finished instance's listing entry is pruned (Redis: its index entry)."""
 
 
 class InMemoryMemory:
     """Process-local :class:`Memory` for tests and the embedded default (same semantics as Redis).
 
-    Leases expire by the injected monotonic ``clock`` (seconds), so tests can move time forward.
+    Leases expire by the injected monotonic ``clock`` (seconds), so tests can move time forward; so
+    do finished instances after ``instance_retention_s`` (``0``, the default: kept forever), as in
+    Redis: record, fence and listing entry together, while a lease still held stays until it ends.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, instance_retention_s: float = 0
+    ) -> None:
         self._clock = clock
+        self._retention_s = instance_retention_ms(instance_retention_s) / 1000
         self._instances: dict[str, _StoredInstance] = {}
         # Unique per process run and per grant: a random prefix and a counter (cheaper than uuid4).
         self._token_prefix = os.urandom(6).hex()
         self._token_counter = itertools.count(1)
 
+    @property
+    def instance_retention_s(self) -> float:
+        """How long finished instances are kept (``0``: forever)."""
+        return self._retention_s
+
     def _held(self, stored: _StoredInstance, now: float) -> bool:
         return stored.lease_token is not None and stored.lease_expires_at > now
+
+    def _current(self, key: str, now: float) -> _StoredInstance | None:
+        """The stored instance of ``key`` with what expired by ``now`` gone (``None`` if nothing is left)."""
+        stored = self._instances.get(key)
+        if stored is None:
+            return None
+        if stored.keys_expire_at is not None and now >= stored.keys_expire_at:
+            stored.record, stored.fence, stored.written_fence = None, 0, 0
+            stored.keys_expire_at = None
+        if stored.listed_until is not None and now >= stored.listed_until:
+            stored.status, stored.listed_until = None, None
+        empty = stored.record is None and stored.status is None and stored.fence == 0
+        if empty and not self._held(stored, now):
+            del self._instances[key]
+            return None
+        return stored
+
+    def _stored(self, key: str, now: float) -> _StoredInstance:
+        stored = self._current(key, now)
+        if stored is None:
+            stored = self._instances[key] = _StoredInstance()
+        return stored
+
+    def _retain(self, stored: _StoredInstance, status: InstanceStatus) -> None:
+        """Start the retention of a finished instance, or end it for a live one (Redis: PEXPIRE/PERSIST)."""
+        if self._retention_s and status in FINISHED_STATUSES:
+            stored.keys_expire_at = stored.listed_until = self._clock() + self._retention_s
+        else:
+            stored.keys_expire_at = stored.listed_until = None
 
     async def lease_and_read(self, key: str, *, ttl_ms: int) -> LeaseGrant:  # noqa: D102
         split_instance_key(key)
         now = self._clock()
-        stored = self._instances.setdefault(key, _StoredInstance())
+        stored = self._stored(key, now)
         if self._held(stored, now):
             return LeaseGrant(
                 acquired=False,
@@ -245,6 +323,9 @@ class InMemoryMemory:
         stored.fence += 1
         stored.lease_token = f"{self._token_prefix}-{next(self._token_counter)}"
         stored.lease_expires_at = now + ttl_ms / 1000
+        if stored.record is None and self._retention_s:
+            # As Redis: the fence of an instance without a record does not stay forever.
+            stored.keys_expire_at = now + max(ttl_ms / 1000, self._retention_s)
         record = orjson.loads(stored.record) if stored.record is not None else None
         return LeaseGrant(
             acquired=True,
@@ -253,8 +334,9 @@ class InMemoryMemory:
         )
 
     def _still_holds(self, lease: Lease) -> _StoredInstance | None:
-        stored = self._instances.get(lease.key)
-        if stored is None or stored.lease_token != lease.token or not self._held(stored, self._clock()):
+        now = self._clock()
+        stored = self._current(lease.key, now)
+        if stored is None or stored.lease_token != lease.token or not self._held(stored, now):
             return None
         if stored.written_fence > lease.fence:
             return None
@@ -271,9 +353,11 @@ class InMemoryMemory:
         stored.record = orjson.dumps(record)
         stored.status = status
         stored.written_fence = lease.fence
+        stored.fence = max(stored.fence, lease.fence)  # restored if it expired under the lease
         stored.updated_at_ms = int(time.time() * 1000)
         stored.lease_token = None
         stored.lease_expires_at = 0.0
+        self._retain(stored, status)
 
     async def release(self, lease: Lease) -> bool:  # noqa: D102
         stored = self._still_holds(lease)
@@ -291,7 +375,7 @@ class InMemoryMemory:
         return True
 
     async def inspect(self, key: str) -> dict[str, Any] | None:  # noqa: D102
-        stored = self._instances.get(key)
+        stored = self._current(key, self._clock())
         if stored is None or stored.record is None:
             return None
         result: dict[str, Any] = orjson.loads(stored.record)
@@ -300,13 +384,14 @@ class InMemoryMemory:
     async def set_status(  # noqa: D102
         self, key: str, status: InstanceStatus, *, reason: str | None = None
     ) -> None:
-        stored = self._instances.setdefault(key, _StoredInstance())
+        stored = self._stored(key, self._clock())
         stored.status = status
         stored.updated_at_ms = int(time.time() * 1000)
         if reason is not None and stored.record is not None:
             record = orjson.loads(stored.record)
             record["parkedReason" if status is InstanceStatus.PARKED else "statusReason"] = reason
             stored.record = orjson.dumps(record)
+        self._retain(stored, status)
 
     async def list_instances(  # noqa: D102
         self,
@@ -316,8 +401,10 @@ class InMemoryMemory:
         limit: int = 1000,
     ) -> list[InstanceSummary]:
         rows: list[InstanceSummary] = []
-        for key, stored in self._instances.items():
-            if stored.status is None:
+        now = self._clock()
+        for key in list(self._instances):
+            stored = self._current(key, now)
+            if stored is None or stored.status is None:
                 continue
             name, execution_id = split_instance_key(key)
             if (orchestrator is not None and name != orchestrator) or (
@@ -345,7 +432,7 @@ class InMemoryMemory:
 
     def force_lock(self, key: str, *, ttl_ms: int = 60_000) -> None:
         """Test helper: make ``key`` look leased by another worker."""
-        stored = self._instances.setdefault(key, _StoredInstance())
+        stored = self._stored(key, self._clock())
         stored.fence += 1
         stored.lease_token = "held-by-another-worker"  # noqa: S105 - a marker, not a secret
         stored.lease_expires_at = self._clock() + ttl_ms / 1000

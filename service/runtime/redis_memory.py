@@ -94,6 +94,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.arvo.availability import DependencyUnavailableError
 from service.arvo.memory import (
+    FINISHED_STATUSES,
     InstanceStatus,
     InstanceSummary,
     Lease,
@@ -101,6 +102,7 @@ from service.arvo.memory import (
     LeaseLostError,
     MemoryStoreError,
     StateReadError,
+    instance_retention_ms,
     split_instance_key,
 )
 from service.runtime.resp_client import LuaScript, PipelinedRedis, RespReplyError
@@ -108,6 +110,7 @@ from service.runtime.resp_client import LuaScript, PipelinedRedis, RespReplyErro
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_SOCKET_TIMEOUT_S",
+    "PRUNE_BATCH",
     "InstanceKeys",
     "RedisMemory",
     "RedisMemoryError",
@@ -157,7 +160,16 @@ _SET_STATUS_ATTEMPTS: Final = 5
 # Lua scripts. Every key a script touches is passed in KEYS (required by Redis Cluster and by ACL key
 # patterns). JSON is never decoded in Lua: cjson would rewrite numbers and turn [] into {}.
 
-_MOVE_INDEX_LUA: Final = """
+_FINISHED_POSITIONS: Final = tuple(
+    position for position, status in enumerate(_STATUSES, start=1) if status in FINISHED_STATUSES
+)
+"""Positions (1-based, in :data:`_STATUSES` order) of the status indexes that retention prunes."""
+
+PRUNE_BATCH: Final = 100
+"""Most entries one script prunes from one status index: bounds the cost of any single call (a
+backlog, e.g. after enabling retention on an old deployment, drains over the following commits)."""
+
+_MOVE_INDEX_LUA: Final = f"""
 local function move_index(first, status_pos, member, score)
   for i = 0, 3 do
     if i + 1 == status_pos then
@@ -167,10 +179,40 @@ local function move_index(first, status_pos, member, score)
     end
   end
 end
+
+-- Retention: drop the entries of the finished-status indexes scored (updated) before `before` (their
+-- instances' keys have expired), at most {PRUNE_BATCH} per index; with `fences` (cluster mode) also
+-- their entries of the index slot's fences hash.
+local function prune_finished(first, before, fences)
+  for _, pos in ipairs({{{", ".join(str(pos) for pos in _FINISHED_POSITIONS)}}}) do
+    local key = KEYS[first + pos - 1]
+    local old = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. before, 'LIMIT', 0, {PRUNE_BATCH})
+    if #old > 0 then
+      redis.call('ZREM', key, unpack(old))
+      if fences then
+        redis.call('HDEL', fences, unpack(old))
+      end
+    end
+  end
+end
+
+-- Retention of the instance's own keys: a finished instance's expire together (one PEXPIRE each, same
+-- TTL, same script); a live one's never expire.
+local function retain(expire_ms, state, fence, wfence)
+  if expire_ms ~= '0' then
+    redis.call('PEXPIRE', state, expire_ms)
+    redis.call('PEXPIRE', fence, expire_ms)
+    redis.call('PEXPIRE', wfence, expire_ms)
+  else
+    redis.call('PERSIST', state)
+    redis.call('PERSIST', fence)
+    redis.call('PERSIST', wfence)
+  end
+end
 """
 
 _LEASE_AND_READ_LUA: Final = """
--- KEYS: lock, fence, state   ARGV: token, ttl_ms
+-- KEYS: lock, fence, state   ARGV: token, ttl_ms [, orphan fence ttl_ms ('0' or absent = none)]
 -- -> {0, holder pttl} when held by someone else, {1, fence, state or nil} when granted
 local holder_ttl = redis.call('PTTL', KEYS[1])
 if holder_ttl ~= -2 then
@@ -182,15 +224,22 @@ if holder_ttl ~= -2 then
   return {0, holder_ttl}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local fence = redis.call('INCR', KEYS[2])
-return {1, fence, redis.call('GET', KEYS[3])}
+local fence = redis.call('INCR', KEYS[2])  -- keeps the fence's TTL, if any (a finished instance's)
+local state = redis.call('GET', KEYS[3])
+if not state and ARGV[3] and ARGV[3] ~= '0' then
+  -- No record (new, or expired: a late event): the fence INCR just made must not stay forever.
+  -- A commit under this lease persists it again (or restores it, should it have expired meanwhile).
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return {1, fence, state}
 """
 
 _COMMIT_AND_RELEASE_LUA: Final = (
     _MOVE_INDEX_LUA
     + """
--- KEYS: lock, wfence, state [, index x4 (status order), orchestrators]   (index keys: standalone only)
--- ARGV: token, fence, record, status_pos, score_ms, execution_id, orchestrator
+-- KEYS: lock, wfence, state, fence [, index x4 (status order), orchestrators]   (index: standalone only)
+-- ARGV: token, fence, record, status_pos, score_ms, execution_id, orchestrator,
+--       expire_ms ('0' = persist: live, or no retention), prune_before ('' = no pruning)
 -- -> 1 written and released, 0 lease not held (expired / taken over), -1 fenced out by a newer writer
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -201,9 +250,18 @@ end
 redis.call('SET', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[1])
-if #KEYS > 3 then
-  move_index(4, tonumber(ARGV[4]), ARGV[6], ARGV[5])
-  redis.call('SADD', KEYS[8], ARGV[7])
+if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[2]) then
+  -- The instance's keys expired while this lease was held: restore the fence, or the next lease
+  -- would count from 1 again, below the fence just written, and every later commit be fenced out.
+  redis.call('SET', KEYS[4], ARGV[2])
+end
+retain(ARGV[8], KEYS[3], KEYS[4], KEYS[2])
+if #KEYS > 4 then
+  move_index(5, tonumber(ARGV[4]), ARGV[6], ARGV[5])
+  redis.call('SADD', KEYS[9], ARGV[7])
+  if ARGV[9] ~= '' then
+    prune_finished(5, ARGV[9], nil)
+  end
 end
 return 1
 """
@@ -236,9 +294,10 @@ return 1
 _SET_STATUS_LUA: Final = (
     _MOVE_INDEX_LUA
     + """
--- KEYS: state [, index x4 (status order), orchestrators]   (index keys: standalone only)
+-- KEYS: state, fence, wfence [, index x4 (status order), orchestrators]   (index keys: standalone only)
 -- ARGV: mode ('keep' | 'absent' | 'replace'), expected record, new record,
---       status_pos, score_ms, execution_id, orchestrator
+--       status_pos, score_ms, execution_id, orchestrator,
+--       expire_ms ('0' = persist: live, or no retention), prune_before ('' = no pruning)
 -- -> 1 applied, 0 the record changed since it was read (compare-and-set failed; caller re-reads)
 if ARGV[1] ~= 'keep' then
   local current = redis.call('GET', KEYS[1])
@@ -249,9 +308,13 @@ if ARGV[1] ~= 'keep' then
     redis.call('SET', KEYS[1], ARGV[3])
   end
 end
-if #KEYS > 1 then
-  move_index(2, tonumber(ARGV[4]), ARGV[6], ARGV[5])
-  redis.call('SADD', KEYS[6], ARGV[7])
+retain(ARGV[8], KEYS[1], KEYS[2], KEYS[3])
+if #KEYS > 3 then
+  move_index(4, tonumber(ARGV[4]), ARGV[6], ARGV[5])
+  redis.call('SADD', KEYS[8], ARGV[7])
+  if ARGV[9] ~= '' then
+    prune_finished(4, ARGV[9], nil)
+  end
 end
 return 1
 """
@@ -262,8 +325,12 @@ _CLUSTER_INDEX_MOVE_LUA: Final = (
     + """
 -- Cluster mode only, runs on the orchestrator's index slot after the instance-slot script.
 -- KEYS: index x4 (status order), fences
--- ARGV: status_pos, score_ms, execution_id, fence ('' = operator move: unconditional)
+-- ARGV: status_pos, score_ms, execution_id, fence ('' = operator move: unconditional),
+--       prune_before ('' = no pruning)
 -- -> 1 applied, 0 skipped because a newer fence already moved this instance
+if ARGV[5] ~= nil and ARGV[5] ~= '' then
+  prune_finished(1, ARGV[5], KEYS[5])
+end
 if ARGV[4] ~= '' then
   local applied = tonumber(redis.call('HGET', KEYS[5], ARGV[3]) or '0')
   if applied > tonumber(ARGV[4]) then
@@ -407,6 +474,10 @@ class RedisMemory:
         key_prefix: First component of every key; lets several deployments share one Redis.
             Must be non-empty and free of ``{``, ``}`` and whitespace.
         cluster_mode: Keep every script within one hash slot (index update as a second command).
+        instance_retention_s: How long a finished (done or failed) instance is kept: its keys get
+            this TTL in the commit (or ``set_status``) that finishes it, and its status-index entry
+            is pruned once it is older (see the module docstring). ``0`` (the default): kept
+            forever.
         hot_client: A :class:`~service.runtime.resp_client.PipelinedRedis` to the same server for
             the per-event calls (:meth:`lease_and_read`, :meth:`commit_and_release`, :meth:`release`,
             :meth:`renew`); :meth:`from_url` makes one in standalone mode. ``None``: redis-py for
@@ -420,12 +491,14 @@ class RedisMemory:
         client: Redis | RedisCluster,
         key_prefix: str = "arvo",
         cluster_mode: bool = False,
+        instance_retention_s: float = 0,
         hot_client: PipelinedRedis | None = None,
     ) -> None:
         if not key_prefix or any(ch in key_prefix for ch in "{} \t\r\n"):
             raise ValueError(
                 f"key_prefix must be non-empty without braces or whitespace, got {key_prefix[:80]!r}"
             )
+        self._retention_ms = instance_retention_ms(instance_retention_s)
         self._client = client
         self._prefix = key_prefix
         self._cluster_mode = cluster_mode
@@ -445,7 +518,13 @@ class RedisMemory:
 
     @classmethod
     def from_url(
-        cls, url: str, *, key_prefix: str = "arvo", cluster_mode: bool = False, **kwargs: Any
+        cls,
+        url: str,
+        *,
+        key_prefix: str = "arvo",
+        cluster_mode: bool = False,
+        instance_retention_s: float = 0,
+        **kwargs: Any,
     ) -> RedisMemory:
         """Connect to ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; ACL user in the URL).
 
@@ -453,6 +532,7 @@ class RedisMemory:
             url: Redis URL, e.g. ``rediss://worker:s3cret@redis.example:6380/0?ssl_ca_certs=/ca.pem``.
             key_prefix: See :class:`RedisMemory`.
             cluster_mode: Build a ``RedisCluster`` client and keep scripts within one slot.
+            instance_retention_s: See :class:`RedisMemory` (``0``: finished instances kept forever).
             **kwargs: Passed to ``Redis.from_url`` / ``RedisCluster.from_url`` (query arguments in
                 ``url`` win over them); they override the defaults here (2 s socket and connect
                 timeouts, no retry on timeout, one immediate
@@ -475,8 +555,18 @@ class RedisMemory:
             options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
             client = Redis.from_url(url, **(options | kwargs))
             hot = PipelinedRedis.from_redis_py(client)
-            return cls(client=client, key_prefix=key_prefix, hot_client=hot)
-        return cls(client=client, key_prefix=key_prefix, cluster_mode=cluster_mode)
+            return cls(
+                client=client,
+                key_prefix=key_prefix,
+                instance_retention_s=instance_retention_s,
+                hot_client=hot,
+            )
+        return cls(
+            client=client,
+            key_prefix=key_prefix,
+            cluster_mode=cluster_mode,
+            instance_retention_s=instance_retention_s,
+        )
 
     @property
     def client(self) -> Redis | RedisCluster:
@@ -504,6 +594,11 @@ class RedisMemory:
     def key_prefix(self) -> str:
         """The prefix of every key of this memory."""
         return self._prefix
+
+    @property
+    def instance_retention_s(self) -> float:
+        """How long finished instances are kept (``0``: forever)."""
+        return self._retention_ms / 1000
 
     @property
     def cluster_mode(self) -> bool:
@@ -565,18 +660,20 @@ class RedisMemory:
         keys = self.instance_keys(key)
         _check_ttl(ttl_ms)
         token = _new_lease_token()
+        # With retention, the fence of an instance without a record expires too (see the script).
+        orphan_ttl = max(ttl_ms, self._retention_ms) if self._retention_ms else 0
         hot = self._hot
         if hot is not None:
             try:
                 reply = await hot.evalsha(
-                    self._hot_lease, [keys.lock, keys.fence, keys.state], [token, ttl_ms]
+                    self._hot_lease, [keys.lock, keys.fence, keys.state], [token, ttl_ms, orphan_ttl]
                 )
             except (OSError, RespReplyError) as exc:
                 raise _hot_failure(exc, "lease_and_read", key) from exc
         else:
             async with self._redis_errors("lease_and_read", key):
                 reply = await self._lease_script(
-                    keys=[keys.lock, keys.fence, keys.state], args=[token, ttl_ms]
+                    keys=[keys.lock, keys.fence, keys.state], args=[token, ttl_ms, orphan_ttl]
                 )
         if int(reply[0]) == 0:
             holder_ttl = int(reply[1])
@@ -612,8 +709,9 @@ class RedisMemory:
         orchestrator, execution_id = split_instance_key(lease.key)
         payload = orjson.dumps(record if isinstance(record, dict) else dict(record))
         score = _now_ms()
-        status_pos = _STATUSES.index(InstanceStatus(status)) + 1
-        script_keys = [keys.lock, keys.wfence, keys.state]
+        status = InstanceStatus(status)
+        status_pos = _STATUSES.index(status) + 1
+        script_keys = [keys.lock, keys.wfence, keys.state, keys.fence]
         if not self._cluster_mode:
             script_keys += [*self._index_keys(orchestrator), self.orchestrators_key]
         args: list[str | bytes | int | float] = [
@@ -624,6 +722,8 @@ class RedisMemory:
             score,
             execution_id,
             orchestrator,
+            self._expire_ms(status),
+            self._prune_before(score),
         ]
         hot = self._hot
         if hot is not None:
@@ -728,10 +828,11 @@ class RedisMemory:
         orchestrator, execution_id = split_instance_key(key)
         status = InstanceStatus(status)
         status_pos = _STATUSES.index(status) + 1
-        script_keys = [keys.state]
+        script_keys = [keys.state, keys.fence, keys.wfence]
         if not self._cluster_mode:
             script_keys += [*self._index_keys(orchestrator), self.orchestrators_key]
         score = _now_ms()
+        expire_ms, prune_before = self._expire_ms(status), self._prune_before(score)
         for _attempt in range(_SET_STATUS_ATTEMPTS):
             mode, expected, updated = "keep", b"", b""
             if reason is not None:
@@ -747,7 +848,17 @@ class RedisMemory:
             async with self._redis_errors("set_status", key):
                 applied = await self._set_status_script(
                     keys=script_keys,
-                    args=[mode, expected, updated, status_pos, score, execution_id, orchestrator],
+                    args=[
+                        mode,
+                        expected,
+                        updated,
+                        status_pos,
+                        score,
+                        execution_id,
+                        orchestrator,
+                        expire_ms,
+                        prune_before,
+                    ],
                 )
             if int(applied) == 1:
                 break
@@ -780,6 +891,7 @@ class RedisMemory:
         if limit == 0:
             return []
         statuses = _STATUSES if status is None else (InstanceStatus(status),)
+        oldest_listed = _now_ms() - self._retention_ms
         async with self._redis_errors("list_instances", None):
             if orchestrator is None:
                 names = sorted(_text(name) for name in await self._client.smembers(self.orchestrators_key))
@@ -792,7 +904,13 @@ class RedisMemory:
                 self._client.pipeline() if self._cluster_mode else self._client.pipeline(transaction=False)
             )
             for name, st in queries:
-                pipe.zrevrange(self.index_key(name, st), 0, limit - 1, withscores=True)
+                if self._retention_ms and st in FINISHED_STATUSES:
+                    # Entries past the retention belong to expired instances (pruned by later commits).
+                    pipe.zrevrangebyscore(
+                        self.index_key(name, st), "+inf", oldest_listed, start=0, num=limit, withscores=True
+                    )
+                else:
+                    pipe.zrevrange(self.index_key(name, st), 0, limit - 1, withscores=True)
             replies: list[list[tuple[bytes | str, float]]] = await pipe.execute()
         newest: dict[str, InstanceSummary] = {}
         for (name, st), rows in zip(queries, replies, strict=True):
@@ -847,6 +965,14 @@ class RedisMemory:
     # ------------------------------------------------------------------------------------------
     # Internals
 
+    def _expire_ms(self, status: InstanceStatus) -> int:
+        """TTL (ms) for the keys of an instance moving to ``status``; ``0``: no TTL (persist them)."""
+        return self._retention_ms if status in FINISHED_STATUSES else 0
+
+    def _prune_before(self, score: int) -> int | str:
+        """Finished-index entries scored before this are pruned (``""``: no retention, no pruning)."""
+        return score - self._retention_ms if self._retention_ms else ""
+
     async def _cluster_index_move(
         self, orchestrator: str, execution_id: str, status_pos: int, score: int, *, fence: int | None
     ) -> None:
@@ -854,7 +980,13 @@ class RedisMemory:
             async with self._redis_errors("index update", f"{orchestrator}:{execution_id}"):
                 await self._index_move_script(
                     keys=[*self._index_keys(orchestrator), self._index_fences_key(orchestrator)],
-                    args=[status_pos, score, execution_id, "" if fence is None else fence],
+                    args=[
+                        status_pos,
+                        score,
+                        execution_id,
+                        "" if fence is None else fence,
+                        self._prune_before(score),
+                    ],
                 )
                 await self._client.sadd(self.orchestrators_key, orchestrator)
         except RedisMemoryError as exc:

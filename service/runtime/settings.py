@@ -156,6 +156,11 @@ class ServiceSettings(BaseSettings):
     stateless_outbox_ttl_s: int = Field(default=86_400, ge=0)
     """How long a stateless handler's emissions are kept so a re-execution republishes them byte for
     byte (0 disables the outbox); longer than any redelivery delay you expect."""
+    instance_retention_s: int = Field(default=604_800, ge=0)
+    """How long a finished (``done`` or ``failed``) orchestration instance is kept in Redis (default 7
+    days): then all its keys expire together and its status-index entries are pruned; a later event
+    for it is a ``no_state`` dead letter. ``0`` keeps finished instances forever (archive and delete
+    them yourself). Live instances (``active``, ``parked``) never expire."""
 
     # --- Retry of transient failures --------------------------------------------------------------
     retry_initial_ms: int = Field(default=100, ge=1)

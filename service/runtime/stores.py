@@ -35,13 +35,14 @@ class Stores:
 
 
 def open_memory(settings: ServiceSettings) -> Memory:
-    """The Redis memory of ``settings`` (URL, key prefix, cluster mode); the caller closes it."""
+    """The Redis memory of ``settings`` (URL, key prefix, cluster mode, retention); the caller closes it."""
     from service.runtime.redis_memory import RedisMemory
 
     return RedisMemory.from_url(
         settings.redis_url.get_secret_value(),
         key_prefix=settings.redis_key_prefix,
         cluster_mode=settings.redis_cluster,
+        instance_retention_s=settings.instance_retention_s,
     )
 
 

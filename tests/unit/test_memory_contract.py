@@ -598,3 +598,217 @@ async def test_an_unreachable_redis_outbox_raises_a_transaction_violation() -> N
 def test_the_in_memory_outbox_rejects_a_non_positive_ttl() -> None:
     with pytest.raises(ValueError, match="ttl_s"):
         InMemoryOutbox(ttl_s=0)
+
+
+# --- retention of finished instances (instance_retention_s) --------------------------------------
+
+RETENTION_S = 1
+RETENTION_MS = RETENTION_S * 1000
+FINISHED = [InstanceStatus.DONE, InstanceStatus.FAILED]
+LIVE = [InstanceStatus.ACTIVE, InstanceStatus.PARKED]
+
+
+@pytest.fixture(params=["in_memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def retained(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """Like ``harness``, with a retention of ``RETENTION_S`` (real time for Redis)."""
+    if request.param == "in_memory":
+        clock = FakeClock()
+        yield Harness(memory=InMemoryMemory(clock=clock, instance_retention_s=RETENTION_S), clock=clock)
+        return
+    url = require_shared_redis()
+    prefix = unique_prefix()
+    memory = RedisMemory.from_url(url, key_prefix=prefix, instance_retention_s=RETENTION_S)
+    try:
+        yield Harness(memory=memory, clock=None)
+    finally:
+        await delete_keys_with_prefix(memory.client, prefix)  # type: ignore[arg-type]
+        await memory.close()
+
+
+async def key_ttls(harness: Harness, key: str) -> dict[str, int] | None:
+    """``PTTL`` (ms; -1 none, -2 absent) of state, fence, wfence and lock of ``key``; None in memory."""
+    if not isinstance(harness.memory, RedisMemory):
+        return None
+    keys = harness.memory.instance_keys(key)
+    client = harness.memory.client
+    return {
+        "state": await client.pttl(keys.state),
+        "fence": await client.pttl(keys.fence),
+        "wfence": await client.pttl(keys.wfence),
+        "lock": await client.pttl(keys.lock),
+    }
+
+
+async def assert_expiring_together(harness: Harness, key: str) -> None:
+    """Every key of ``key`` carries the retention TTL, the same one (set by one script)."""
+    ttls = await key_ttls(harness, key)
+    if ttls is None:
+        return
+    assert ttls["lock"] == -2, ttls
+    kept = [ttls["state"], ttls["fence"], ttls["wfence"]]
+    assert all(RETENTION_MS - 500 < ttl <= RETENTION_MS for ttl in kept), ttls
+    assert isinstance(harness.memory, RedisMemory)
+    keys = harness.memory.instance_keys(key)
+    client = harness.memory.client
+    expiry = {name: await client.pexpiretime(name) for name in (keys.state, keys.fence, keys.wfence)}
+    assert len(set(expiry.values())) == 1, f"not one expiry time (PEXPIRETIME): {expiry}"
+
+
+async def assert_kept_forever(harness: Harness, key: str) -> None:
+    ttls = await key_ttls(harness, key)
+    if ttls is None:
+        return
+    assert (ttls["state"], ttls["fence"], ttls["wfence"]) == (-1, -1, -1), ttls
+
+
+async def pass_retention(harness: Harness) -> None:
+    await harness.pass_time(RETENTION_MS + 60)
+
+
+@pytest.mark.parametrize("status", FINISHED)
+async def test_a_finished_instance_expires_with_all_its_keys_after_the_retention(
+    retained: Harness, status: InstanceStatus
+) -> None:
+    await retained.commit(KEY, {"step": 1}, InstanceStatus.ACTIVE)
+    await retained.commit(KEY, {"step": 2}, status)
+    await assert_expiring_together(retained, KEY)
+    await retained.pass_time(RETENTION_MS / 2)
+    assert await retained.memory.inspect(KEY) == {"step": 2}
+    assert [r.status for r in await retained.memory.list_instances()] == [status]
+
+    await pass_retention(retained)
+    assert await retained.memory.inspect(KEY) is None
+    assert await retained.memory.list_instances() == []
+    ttls = await key_ttls(retained, KEY)
+    assert ttls is None or set(ttls.values()) == {-2}, ttls
+
+
+@pytest.mark.parametrize("status", LIVE)
+async def test_a_live_instance_never_expires(retained: Harness, status: InstanceStatus) -> None:
+    await retained.commit(KEY, {"step": 1}, status)
+    await assert_kept_forever(retained, KEY)
+    await pass_retention(retained)
+    assert await retained.memory.inspect(KEY) == {"step": 1}
+    assert [r.status for r in await retained.memory.list_instances()] == [status]
+
+
+@pytest.mark.parametrize("how", ["commit", "set_status active", "set_status parked"])
+async def test_moving_a_finished_instance_back_to_a_live_status_keeps_it_forever(
+    retained: Harness, how: str
+) -> None:
+    await retained.commit(KEY, {"step": 1}, InstanceStatus.DONE)
+    await assert_expiring_together(retained, KEY)
+    if how == "commit":
+        await retained.commit(KEY, {"step": 2}, InstanceStatus.ACTIVE)
+    else:
+        status = InstanceStatus.ACTIVE if how.endswith("active") else InstanceStatus.PARKED
+        await retained.memory.set_status(KEY, status, reason="operator")
+    await assert_kept_forever(retained, KEY)
+    await pass_retention(retained)
+    assert await retained.memory.inspect(KEY) is not None
+    assert len(await retained.memory.list_instances()) == 1
+
+
+async def test_set_status_to_a_finished_status_starts_the_retention(retained: Harness) -> None:
+    await retained.commit(KEY, {"step": 1}, InstanceStatus.ACTIVE)
+    await retained.memory.set_status(KEY, InstanceStatus.FAILED, reason="operator gave up")
+    await assert_expiring_together(retained, KEY)
+    await pass_retention(retained)
+    assert await retained.memory.inspect(KEY) is None
+    assert await retained.memory.list_instances() == []
+
+
+async def test_a_new_commit_of_a_finished_instance_restarts_its_retention(retained: Harness) -> None:
+    await retained.commit(KEY, {"step": 1}, InstanceStatus.DONE)
+    await retained.pass_time(RETENTION_MS * 0.6)
+    await retained.commit(KEY, {"step": 2}, InstanceStatus.DONE)
+    await assert_expiring_together(retained, KEY)
+    await retained.pass_time(RETENTION_MS * 0.6)
+    assert await retained.memory.inspect(KEY) == {"step": 2}
+
+
+async def test_retention_zero_keeps_finished_instances_forever(harness: Harness) -> None:
+    # ``harness`` builds the memories without a retention: the backward-compatible default.
+    await harness.commit(KEY, {"step": 1}, InstanceStatus.DONE)
+    await assert_kept_forever(harness, KEY)
+    if harness.clock is not None:
+        harness.clock.advance(10 * 365 * 86_400)
+    assert await harness.memory.inspect(KEY) == {"step": 1}
+    assert [r.status for r in await harness.memory.list_instances()] == [InstanceStatus.DONE]
+
+
+async def test_finished_index_entries_past_the_retention_are_pruned(retained: Harness) -> None:
+    await retained.commit("o1:old-done", {"n": 1}, InstanceStatus.DONE)
+    await retained.commit("o1:old-failed", {"n": 2}, InstanceStatus.FAILED)
+    await retained.commit("o1:live", {"n": 3}, InstanceStatus.ACTIVE)
+    await pass_retention(retained)
+    # Not listed any more, even before a commit prunes them.
+    assert [r.key for r in await retained.memory.list_instances()] == ["o1:live"]
+    assert await retained.memory.list_instances(status=InstanceStatus.DONE) == []
+
+    await next_millisecond()
+    await retained.commit("o1:new", {"n": 4}, InstanceStatus.DONE)
+    rows = await retained.memory.list_instances()
+    assert [(r.key, r.status) for r in rows] == [
+        ("o1:new", InstanceStatus.DONE),
+        ("o1:live", InstanceStatus.ACTIVE),
+    ]
+    if isinstance(retained.memory, RedisMemory):
+        client = retained.memory.client
+        done = await client.zrange(retained.memory.index_key("o1", InstanceStatus.DONE), 0, -1)
+        failed = await client.zrange(retained.memory.index_key("o1", InstanceStatus.FAILED), 0, -1)
+        assert (done, failed) == ([b"new"], []), "the commit pruned the expired entries"
+
+
+async def test_a_late_event_after_the_retention_finds_no_state_and_leaves_nothing_forever(
+    retained: Harness,
+) -> None:
+    await retained.commit(KEY, {"step": 1}, InstanceStatus.DONE)
+    await pass_retention(retained)
+    grant = await retained.memory.lease_and_read(KEY, ttl_ms=SHORT_TTL_MS)
+    assert grant.acquired
+    assert grant.record is None, "the late event meets no state (the consumer dead-letters it: no_state)"
+    assert grant.lease is not None
+    assert await retained.memory.release(grant.lease)
+    ttls = await key_ttls(retained, KEY)
+    if ttls is not None:
+        assert ttls["state"] == ttls["wfence"] == ttls["lock"] == -2, ttls
+        assert 0 < ttls["fence"] <= RETENTION_MS, "the fence made by the late lease expires too"
+    await pass_retention(retained)
+    ttls = await key_ttls(retained, KEY)
+    assert ttls is None or set(ttls.values()) == {-2}, ttls
+    assert (await retained.lease(KEY)).fence == 1
+
+
+async def test_the_first_commit_of_a_new_instance_keeps_its_fence_forever(retained: Harness) -> None:
+    lease = await retained.lease(KEY)
+    await retained.memory.commit_and_release(lease, {"step": 1}, status=InstanceStatus.ACTIVE)
+    await assert_kept_forever(retained, KEY)
+    await pass_retention(retained)
+    assert (await retained.lease(KEY)).fence == lease.fence + 1
+
+
+async def test_a_commit_under_a_lease_that_outlived_the_instance_restores_its_fence(
+    retained: Harness,
+) -> None:
+    await retained.commit(KEY, {"step": 1}, InstanceStatus.DONE)
+    lease = await retained.lease(KEY, ttl_ms=LONG_TTL_MS)
+    await pass_retention(retained)  # the instance's keys expire; the lease (30 s) does not
+    await retained.memory.commit_and_release(lease, {"step": 2}, status=InstanceStatus.ACTIVE)
+    assert await retained.memory.inspect(KEY) == {"step": 2}
+    await assert_kept_forever(retained, KEY)
+    # Without the fence restored the next lease would count from 1, below the written fence, and
+    # every later commit would be fenced out.
+    following = await retained.lease(KEY)
+    assert following.fence == lease.fence + 1
+    await retained.memory.commit_and_release(following, {"step": 3}, status=InstanceStatus.DONE)
+    assert await retained.memory.inspect(KEY) == {"step": 3}
+
+
+def test_the_retention_must_be_a_non_negative_number() -> None:
+    for bad in (-1, float("inf"), float("nan"), 0.0001):
+        with pytest.raises(ValueError, match="instance_retention_s"):
+            InMemoryMemory(instance_retention_s=bad)
+    with pytest.raises(TypeError, match="instance_retention_s"):
+        InMemoryMemory(instance_retention_s="7d")  # type: ignore[arg-type]
+    assert InMemoryMemory(instance_retention_s=2.5).instance_retention_s == 2.5
