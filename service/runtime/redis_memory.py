@@ -394,6 +394,7 @@ _UNAVAILABLE_ERRORS: Final = (
     ClusterDownError,  # includes MasterDownError
     TryAgainError,
     SlotNotCoveredError,
+    RedisClusterException,  # topology: slots not covered, no node reachable, redirects exhausted
     ReadOnlyError,
     OutOfMemoryError,
 )
