@@ -203,7 +203,7 @@ async def test_the_timeout_ends_the_execution_and_the_thread_that_runs_on_is_log
     assert cancelled["stuck_threads"] == 1
     [returned] = [line for line in logs if "returned" in line["event"]]
     assert returned["event_id"] == event.id
-    assert returned["ran_s"] >= 0.2
+    assert returned["ran_s"] >= 0.15  # from when the thread took it to the release after the timeout
 
 
 async def test_the_consumer_retries_an_execution_its_timeout_ended() -> None:
