@@ -32,7 +32,7 @@ from service.runtime.consumer.decisions import (
     RetryLater,
     WaitForDependency,
 )
-from service.runtime.consumer.publishing import FinishRecord, Handoff
+from service.runtime.consumer.publishing import FinishRecord, GiveUp, Handoff
 from service.runtime.consumer.scope import (
     RecordContext,
     RecordLayer,
@@ -57,6 +57,7 @@ NO_STATE: Final = "no_state"
 __all__ = [
     "NO_STATE",
     "HandlerCancelledError",
+    "HandlerTimeoutError",
     "RecordFinisher",
     "RecordProcessor",
     "instance_key",
@@ -68,6 +69,10 @@ _log = structlog.get_logger("arvo.runtime.consumer")
 
 class HandlerCancelledError(Exception):
     """A handler raised ``CancelledError`` although nobody cancelled it (retried like any failure)."""
+
+
+class HandlerTimeoutError(TimeoutError):
+    """An execution did not finish within ``ARVO_HANDLER_TIMEOUT_S`` (retried, then parked)."""
 
 
 class RecordProcessor:
@@ -117,6 +122,7 @@ class RecordProcessor:
         self._memory = memory
         self._dead_letter_no_state = dead_letter_no_state
         self._chain = compose(layers, self._core)
+        publisher.on_gave_up = self._emissions_gave_up
 
     async def process(self, lane: Lane, record: Any) -> None:
         """Process ``record`` of ``lane``: done now, or handed off to finish once its acks arrive.
@@ -187,12 +193,15 @@ class RecordProcessor:
                     await self._retry_later(lane, record, event, exc, decision)
                     continue
                 if isinstance(decision, DeadLetterNow):
-                    _log.warning(
-                        "permanent failure; dead-lettering", **record_fields(record, event), error=str(exc)
-                    )
                     await self._publisher.dead_letter(
-                        lane, record, reason=decision.reason, error=exc, attempts=budget.attempts
+                        lane,
+                        record,
+                        reason=decision.reason,
+                        error=exc,
+                        attempts=budget.attempts,
+                        handler=handler.source,
                     )
+                    await self.mark_instance(record, event, handler.source, reason=decision.reason, error=exc)
                     fail_span(span, exc)
                     return ExecutionOutcome.DEAD_LETTERED.value
                 assert isinstance(decision, Park)
@@ -203,12 +212,15 @@ class RecordProcessor:
                 self._dependencies.report_up(waited_for)
             if result.outcome is ExecutionOutcome.IGNORED_NO_STATE:
                 await self._no_state(lane, record, handler, event, attempts=budget.attempts)
+            elif result.outcome is ExecutionOutcome.SYSTEM_ERROR:
+                _log_system_error(handler.source, event, result.events)
             if result.events:
                 return Handoff(
                     instance=instance,
                     events=list(result.events),
                     outcome=str(result.outcome.value),
                     attempts=budget.attempts,
+                    handler=handler.source,
                 )
             return str(result.outcome.value)
 
@@ -217,6 +229,15 @@ class RecordProcessor:
         try:
             async with asyncio.timeout(self._handler_timeout_s):
                 return await handler.execute(event, inherit_from="CONTEXT")
+        except TimeoutError as error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise HandlerTimeoutError(
+                f"handler {handler.source!r} did not finish {event.type} (id={event.id}) within"
+                f" ARVO_HANDLER_TIMEOUT_S={self._handler_timeout_s:g} s; raise it if the work is"
+                " legitimately slow, keep it below ARVO_LEASE_TTL_MS"
+            ) from error
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -269,10 +290,11 @@ class RecordProcessor:
         error_class = type(error).__name__
         self._stats.retries[(record.topic, error_class)] += 1
         self._hooks.on_retry(record.topic, error_class)
-        _log.info(
+        _log.warning(
             "transient failure; retrying in place",
             **record_fields(record, event),
-            error=repr(error),
+            error_class=error_class,
+            error=str(error)[:500],
             attempt=decision.attempt,
             delay_s=round(decision.delay_s, 3),
         )
@@ -289,20 +311,56 @@ class RecordProcessor:
         attempts: int,
     ) -> None:
         self._stats.parked += 1
+        parked = ExecutionOutcome.PARKED.value
         await self._publisher.dead_letter(
-            lane, record, reason=ExecutionOutcome.PARKED.value, error=error, attempts=attempts
+            lane, record, reason=parked, error=error, attempts=attempts, handler=handler.source
         )
-        key = owned_instance_key(event.subject, handler.source)
-        if self._memory is None or key is None:
+        await self.mark_instance(record, event, handler.source, reason=parked, error=error, attempts=attempts)
+
+    async def _emissions_gave_up(
+        self, record: Any, event: ArvoEvent, handler_source: str, gave_up: GiveUp
+    ) -> None:
+        await self.mark_instance(record, event, handler_source, reason=gave_up.reason, error=gave_up.error)
+
+    async def mark_instance(
+        self,
+        record: Any,
+        event: ArvoEvent,
+        handler_source: str,
+        *,
+        reason: str,
+        error: BaseException,
+        attempts: int | None = None,
+    ) -> None:
+        """Mark the orchestration of a dead-lettered event ``parked``: no instance waits silently.
+
+        The handler's own instance always; the orchestration that called a stateless service only
+        when its record lives in this memory (a service of another deployment cannot reach it). The
+        reason names the dead letter's coordinates, so ``arvo instances list --status parked`` and
+        ``arvo inspect`` point at what to replay.
+        """
+        if self._memory is None:
             return
-        reason = (
-            f"{type(error).__name__}: {str(error)[:300]} "
-            f"(after {attempts} attempts; dead letter of {record.topic}/{record.partition}@{record.offset})"
+        key = owned_instance_key(event.subject, handler_source)
+        owned = key is not None
+        if key is None:
+            key = orchestration_instance_key(event.subject)
+        if key is None:
+            return
+        tries = f"after {attempts} attempts; " if attempts is not None else ""
+        coordinates = f"{record.topic}/{record.partition}@{record.offset}"
+        text = (
+            f"{type(error).__name__}: {str(error)[:300]} ({tries}dead letter '{reason}' of {coordinates},"
+            f" event {event.type} id={event.id} handled by {handler_source})"
         )
         try:
-            await self._memory.set_status(key, InstanceStatus.PARKED, reason=reason)
+            if not owned and await self._memory.inspect(key) is None:
+                return
+            await self._memory.set_status(key, InstanceStatus.PARKED, reason=text)
         except Exception as exc:  # the dead letter is the source of truth; log the miss
             _log.error("could not mark instance parked", instance=key, error=repr(exc))
+            return
+        _log.warning("instance marked parked", instance=key, reason=reason, dead_letter_of=coordinates)
 
 
 class RecordFinisher:
@@ -328,6 +386,34 @@ def instance_key(subject: str) -> str:
         return ArvoOrchestrationSubject.parse(subject).instance_key
     except Exception:  # not an orchestration subject (stateless handlers): the subject itself
         return subject
+
+
+def orchestration_instance_key(subject: str) -> str | None:
+    """The instance key of an orchestration subject, else ``None``."""
+    try:
+        return ArvoOrchestrationSubject.parse(subject).instance_key
+    except Exception:  # not an orchestration subject
+        return None
+
+
+def _log_system_error(handler_source: str, event: ArvoEvent, emitted: Sequence[ArvoEvent]) -> None:
+    """One WARNING line for a handler failure that became a system error event (the failure's log line)."""
+    for error_event in emitted:
+        if not (error_event.type.startswith("sys.") and error_event.type.endswith(".error")):
+            continue
+        data = error_event.data if isinstance(error_event.data, dict) else {}
+        _log.warning(
+            "handler failed; system error sent to the initiator",
+            handler=handler_source,
+            event_id=event.id,
+            event_type=event.type,
+            subject=event.subject,
+            error_class=str(data.get("errorName", "")),
+            error=str(data.get("errorMessage", ""))[:500],
+            system_error_type=error_event.type,
+            system_error_to=error_event.to,
+        )
+        return
 
 
 def owned_instance_key(subject: str, handler_source: str) -> str | None:

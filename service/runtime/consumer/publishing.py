@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -96,6 +96,7 @@ class Handoff:
     events: list[ArvoEvent]
     outcome: str
     attempts: int
+    handler: str
 
 
 class EmissionPublisher:
@@ -141,6 +142,8 @@ class EmissionPublisher:
         self._finish = finish
         self._dependencies = dependencies
         self._give_up_attempts = give_up_attempts
+        self.on_gave_up: Callable[[Any, ArvoEvent, str, GiveUp], Awaitable[None]] | None = None
+        """Called after a record whose emissions can never be published was dead-lettered."""
         self._warned: dict[str, tuple[float | None, int]] = {}
 
     async def wait_for_instance(self, lane: Lane, instance: str) -> None:
@@ -207,8 +210,15 @@ class EmissionPublisher:
                 gave_up = await self.publish(lane, handoff.events)
                 if gave_up is not None:
                     await self.dead_letter(
-                        lane, record, reason=gave_up.reason, error=gave_up.error, attempts=handoff.attempts
+                        lane,
+                        record,
+                        reason=gave_up.reason,
+                        error=gave_up.error,
+                        attempts=handoff.attempts,
+                        handler=handoff.handler,
                     )
+                    if self.on_gave_up is not None:
+                        await self.on_gave_up(record, event, handoff.handler, gave_up)
                     outcome = ExecutionOutcome.DEAD_LETTERED.value
                 self._finish(lane, record, event.type, outcome, started)
                 return True
@@ -268,7 +278,14 @@ class EmissionPublisher:
         return None  # pragma: no cover - unbounded_delays never ends
 
     async def dead_letter(
-        self, lane: Lane, record: Any, *, reason: str, error: BaseException, attempts: int
+        self,
+        lane: Lane,
+        record: Any,
+        *,
+        reason: str,
+        error: BaseException,
+        attempts: int,
+        handler: str | None = None,
     ) -> None:
         """Write ``record`` to the dead-letter topic with ``reason`` and ``error``, retrying broker trouble.
 
@@ -335,6 +352,9 @@ class EmissionPublisher:
             offset=record.offset,
             reason=reason,
             error_class=type(error).__name__,
+            error=str(error)[:500],
+            handler=handler,
+            attempts=attempts,
         )
 
     def _warn(self, message: str, **fields: Any) -> None:
