@@ -15,6 +15,23 @@ The ``{...}`` hash tags put all keys of one instance in one Redis Cluster slot, 
 one orchestrator in another. ``{``, ``}`` and ``%`` inside a tag are percent-encoded so that a name
 containing braces can never end the tag early (which would split an instance over several slots).
 
+Retention (``instance_retention_s``, ``ARVO_INSTANCE_RETENTION_S``; ``0`` keeps everything forever):
+the script that finishes an instance (commit or ``set_status`` to ``done``/``failed``) gives its
+``state``, ``fence`` and ``wfence`` the retention as TTL with one ``PEXPIRE`` each in the same script
+(one expiry time: they vanish together; the ``lock`` has its lease TTL anyway); a script moving it to
+a live status (``active``, ``parked``) ``PERSIST`` s them. Never one without the others: a ``fence``
+gone while the ``wfence`` stays would restart the count below it and fence out every later commit.
+Two edges keep that true: a commit under a lease that outlived the instance's keys restores the fence
+to its own; a lease granted on an instance without a record (a late event after the expiry) gives
+the fence it ``INCR`` ed a TTL (the longer of lease TTL and retention), which its commit persists.
+Index entries of finished instances older than the retention are pruned whenever an instance of
+the same orchestrator finishes, by the commit and ``set_status`` scripts (standalone) or the
+index-move script (cluster mode, with their ``fences`` entries), at most :data:`PRUNE_BATCH` per index
+and call, so no call's cost grows with a backlog (it drains over the next finishes). So each
+orchestrator's finished indexes hold about one retention's worth of entries; one that no longer
+finishes instances keeps its last ones, hidden: :meth:`RedisMemory.list_instances` does not list
+entries past the retention. The ``orchestrators`` set is not pruned (one member per name).
+
 Round trips: :meth:`RedisMemory.lease_and_read`, :meth:`RedisMemory.commit_and_release`,
 :meth:`RedisMemory.release`, :meth:`RedisMemory.renew` and :meth:`RedisMemory.inspect` are one round
 trip each (``EVALSHA`` of a Lua script, or ``GET``), plus a one-off ``SCRIPT LOAD`` + retry when the
@@ -197,16 +214,19 @@ local function prune_finished(first, before, fences)
 end
 
 -- Retention of the instance's own keys: a finished instance's expire together (one PEXPIRE each, same
--- TTL, same script); a live one's never expire.
-local function retain(expire_ms, state, fence, wfence)
+-- TTL, same script); a live one's never expire (`rewritten`: state and wfence were just SET, which
+-- already removed their TTL).
+local function retain(expire_ms, state, fence, wfence, rewritten)
   if expire_ms ~= '0' then
     redis.call('PEXPIRE', state, expire_ms)
     redis.call('PEXPIRE', fence, expire_ms)
     redis.call('PEXPIRE', wfence, expire_ms)
   else
-    redis.call('PERSIST', state)
     redis.call('PERSIST', fence)
-    redis.call('PERSIST', wfence)
+    if not rewritten then
+      redis.call('PERSIST', state)
+      redis.call('PERSIST', wfence)
+    end
   end
 end
 """
@@ -255,7 +275,7 @@ if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[2]) then
   -- would count from 1 again, below the fence just written, and every later commit be fenced out.
   redis.call('SET', KEYS[4], ARGV[2])
 end
-retain(ARGV[8], KEYS[3], KEYS[4], KEYS[2])
+retain(ARGV[8], KEYS[3], KEYS[4], KEYS[2], true)
 if #KEYS > 4 then
   move_index(5, tonumber(ARGV[4]), ARGV[6], ARGV[5])
   redis.call('SADD', KEYS[9], ARGV[7])
@@ -308,7 +328,7 @@ if ARGV[1] ~= 'keep' then
     redis.call('SET', KEYS[1], ARGV[3])
   end
 end
-retain(ARGV[8], KEYS[1], KEYS[2], KEYS[3])
+retain(ARGV[8], KEYS[1], KEYS[2], KEYS[3], false)
 if #KEYS > 3 then
   move_index(4, tonumber(ARGV[4]), ARGV[6], ARGV[5])
   redis.call('SADD', KEYS[8], ARGV[7])
@@ -724,7 +744,7 @@ class RedisMemory:
             execution_id,
             orchestrator,
             self._expire_ms(status),
-            self._prune_before(score),
+            self._prune_before(score, status),
         ]
         hot = self._hot
         if hot is not None:
@@ -833,7 +853,7 @@ class RedisMemory:
         if not self._cluster_mode:
             script_keys += [*self._index_keys(orchestrator), self.orchestrators_key]
         score = _now_ms()
-        expire_ms, prune_before = self._expire_ms(status), self._prune_before(score)
+        expire_ms, prune_before = self._expire_ms(status), self._prune_before(score, status)
         for _attempt in range(_SET_STATUS_ATTEMPTS):
             mode, expected, updated = "keep", b"", b""
             if reason is not None:
@@ -970,9 +990,14 @@ class RedisMemory:
         """TTL (ms) for the keys of an instance moving to ``status``; ``0``: no TTL (persist them)."""
         return self._retention_ms if status in FINISHED_STATUSES else 0
 
-    def _prune_before(self, score: int) -> int | str:
-        """Finished-index entries scored before this are pruned (``""``: no retention, no pruning)."""
-        return score - self._retention_ms if self._retention_ms else ""
+    def _prune_before(self, score: int, status: InstanceStatus) -> int | str:
+        """Finished-index entries scored before this are pruned (``""``: none).
+
+        Only a move to a finished status prunes: it is what adds entries to those indexes, so each
+        addition removes up to :data:`PRUNE_BATCH` expired ones (a backlog drains), and the far more
+        frequent commits of live instances pay nothing.
+        """
+        return score - self._retention_ms if self._retention_ms and status in FINISHED_STATUSES else ""
 
     async def _cluster_index_move(
         self, orchestrator: str, execution_id: str, status_pos: int, score: int, *, fence: int | None
@@ -986,7 +1011,7 @@ class RedisMemory:
                         score,
                         execution_id,
                         "" if fence is None else fence,
-                        self._prune_before(score),
+                        self._prune_before(score, _STATUSES[status_pos - 1]),
                     ],
                 )
                 await self._client.sadd(self.orchestrators_key, orchestrator)

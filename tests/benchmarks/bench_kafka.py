@@ -17,6 +17,10 @@ app — orchestrator, resumable and both services — in this process, on uvloop
   (``INFO commandstats`` deltas of the private server, which also count the commands run inside the
   Lua scripts). Then ``BENCH_KAFKA_LATENCY_WORKFLOWS`` (50) workflows one at a time: the latency of
   the hops without queueing.
+* **Redis bytes per finished workflow**: Redis ``used_memory`` after the timed run minus before it,
+  divided by its workflows (what a finished workflow leaves in Redis: its instance's keys, its
+  index entry and the stateless outbox entries of its service calls, under the default retention);
+  and ``MEMORY USAGE`` of every key of the run by kind, divided by the finished instances.
 * **Baseline** (same run, same broker): the records the service consumed — same keys, values and
   headers, hence same sizes and partitions — are loaded into a source topic, and a bare aiokafka
   consumer (group, manual commits) produces each to a sink topic with ``acks=all``, batch by batch.
@@ -101,6 +105,36 @@ class _CountingRedis(redis.asyncio.Redis):
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
+async def _used_memory(client: redis.asyncio.Redis) -> int:
+    info: dict[str, Any] = await client.info("memory")
+    return int(info["used_memory"])
+
+
+def _key_kind(key: str) -> str:
+    if ":outbox:" in key:
+        return "outbox"
+    if ":index:" in key or key.endswith(":orchestrators"):
+        return "index"
+    return key.rsplit(":", 1)[-1]  # state, fence, wfence (lock: none left after the run)
+
+
+async def _key_bytes(client: redis.asyncio.Redis, prefix: str) -> dict[str, float]:
+    """``MEMORY USAGE`` of every key under ``prefix`` by kind, per finished instance (= state key)."""
+    keys = [key.decode() async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    sizes: Counter[str] = Counter()
+    for key, size in zip(keys, await pipe.execute(), strict=True):
+        sizes[_key_kind(key)] += int(size or 0)
+    instances = max(sum(1 for key in keys if key.endswith(":state")), 1)
+    figures = {
+        f"redis_key_bytes_per_finished_workflow.{kind}": size / instances for kind, size in sizes.items()
+    }
+    figures["redis_key_bytes_per_finished_workflow"] = sum(sizes.values()) / instances
+    return figures
+
+
 # --------------------------------------------------------------------------------------------------
 # The service run
 
@@ -120,7 +154,12 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
     # As RedisMemory.from_url: the per-event calls go through the lean pipelined client.
     hot = PipelinedRedis.from_redis_py(client)
     assert hot is not None
-    memory = RedisMemory(client=client, key_prefix=settings.redis_key_prefix, hot_client=hot)
+    memory = RedisMemory(
+        client=client,
+        key_prefix=settings.redis_key_prefix,
+        instance_retention_s=settings.instance_retention_s,  # as open_memory: finished keys get a TTL
+        hot_client=hot,
+    )
     service = ArvoService.from_settings(settings, memory=memory)
     client_topic = service.router.handler_topic(CLIENT)
     await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
@@ -134,6 +173,7 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         await load.run(WARMUP, 10_000_000, CONCURRENCY)
         consumed_before = sum(service.loop.stats.consumed.values())
         commands_before = await _commandstats(stats_client)
+        used_memory_before = await _used_memory(stats_client)
         requests_before = _CountingRedis.requests + hot.requests
         profiler = cProfile.Profile() if PROFILE_PATH else None
         cpu_started = time.process_time()
@@ -147,8 +187,10 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         consumed = sum(service.loop.stats.consumed.values()) - consumed_before
         requests = _CountingRedis.requests + hot.requests - requests_before
         commands = await _commandstats(stats_client) - commands_before
+        used_memory = await _used_memory(stats_client) - used_memory_before
         # One workflow at a time: the latency of the hops themselves, without queueing.
         _, unloaded = await load.run(LATENCY_WORKFLOWS, 20_000_000, 1)
+        key_bytes = await _key_bytes(stats_client, settings.redis_key_prefix)
     finally:
         await load.stop()
         await service.stop()
@@ -167,6 +209,8 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         "redis_round_trips_per_event": requests / max(consumed, 1),
         "redis_commands_per_event": total_commands / max(consumed, 1),
         "service.consumed_events": float(consumed),
+        "redis_bytes_per_finished_workflow": used_memory / WORKFLOWS,
+        **key_bytes,
     }
     top = ", ".join(f"{name} {count / max(consumed, 1):.2f}" for name, count in commands.most_common(8))
     print(f"   redis commands per consumed event by command (INFO commandstats): {top}", flush=True)
@@ -295,6 +339,11 @@ def run(results: dict[str, float]) -> None:
     for name, value in figures.items():
         results[f"kafka.{name}"] = value
     load = os.getloadavg()
+    by_kind = ", ".join(
+        f"{name.rsplit('.', 1)[-1]} {value:.0f}"
+        for name, value in sorted(figures.items())
+        if name.startswith("redis_key_bytes_per_finished_workflow.")
+    )
     print(
         f"     service: {figures['service.workflows_per_s']:8.0f} workflows/s "
         f"({figures['service.workflows_per_cpu_s']:.0f} per CPU-second of this process)  "
@@ -314,6 +363,9 @@ def run(results: dict[str, float]) -> None:
         f"       redis: {figures['redis_round_trips_per_event']:.2f} round trips per consumed event "
         f"(target ≤ 2); {figures['redis_commands_per_event']:.2f} commands per consumed event "
         f"incl. those inside Lua scripts\n"
+        f"       Redis bytes per finished workflow: {figures['redis_bytes_per_finished_workflow']:.0f} "
+        f"(used_memory delta over the timed run / workflows); MEMORY USAGE of the run's keys per "
+        f"finished workflow: {figures['redis_key_bytes_per_finished_workflow']:.0f} ({by_kind})\n"
         f"   load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs",
         flush=True,
     )

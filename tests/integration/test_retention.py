@@ -153,14 +153,16 @@ async def test_a_backlog_of_expired_index_entries_is_pruned_in_bounded_batches(
         recent = {"recent": int(time.time() * 1000)}
         await memory.client.zadd(done, recent)
 
-        async def commit(execution_id: str) -> None:
+        async def commit(execution_id: str, status: InstanceStatus = InstanceStatus.FAILED) -> None:
             grant = await memory.lease_and_read(f"o:{execution_id}", ttl_ms=10_000)
             assert grant.lease is not None
-            await memory.commit_and_release(grant.lease, {"id": execution_id}, status=InstanceStatus.ACTIVE)
+            await memory.commit_and_release(grant.lease, {"id": execution_id}, status=status)
 
+        await commit("live", InstanceStatus.ACTIVE)
+        assert await memory.client.zcard(done) == backlog + 1, "a live instance's commit does not prune"
         await commit("a")
         assert await memory.client.zcard(done) == backlog - PRUNE_BATCH + 1
-        assert await memory.client.zcard(failed) == 0
+        assert await memory.client.zrange(failed, 0, -1) == [b"a"]
         assert await memory.client.zrange(done, 0, 0) == [f"old-{PRUNE_BATCH}".encode()], "oldest first"
         await commit("b")
         await commit("c")
@@ -212,8 +214,8 @@ async def test_cluster_mode_expires_finished_instances_and_prunes_the_index_and_
         assert await memory.list_instances() == []
         grant = await memory.lease_and_read("o:b", ttl_ms=10_000)
         assert grant.lease is not None
-        await memory.commit_and_release(grant.lease, {"n": 2}, status=InstanceStatus.ACTIVE)
-        assert await memory.client.zrange(memory.index_key("o", InstanceStatus.DONE), 0, -1) == []
+        await memory.commit_and_release(grant.lease, {"n": 2}, status=InstanceStatus.DONE)
+        assert await memory.client.zrange(memory.index_key("o", InstanceStatus.DONE), 0, -1) == [b"b"]
         assert not await memory.client.hexists(fences, "a"), "the pruned id's fence entry is gone"
         assert await memory.client.hexists(fences, "b")
         assert [row.key for row in await memory.list_instances()] == ["o:b"]
