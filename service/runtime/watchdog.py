@@ -94,9 +94,11 @@ class LoopWatchdog:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._due = self._clock() + self.interval_s
-        self._stop.clear()
+        self._stop = threading.Event()  # a thread of an earlier start may still be winding down
         self._task = asyncio.create_task(self._tick(), name="arvo-loop-watchdog")
-        self._thread = threading.Thread(target=self._watch, name="arvo-loop-watchdog", daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, args=(self._stop, self._loop), name="arvo-loop-watchdog", daemon=True
+        )
         self._thread.start()
 
     async def stop(self) -> None:
@@ -130,15 +132,20 @@ class LoopWatchdog:
                 fields, self._blocked_fields = self._blocked_fields, {}
             lag = max(0.0, now - due)
             if observe is not None:
-                observe(lag)
+                try:
+                    observe(lag)
+                except Exception:  # a metrics problem must not end the watchdog (a false block)
+                    _log.exception("loop lag not recorded")
             if reported is not None and reported == due:
                 _log.warning("event loop free again", blocked_s=round(lag, 3), **fields)
 
     # --- on the watching thread ----------------------------------------------------------------
 
-    def _watch(self) -> None:
-        stop, interval = self._stop, self.interval_s
+    def _watch(self, stop: threading.Event, loop: asyncio.AbstractEventLoop) -> None:
+        interval = self.interval_s
         while not stop.wait(interval):
+            if loop.is_closed() or not loop.is_running():
+                return  # the loop ended without stopping the watchdog: nothing to watch
             with self._lock:
                 due = self._due
                 blocked = self._clock() - due
@@ -147,7 +154,11 @@ class LoopWatchdog:
                 # Logged under the lock: the loop's "free again" line cannot come first.
                 self._reported = due
                 self.blocks += 1
-                fields = self._blocked_fields = self._describe()
+                try:
+                    fields = self._describe()
+                except Exception as error:  # never let a diagnostic end the watching
+                    fields = {"describe_error": repr(error)}
+                self._blocked_fields = fields
                 _log.warning(
                     "event loop blocked: nothing else runs (Kafka, Redis, /healthz, other records)",
                     blocked_s=round(blocked, 3),

@@ -405,3 +405,35 @@ async def test_a_block_outside_any_handler_names_the_code_and_a_healthy_loop_log
 def test_the_watchdog_wants_positive_intervals() -> None:
     with pytest.raises(ValueError, match="positive"):
         LoopWatchdog(interval_s=0)
+
+
+def test_the_watching_thread_ends_with_its_loop_even_without_stop() -> None:
+    watchdog = LoopWatchdog(interval_s=0.02, warning_s=0.05)
+
+    async def forget_to_stop() -> threading.Thread | None:
+        await watchdog.start()
+        await asyncio.sleep(0.05)
+        return watchdog._thread
+
+    with capture_logs() as logs:
+        thread = asyncio.run(forget_to_stop())  # the loop closes; the watchdog was never stopped
+        assert thread is not None
+        thread.join(timeout=1)
+    assert not thread.is_alive()
+    assert not [line for line in logs if line["event"].startswith("event loop blocked")]
+
+
+async def test_a_restarted_watchdog_watches_with_one_thread() -> None:
+    watchdog = LoopWatchdog(interval_s=0.02, warning_s=0.1)
+    await watchdog.start()
+    first = watchdog._thread
+    await watchdog.stop()
+    await watchdog.start()
+    try:
+        assert first is not None
+        first.join(timeout=1)
+        assert not first.is_alive()
+        assert watchdog._thread is not None
+        assert watchdog._thread.is_alive()
+    finally:
+        await watchdog.stop()
