@@ -26,7 +26,7 @@ from service.arvo.factory import create_arvo_event_factory, create_arvo_orchestr
 from service.arvo.machine.arvo_machine import setup_arvo_machine
 from service.arvo.machine.statechart import emit
 from service.arvo.memory import InMemoryMemory, InstanceStatus, Lease
-from service.arvo.orchestration.pipeline import consumed_key
+from service.arvo.orchestration.pipeline import consumed_key, legacy_consumed_key
 from service.arvo.orchestrator import create_arvo_orchestrator
 from service.arvo.resumable import ResumableContext, ResumableResult
 from service.arvo.subject import ArvoOrchestrationSubject
@@ -300,13 +300,13 @@ async def test_dedupe_key_is_the_id_within_its_domain() -> None:
     init = fan_out_init("a")
     reads = [event for event in (await agent.execute(init)).events if event.domain is None]
     reply = (await reader.execute(reads[0])).events[0]
-    assert consumed_key(reply) == f"/{reply.id}"
+    assert consumed_key(reply) == f"@{reply.source}//{reply.id}"
 
     increments = await agent.execute(reply)
     assert increments.outcome is ExecutionOutcome.EXECUTED
     assert [event.type for event in increments.events] == ["com.increment.number"] * 2
     same_id_other_domain = reply.replace(domain="external")
-    assert consumed_key(same_id_other_domain) == f"external/{reply.id}"
+    assert consumed_key(same_id_other_domain) == f"@{reply.source}/external/{reply.id}"
     # Another domain's delivery of the same id is a different event: it is executed, not replayed
     # (the handler sees it but it no longer matches an expected call, so nothing is emitted).
     other = await agent.execute(same_id_other_domain)
@@ -314,6 +314,38 @@ async def test_dedupe_key_is_the_id_within_its_domain() -> None:
     assert other.events == []
     assert (await agent.execute(same_id_other_domain)).outcome is ExecutionOutcome.REPLAYED
     assert (await agent.execute(reply)).outcome is ExecutionOutcome.DUPLICATE_DROPPED
+
+
+async def test_dedupe_key_is_the_cloudevents_identity_and_the_same_id_from_another_source_runs() -> None:
+    memory = InMemoryMemory()
+    agent = increment_resumable(memory)
+    reader = value_read_handler({"a": 1})
+    init = fan_out_init("a")
+    reads = [event for event in (await agent.execute(init)).events if event.domain is None]
+    reply = (await reader.execute(reads[0])).events[0]
+    assert (await agent.execute(reply)).outcome is ExecutionOutcome.EXECUTED
+    forged_source = reply.replace(source="com.other.service")
+    assert consumed_key(forged_source) != consumed_key(reply)
+    # The same id from another source is another event: not taken for a redelivery of the first.
+    assert (await agent.execute(forged_source)).outcome is ExecutionOutcome.EXECUTED
+    assert (await agent.execute(reply)).outcome is ExecutionOutcome.DUPLICATE_DROPPED
+
+
+async def test_entries_written_under_the_legacy_dedupe_key_still_match_after_an_upgrade() -> None:
+    memory = InMemoryMemory()
+    agent = increment_resumable(memory)
+    reader = value_read_handler({"a": 1})
+    init = fan_out_init("a")
+    reads = [event for event in (await agent.execute(init)).events if event.domain is None]
+    reply = (await reader.execute(reads[0])).events[0]
+    assert (await agent.execute(reply)).outcome is ExecutionOutcome.EXECUTED
+    key = ArvoOrchestrationSubject.parse(init.subject).instance_key
+    grant = await memory.lease_and_read(key, ttl_ms=1_000)
+    assert grant.lease is not None
+    assert grant.record is not None
+    legacy = {**grant.record, "consumedIds": [legacy_consumed_key(reply)]}  # as an older version wrote it
+    await memory.commit_and_release(grant.lease, legacy, status=InstanceStatus.ACTIVE)
+    assert (await agent.execute(reply)).outcome is ExecutionOutcome.REPLAYED
 
 
 async def test_orchestrator_emissions_are_deduplicated_after_domain_resolution() -> None:

@@ -163,11 +163,15 @@ def test_an_earlier_consumed_event_is_dropped() -> None:
 
 
 def test_the_consumed_key_includes_the_domain() -> None:
-    assert consumed_key(event(id="event-7", domain="human.review")) == "human.review/event-7"
-    assert consumed_key(event(id="event-7")) == "/event-7"
+    source = event(id="event-7").source
+    assert consumed_key(event(id="event-7", domain="human.review")) == f"@{source}/human.review/event-7"
+    assert consumed_key(event(id="event-7")) == f"@{source}//event-7"
     # Same id, another domain: a different event, not a duplicate.
     decision = decide(
-        parsed(), SOURCE, event(id="event-7", domain="human.review"), stored(consumedIds=["/event-7"])
+        parsed(),
+        SOURCE,
+        event(id="event-7", domain="human.review"),
+        stored(consumedIds=[f"@{source}//event-7"]),
     )
     assert decision == Proceed(parent_subject=PARENT, init_event_id="init-1")
 

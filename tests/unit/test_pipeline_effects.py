@@ -38,6 +38,7 @@ from service.arvo.orchestration.pipeline import (
     LeaseDeniedViolation,
     OrchestrationPipeline,
     _LeaseRenewals,
+    consumed_key,
 )
 from service.arvo.orchestrator import create_arvo_orchestrator
 from service.arvo.resumable import ArvoResumable, ResumableContext, ResumableResult
@@ -460,7 +461,7 @@ async def test_the_normal_record_has_exactly_these_keys_and_values() -> None:
             "produced": [event.to_dict() for event in result.events],
             "expected": {result.events[0].id: []},
         },
-        "consumedIds": [f"/{start.id}"],
+        "consumedIds": [consumed_key(start)],
     }
 
 
@@ -504,7 +505,7 @@ async def test_the_core_gets_the_event_subject_record_parent_and_init_event_id()
     assert first.subject == ArvoOrchestrationSubject.parse(start.subject)
     assert (second.event, second.parent_subject, second.init_event_id) == (later, parent, start.id)
     assert second.record is not None
-    assert second.record["consumedIds"] == [f"/{start.id}"]
+    assert second.record["consumedIds"] == [consumed_key(start)]
 
 
 async def test_a_completing_step_commits_done_and_never_releases() -> None:
@@ -639,7 +640,7 @@ async def test_the_failure_record_has_exactly_these_keys_and_values() -> None:
         "version": "0.0.1",
         "previous": before,
         "events": {"consumed": answer.to_dict(), "produced": [event.to_dict() for event in result.events]},
-        "consumedIds": [f"/{start.id}", f"/{answer.id}"],
+        "consumedIds": [consumed_key(start), consumed_key(answer)],
     }
     assert RECORD_SCHEMA_VERSION == 1
     assert list(error) == ["errorName", "errorMessage", "errorStack"]
@@ -664,7 +665,7 @@ async def test_a_failure_at_init_has_no_previous_record() -> None:
     assert record is not None
     assert record["previous"] is None
     assert record["completed"] is False
-    assert record["consumedIds"] == [f"/{start.id}"]
+    assert record["consumedIds"] == [consumed_key(start)]
     assert record["initEventId"] == start.id
 
 
@@ -705,7 +706,7 @@ async def test_the_failure_record_keeps_the_completed_flag_stored_parent_and_ini
     assert record["parentSubject"] == "parent-subject"
     assert record["initEventId"] == "the-init"
     assert record["previous"] == stored
-    assert record["consumedIds"] == ["/the-init", f"/{answer.id}"]
+    assert record["consumedIds"] == ["/the-init", consumed_key(answer)]
 
 
 async def test_the_previous_record_drops_its_own_previous() -> None:

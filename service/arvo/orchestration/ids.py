@@ -2,8 +2,9 @@
 
 Re-executing the same consumed event (after a crash, a rebalance or a redelivery) must produce the
 very same event ids and child subjects, so downstream deduplication works. Every id is therefore a
-UUIDv5 of the handler's source, the consumed event's id and domain, the emission index and the
-target domain — never a random UUID.
+UUIDv5 of the handler's source, the consumed event's CloudEvents identity (``source`` and ``id``:
+CloudEvents makes an id unique per source only) and domain, the emission index and the target
+domain — never a random UUID.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def emitted_event_id(
       ``<value>:<domain>`` so that every copy has its own id (hazard 15 of the spec).
     """
     consumed_domain = consumed.domain or ""
-    derived = derive_uuid("emit", source, consumed.id, consumed_domain, str(index), domain or "")
+    derived = derive_uuid(
+        "emit", source, consumed.source, consumed.id, consumed_domain, str(index), domain or ""
+    )
     spec = _id_spec(requested)
     if spec is None or not spec.value.strip():
         return derived
@@ -79,12 +82,14 @@ def emitted_event_id(
 
 def system_error_event_id(*, source: str, consumed: ArvoEvent, domain: str | None) -> str:
     """The id of the system error event ``source`` emits for ``consumed`` in ``domain``."""
-    return derive_uuid("error", source, consumed.id, consumed.domain or "", domain or "")
+    return derive_uuid("error", source, consumed.source, consumed.id, consumed.domain or "", domain or "")
 
 
 def child_execution_id(*, source: str, consumed: ArvoEvent, index: int, domain: str | None) -> str:
     """The execution id of a child orchestration started by emission ``index`` of ``consumed``."""
-    return derive_uuid("child", source, consumed.id, consumed.domain or "", str(index), domain or "")
+    return derive_uuid(
+        "child", source, consumed.source, consumed.id, consumed.domain or "", str(index), domain or ""
+    )
 
 
 __all__ += ["child_execution_id"]

@@ -32,6 +32,7 @@ from typing import Any, Literal, assert_never, cast
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from service.arvo.blocking import enter_handler, leave_handler
 from service.arvo.contract import SystemErrorRecord, VersionedArvoContract
 from service.arvo.errors import (
     ConfigViolation,
@@ -75,6 +76,7 @@ __all__ = [
     "consumed_key",
     "decide",
     "foreign_subject",
+    "legacy_consumed_key",
     "validate_lease_ttl_ms",
 ]
 
@@ -114,7 +116,23 @@ def validate_lease_ttl_ms(value: int) -> int:
 
 
 def consumed_key(event: ArvoEvent) -> str:
-    """The deduplication key of ``event``: ``<domain>/<id>`` (domains never contain ``/``)."""
+    """The deduplication key of ``event``: ``@<source>/<domain>/<id>``.
+
+    The CloudEvents identity (``source`` and ``id``: an id is unique per source only) and the domain.
+    The source is percent-escaped (``%``, ``/``), domains never contain ``/``, so the key is
+    unambiguous; it starts with ``@``, which no domain does, so it never equals a
+    :func:`legacy_consumed_key`.
+    """
+    source = event.source.replace("%", "%25").replace("/", "%2F")
+    return f"@{source}/{event.domain or ''}/{event.id}"
+
+
+def legacy_consumed_key(event: ArvoEvent) -> str:
+    """The deduplication key records written before the source was part of it hold: ``<domain>/<id>``.
+
+    Still matched while such entries are in an instance's ring (it is bounded: they age out), so a
+    redelivery across an upgrade is still recognised.
+    """
     return f"{event.domain or ''}/{event.id}"
 
 
@@ -253,10 +271,11 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
             init_event_id=event.id,
         )
     key = consumed_key(event)
+    legacy = legacy_consumed_key(event)
     ring = record.get("consumedIds") or []
-    if ring and ring[-1] == key:
+    if ring and ring[-1] in (key, legacy):
         return Replay(tuple(record.get("events", {}).get("produced") or []))
-    if key in ring:
+    if key in ring or legacy in ring:
         return DropDuplicate()
     stored_version = record.get("version")
     if stored_version is not None and stored_version != parsed.version:
@@ -467,13 +486,18 @@ class OrchestrationPipeline:
             log_to_span(span, "ERROR", f"Memory unlock operation failed - Possible resource leak: {error}")
 
     async def _run_core(self, request: CoreRequest, lease: Lease) -> CoreResult:
-        if self._renewals is None:
-            return await self._core(request)
-        self._renewals.add(lease)
+        # Named for the loop-lag watchdog while the machine or resumable runs (user code).
+        running = enter_handler(self.source, request.event)
         try:
-            return await self._core(request)
+            if self._renewals is None:
+                return await self._core(request)
+            self._renewals.add(lease)
+            try:
+                return await self._core(request)
+            finally:
+                self._renewals.discard(lease)
         finally:
-            self._renewals.discard(lease)
+            leave_handler(running)
 
     async def _execute(self, event: ArvoEvent, span: Span, headers: TraceHeaders) -> ExecutionResult:
         parsed = self._parse_subject(event)
