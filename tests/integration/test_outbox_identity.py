@@ -45,3 +45,5 @@ async def test_two_events_sharing_an_id_from_different_sources_each_get_their_ow
         await service.stop()
     assert [event.data for event in replies["com.src.one"]] == [{"sum": 3}]
     assert [event.data for event in replies["com.src.two"]] == [{"sum": 30}]
+    # Their ids derive from the CloudEvents identity too: downstream dedupe keeps both.
+    assert replies["com.src.one"][0].id != replies["com.src.two"][0].id
