@@ -87,6 +87,19 @@ class ExecutionViolation(ViolationError):
         super().__init__(message, type="Execution", metadata=metadata)
 
 
+class ForeignSourceViolation(ViolationError):
+    """A reply from a source the orchestration did not address (dropped: dead-letter ``foreign_source``).
+
+    Attributes:
+        expected: The sources the orchestration addressed for the event's type.
+
+    """
+
+    def __init__(self, message: str, *, expected: frozenset[str] = frozenset()) -> None:
+        super().__init__(message, type="ForeignSource", metadata={"expected": sorted(expected)})
+        self.expected = expected
+
+
 class TransactionViolationCause(StrEnum):
     """Why a memory/lease operation failed (values are wire-compatible with the original)."""
 

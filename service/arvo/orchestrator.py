@@ -13,7 +13,11 @@ from service.arvo.machine.engine import MachineExecutionEngine
 from service.arvo.machine.registry import MachineRegistry
 from service.arvo.memory import Memory
 from service.arvo.orchestration.emittables import RawEvent
-from service.arvo.orchestration.input_validation import raise_for_invalid_input
+from service.arvo.orchestration.input_validation import (
+    ReplySourceCheck,
+    raise_for_foreign_source,
+    raise_for_invalid_input,
+)
 from service.arvo.orchestration.pipeline import (
     DEFAULT_LEASE_TTL_MS,
     CoreRequest,
@@ -84,6 +88,9 @@ class ArvoOrchestrator(PipelineHandler):
             "arvo.handler.source": first.source,
             "arvo.contract.uri": uri,
         }
+        self.reply_source_check: ReplySourceCheck = "addressed"
+        """Whose replies are accepted (:data:`~service.arvo.orchestration.input_validation.ReplySourceCheck`;
+        the service sets it from ``ARVO_REPLY_SOURCE_CHECK``)."""
         self._pipeline = OrchestrationPipeline(
             source=first.source,
             kind="orchestrator",
@@ -109,6 +116,9 @@ class ArvoOrchestrator(PipelineHandler):
                 f"'{request.subject.name}' and version='{request.subject.version}'."
             )
         raise_for_invalid_input(machine.validate_input(event), owner="machine")
+        raise_for_foreign_source(
+            event, service_contracts=machine.services, owner="machine", mode=self.reply_source_check
+        )
         record = request.record
         previous_snapshot = record.get("state") if record is not None else None
         already_completed = bool(record and record.get("completed"))

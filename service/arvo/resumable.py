@@ -28,7 +28,12 @@ from service.arvo.execution import ExecutionOutcome
 from service.arvo.machine.arvo_machine import validate_service_contracts
 from service.arvo.memory import Memory
 from service.arvo.orchestration.emittables import RawEvent
-from service.arvo.orchestration.input_validation import raise_for_invalid_input, validate_input_event
+from service.arvo.orchestration.input_validation import (
+    ReplySourceCheck,
+    raise_for_foreign_source,
+    raise_for_invalid_input,
+    validate_input_event,
+)
 from service.arvo.orchestration.pipeline import (
     DEFAULT_LEASE_TTL_MS,
     CoreRequest,
@@ -130,6 +135,9 @@ class ArvoResumable(PipelineHandler):
             "arvo.handler.source": contract.type,
             "arvo.contract.uri": contract.uri,
         }
+        self.reply_source_check: ReplySourceCheck = "addressed"
+        """Whose replies are accepted (:data:`~service.arvo.orchestration.input_validation.ReplySourceCheck`;
+        the service sets it from ``ARVO_REPLY_SOURCE_CHECK``)."""
         self._pipeline = OrchestrationPipeline(
             source=contract.type,
             kind="resumable",
@@ -156,6 +164,9 @@ class ArvoResumable(PipelineHandler):
             )
         validation = validate_input_event(event, self_contract=self.contract, service_contracts=self.services)
         raise_for_invalid_input(validation, owner="resumable")
+        raise_for_foreign_source(
+            event, service_contracts=self.services, owner="resumable", mode=self.reply_source_check
+        )
         try:
             self_contract = self.contract.version(version)
         except ValueError as error:

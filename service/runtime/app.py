@@ -275,6 +275,7 @@ def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:
     for handler in handlers:
         if isinstance(handler, ArvoOrchestrator | ArvoResumable):
             handler.lease_ttl_ms = settings.lease_ttl_ms
+            handler.reply_source_check = settings.reply_source_check
     return handlers
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -22,10 +24,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ENV_PREFIX",
+    "EnvFiles",
     "ServiceSettings",
     "SettingsError",
+    "UnknownVariable",
     "env_var_name",
+    "known_variables",
     "load_settings",
+    "unknown_variables",
 ]
 
 ENV_PREFIX: Final = "ARVO_"
@@ -36,6 +42,8 @@ _TOPIC_CHARS = re.compile(r"^[a-zA-Z0-9._-]*$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 _MAX_ERROR_VALUE_CHARS: Final = 60
+_NOT_SETTINGS_PREFIX: Final = "ARVO_TEST_"
+"""Variables of the test suite (``ARVO_TEST_KAFKA_BOOTSTRAP``, ...): not settings, never reported."""
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -183,6 +191,11 @@ class ServiceSettings(BaseSettings):
     """Attempts after which a publish error not known to be transient, or emissions naming a topic
     that does not exist, dead-letter the record (``unpublishable``/``unroutable``) instead of stalling
     its partition. Broker outages are waited out without bound."""
+    reply_source_check: Literal["off", "addressed"] = "addressed"
+    """Whose replies an orchestrator or resumable accepts: ``addressed`` — only from the handler of a
+    service contract that emits the reply's type (a service's source is its contract's type, a child
+    orchestration's its name); others are dropped, counted, logged and dead-lettered as
+    ``foreign_source``. ``off`` accepts any source. Kafka ACLs are what keeps producers off a topic."""
     dead_letter_no_state: bool = True
     """Write an event that is not an init, for an instance with no state, to the dead-letter topic
     with reason ``no_state`` (it is always counted and logged at WARNING): its state was lost (Redis
@@ -223,6 +236,10 @@ class ServiceSettings(BaseSettings):
     """Minimum log level."""
     include_error_stack: bool = False
     """Ship stack traces in system error events (off in production: information disclosure)."""
+    strict_settings: bool = False
+    """Refuse to start when an ``ARVO_*`` variable of the environment or ``.env`` is not a setting
+    (a misspelt name would otherwise leave its setting at the default); off, each is a warning naming
+    the closest setting. ``ARVO_TEST_*`` variables are never reported."""
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -466,20 +483,96 @@ def _describe(error: Any) -> str:
     return f"invalid setting {name}={shown}: {message}"
 
 
-def load_settings(*, env_file: str | Path | None = ".env", **overrides: Any) -> ServiceSettings:
+EnvFiles = str | Path | Sequence[str | Path] | None
+"""One ``.env`` file, several (later ones win), or none."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownVariable:
+    """An ``ARVO_*`` variable that is not a setting, where it was found, and the closest setting."""
+
+    name: str
+    source: str
+    """``environment``, or the ``.env`` file that sets it."""
+    suggestion: str | None
+    """The closest setting's variable (``difflib``), ``None`` when nothing is close."""
+
+    def __str__(self) -> str:
+        hint = f"; did you mean {self.suggestion}?" if self.suggestion else ""
+        return f"{self.name} (in the {self.source}) is not a setting{hint}"
+
+
+def _env_file_paths(env_file: EnvFiles) -> list[Path]:
+    if env_file is None:
+        return []
+    if isinstance(env_file, str | Path):
+        return [Path(env_file)]
+    return [Path(item) for item in env_file]
+
+
+def known_variables() -> frozenset[str]:
+    """The environment variable of every setting (``ARVO_KAFKA_BOOTSTRAP_SERVERS``, ...)."""
+    return frozenset(env_var_name(field) for field in ServiceSettings.model_fields)
+
+
+def unknown_variables(
+    *, environ: Mapping[str, str] | None = None, env_file: EnvFiles = ".env"
+) -> list[UnknownVariable]:
+    """The ``ARVO_*`` variables that no setting reads, each with the closest setting's variable.
+
+    Looks in ``environ`` (default: the process environment) and ``env_file``. pydantic-settings
+    ignores them silently (``extra="ignore"``), so a misspelt name leaves its setting at the default.
+    Names are compared case-insensitively, as the settings read them; ``ARVO_TEST_*`` (the test
+    suite's switches) are not reported.
+    """
+    import difflib
+    import os
+
+    known = known_variables()
+    found: dict[str, UnknownVariable] = {}
+
+    def check(names: Iterable[str], source: str) -> None:
+        for raw in names:
+            name = raw.upper()
+            if not name.startswith(ENV_PREFIX) or name.startswith(_NOT_SETTINGS_PREFIX):
+                continue
+            if name in known or name in found:
+                continue
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            found[name] = UnknownVariable(name=raw, source=source, suggestion=close[0] if close else None)
+
+    check(os.environ if environ is None else environ, "environment")
+    for path in _env_file_paths(env_file):
+        if path.is_file():
+            from dotenv import dotenv_values
+
+            check(dotenv_values(path, encoding="utf-8"), f"file {path}")
+    return sorted(found.values(), key=lambda item: item.name)
+
+
+def load_settings(*, env_file: EnvFiles = ".env", **overrides: Any) -> ServiceSettings:
     """Read the settings from the environment (and ``env_file``), with keyword overrides winning.
 
     Args:
-        env_file: ``.env`` file to read, or ``None`` to read only the process environment.
+        env_file: ``.env`` file to read, several (later ones win), or ``None`` to read only the
+            process environment.
         **overrides: Field values that take precedence over the environment.
 
     Raises:
         SettingsError: one line per invalid value, e.g.
-            ``invalid setting ARVO_LEASE_TTL_MS='abc': Input should be a valid integer...``.
+            ``invalid setting ARVO_LEASE_TTL_MS='abc': Input should be a valid integer...``; with
+            ``ARVO_STRICT_SETTINGS=true``, one line per ``ARVO_*`` variable that is not a setting
+            (see :func:`unknown_variables`).
 
     """
     try:
-        return ServiceSettings(_env_file=env_file, **overrides)
+        settings = ServiceSettings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         lines = [_describe(error) for error in exc.errors(include_url=False)]
         raise SettingsError("\n".join(lines)) from None
+    if settings.strict_settings:
+        unknown = unknown_variables(env_file=env_file)
+        if unknown:
+            strict = f"{env_var_name('strict_settings')}=true"
+            raise SettingsError("\n".join(f"invalid settings: {item} ({strict})" for item in unknown))
+    return settings

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from service.arvo.domain import ArvoDomain
-from service.arvo.errors import TransactionViolation, TransactionViolationCause
+from service.arvo.errors import ForeignSourceViolation, TransactionViolation, TransactionViolationCause
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ExecutionOutcome
 from service.arvo.factory import create_arvo_event_factory, create_arvo_orchestrator_event_factory
@@ -324,11 +324,28 @@ async def test_dedupe_key_is_the_cloudevents_identity_and_the_same_id_from_anoth
     reads = [event for event in (await agent.execute(init)).events if event.domain is None]
     reply = (await reader.execute(reads[0])).events[0]
     assert (await agent.execute(reply)).outcome is ExecutionOutcome.EXECUTED
-    forged_source = reply.replace(source="com.other.service")
-    assert consumed_key(forged_source) != consumed_key(reply)
-    # The same id from another source is another event: not taken for a redelivery of the first.
-    assert (await agent.execute(forged_source)).outcome is ExecutionOutcome.EXECUTED
+    other_source = reply.replace(source="com.other.service")
+    assert consumed_key(other_source) != consumed_key(reply)
+    # The same id from another source is another event: not taken for a redelivery of the first
+    # (with the reply-source check off: on, a source the resumable did not address is refused).
+    agent.reply_source_check = "off"
+    assert (await agent.execute(other_source)).outcome is ExecutionOutcome.EXECUTED
     assert (await agent.execute(reply)).outcome is ExecutionOutcome.DUPLICATE_DROPPED
+
+
+async def test_a_reply_from_a_source_the_orchestration_did_not_address_is_refused() -> None:
+    memory = InMemoryMemory()
+    agent = increment_resumable(memory)
+    reader = value_read_handler({"a": 1})
+    init = fan_out_init("a")
+    reads = [event for event in (await agent.execute(init)).events if event.domain is None]
+    reply = (await reader.execute(reads[0])).events[0]
+    forged = reply.replace(id="forged-1", source="com.evil.actor")
+    with pytest.raises(ForeignSourceViolation, match=r"com\.evil\.actor") as refused:
+        await agent.execute(forged)
+    assert refused.value.expected == frozenset({reader.source})
+    # Nothing of the forged reply reached the instance: the real one is still awaited and runs.
+    assert (await agent.execute(reply)).outcome is ExecutionOutcome.EXECUTED
 
 
 async def test_entries_written_under_the_legacy_dedupe_key_still_match_after_an_upgrade() -> None:

@@ -15,11 +15,19 @@ from service.arvo.contract import (
     EventDataschemaUtil,
     VersionedArvoContract,
 )
-from service.arvo.errors import ConfigViolation, ContractViolation
+from service.arvo.errors import ConfigViolation, ContractViolation, ForeignSourceViolation
 from service.arvo.event import ArvoEvent
 from service.arvo.orchestration.emittables import validation_details
 
-__all__ = ["EventValidationKind", "EventValidationResult", "raise_for_invalid_input", "validate_input_event"]
+__all__ = [
+    "EventValidationKind",
+    "EventValidationResult",
+    "ReplySourceCheck",
+    "addressed_sources",
+    "raise_for_foreign_source",
+    "raise_for_invalid_input",
+    "validate_input_event",
+]
 
 
 class EventValidationKind(StrEnum):
@@ -144,4 +152,47 @@ def raise_for_invalid_input(result: EventValidationResult, *, owner: str) -> Non
     if result.kind in (EventValidationKind.INVALID, EventValidationKind.INVALID_DATA):
         raise ContractViolation(
             f"Input validation failed - Event data does not meet contract requirements: {result.error}"
+        )
+
+
+ReplySourceCheck = Literal["off", "addressed"]
+"""How an orchestration checks the ``source`` of replies (``ARVO_REPLY_SOURCE_CHECK``).
+
+``addressed`` (the default): a reply — an event of a type some service contract emits, or its system
+error — is accepted only from the handler of such a contract (a service handler's source is its
+contract's accepted type; a child orchestration's is its name). ``off``: any source.
+"""
+
+
+def addressed_sources(
+    event: ArvoEvent, service_contracts: Mapping[str, VersionedArvoContract]
+) -> frozenset[str]:
+    """The sources a reply of ``event``'s type may come from: the handlers of the contracts emitting it."""
+    return frozenset(
+        contract.accepts.type
+        for contract in service_contracts.values()
+        if event.type in contract.emits or event.type == contract.system_error.type
+    )
+
+
+def raise_for_foreign_source(
+    event: ArvoEvent,
+    *,
+    service_contracts: Mapping[str, VersionedArvoContract],
+    owner: str,
+    mode: ReplySourceCheck,
+) -> None:
+    """Raise :class:`ForeignSourceViolation` for a reply from a source ``owner`` did not address.
+
+    Events that are no reply (the init event, events of no service contract) are not checked here.
+    """
+    if mode == "off":
+        return
+    expected = addressed_sources(event, service_contracts)
+    if expected and event.source not in expected:
+        raise ForeignSourceViolation(
+            f"Reply {event.type} (id={event.id}) from source '{event.source}' is not from a handler the "
+            f"{owner} addressed for that type (expected {', '.join(sorted(expected))}); dropped. Set "
+            "ARVO_REPLY_SOURCE_CHECK=off only if a legitimate service answers under another source.",
+            expected=expected,
         )

@@ -43,7 +43,12 @@ __all__ = [
     "holder_ttl_ms",
 ]
 
-_PERMANENT_VIOLATIONS: Final = frozenset({"Contract", "Config", "Execution"})
+_PERMANENT_VIOLATIONS: Final = {
+    "Contract": "contract",
+    "Config": "config",
+    "Execution": "execution",
+    "ForeignSource": "foreign_source",
+}
 LEASE_EXPIRY_SLACK_S: Final = 0.005
 """Added to a denying holder's remaining lease before retrying, so the retry finds it expired."""
 
@@ -51,14 +56,14 @@ LEASE_EXPIRY_SLACK_S: Final = 0.005
 def classify_error(error: BaseException) -> str | None:
     """The dead-letter reason of a *permanent* error, or ``None`` for errors worth retrying.
 
-    ``ContractViolation``/``ConfigViolation``/``ExecutionViolation`` (and any duck-typed violation of
-    those kinds) are permanent: ``"contract"``, ``"config"``, ``"execution"``. Everything else —
+    ``ContractViolation``/``ConfigViolation``/``ExecutionViolation``/``ForeignSourceViolation`` (and
+    any duck-typed violation of those kinds) are permanent: ``"contract"``, ``"config"``,
+    ``"execution"``, ``"foreign_source"`` (a reply from a source the orchestration did not address).
+    Everything else —
     ``TransactionViolation``, memory and connection errors, time-outs, bugs — is retried.
     """
     if is_violation_error(error):
-        kind = str(getattr(error, "type", ""))
-        if kind in _PERMANENT_VIOLATIONS:
-            return kind.lower()
+        return _PERMANENT_VIOLATIONS.get(str(getattr(error, "type", "")))
     return None
 
 

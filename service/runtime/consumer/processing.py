@@ -51,10 +51,14 @@ if TYPE_CHECKING:
     from service.runtime.consumer.lanes import Lane
     from service.runtime.consumer.publishing import EmissionPublisher
 
+FOREIGN_SOURCE: Final = "foreign_source"
+"""Dead-letter reason of a reply from a source the orchestration did not address."""
+
 NO_STATE: Final = "no_state"
 """Dead-letter reason of an event for an instance without state."""
 
 __all__ = [
+    "FOREIGN_SOURCE",
     "NO_STATE",
     "HandlerCancelledError",
     "HandlerTimeoutError",
@@ -201,7 +205,10 @@ class RecordProcessor:
                         attempts=budget.attempts,
                         handler=handler.source,
                     )
-                    await self.mark_instance(record, event, handler.source, reason=decision.reason, error=exc)
+                    if decision.reason != FOREIGN_SOURCE:  # a forged reply says nothing about the instance
+                        await self.mark_instance(
+                            record, event, handler.source, reason=decision.reason, error=exc
+                        )
                     fail_span(span, exc)
                     return ExecutionOutcome.DEAD_LETTERED.value
                 assert isinstance(decision, Park)
