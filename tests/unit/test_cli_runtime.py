@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -148,6 +149,86 @@ def test_run_refuses_a_request_timeout_that_joins_or_fetches_would_always_exceed
     assert "settings" not in fake_service
 
 
+def _do_init_pid() -> None:
+    """Named like aiokafka's producer-id handshake (``Sender._do_init_pid``), where Tansu's refusal surfaces."""
+    from aiokafka.errors import UnknownError
+
+    raise UnknownError
+
+
+def _refused_idempotence() -> Exception:
+    try:
+        _do_init_pid()
+    except Exception as error:
+        return error
+    raise AssertionError("unreachable")
+
+
+IDEMPOTENCE_LINE = (
+    "arvo: the broker refused the idempotent producer (UnknownError: [Error -1] UnknownError on"
+    " InitProducerId): set ARVO_PRODUCER_IDEMPOTENCE=false for this broker (Tansu, some Kafka-compatible"
+    " services, ACLs without IdempotentWrite need it). What it costs: a producer retry after a lost ack can"
+    " write a record twice; such a duplicate keeps its event id, and orchestrators and resumables drop or"
+    " replay an id they already consumed, so workflows still advance once (consumers with side effects"
+    " should deduplicate by event id)"
+)
+
+
+def test_run_names_the_idempotence_setting_when_the_broker_refuses_the_idempotent_producer(
+    runner: CliRunner, fake_service: dict[str, Any]
+) -> None:
+    fake_service["raise"] = _refused_idempotence()
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr) == IDEMPOTENCE_LINE
+
+
+def test_run_reports_the_same_error_plainly_when_idempotence_is_already_off(
+    runner: CliRunner, fake_service: dict[str, Any]
+) -> None:
+    fake_service["raise"] = _refused_idempotence()
+    result = runner.invoke(
+        app, ["run"], env={"ARVO_PRODUCER_IDEMPOTENCE": "false", "ARVO_PRODUCER_ACKS": "1"}
+    )
+    assert result.exit_code == 1
+    assert _one_line(result.stderr) == "arvo: service failed: UnknownError: [Error -1] UnknownError"
+
+
+def test_publish_names_the_idempotence_setting_when_the_broker_refuses_the_idempotent_producer(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def publish_event(*args: Any, **kwargs: Any) -> None:
+        try:
+            _do_init_pid()
+        except Exception as error:
+            raise ConnectionError("producer did not start") from error
+
+    monkeypatch.setattr(cli, "_publish_event", publish_event)
+    result = runner.invoke(app, ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}'])
+    assert result.exit_code == 1
+    assert _one_line(result.stderr) == IDEMPOTENCE_LINE
+
+
+def test_run_logs_each_variable_that_is_not_a_setting_with_the_closest_one(
+    runner: CliRunner, fake_service: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"ARVO_CONSUMERGROUP": "orders", "ARVO_TEST_KAFKA_BOOTSTRAP": "k:9092", "ARVO_APP": DEFAULT_APP}
+    result = runner.invoke(app, ["run"], env=env)
+    assert result.exit_code == 0, result.output
+    logged = result.output + capsys.readouterr().out
+    assert "not a setting: ignored (ARVO_STRICT_SETTINGS=true refuses it)" in logged
+    assert "variable=ARVO_CONSUMERGROUP" in logged
+    assert "did_you_mean=ARVO_CONSUMER_GROUP" in logged
+    assert "ARVO_TEST_KAFKA_BOOTSTRAP" not in logged
+    assert "variable=ARVO_APP" not in logged
+    strict = runner.invoke(app, ["run"], env=env | {"ARVO_STRICT_SETTINGS": "true"})
+    assert strict.exit_code == 1
+    assert _one_line(strict.stderr) == (
+        "invalid settings: ARVO_CONSUMERGROUP (in the environment) is not a setting; did you mean"
+        " ARVO_CONSUMER_GROUP? (ARVO_STRICT_SETTINGS=true)"
+    )
+
+
 def test_run_with_an_unloadable_app_exits_1_before_connecting(
     runner: CliRunner, fake_service: dict[str, Any]
 ) -> None:
@@ -183,6 +264,8 @@ def fake_broker(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             ticking=on_tick is not None,
         )
         on_published()
+        if "published" in seen:
+            seen["published"](event)
         if on_tick is not None:
             on_tick(0.0)
             on_tick(1.2)
@@ -321,16 +404,132 @@ def test_publish_wait_exits_1_on_a_system_error(runner: CliRunner, fake_broker: 
     assert json.loads(rest)["type"] == "sys.arvo.orc.bench.error"
 
 
-def test_publish_wait_exits_2_when_nothing_arrives_in_time(
-    runner: CliRunner, fake_broker: dict[str, Any]
-) -> None:
+class RecordingMemory(InMemoryMemory):
+    """An in-process memory whose ``inspect`` answers ``record`` (or raises ``error``) for any key."""
+
+    def __init__(self, record: dict[str, Any] | None = None, error: Exception | None = None) -> None:
+        super().__init__()
+        self.record = record
+        self.error = error
+        self.inspected: list[str] = []
+
+    async def inspect(self, key: str) -> dict[str, Any] | None:
+        self.inspected.append(key)
+        if self.error is not None:
+            raise self.error
+        return self.record
+
+
+@pytest.fixture
+def timed_out(monkeypatch: pytest.MonkeyPatch, fake_broker: dict[str, Any]) -> dict[str, Any]:
+    """``arvo publish --wait`` that gets no reply, with an in-process memory and dead-letter topic."""
+    cluster = FakeCluster()
+    memory = RecordingMemory()
+    monkeypatch.setattr(cli, "_open_memory", lambda settings: memory)
+    monkeypatch.setattr(
+        cli, "_open_client", lambda settings, router=None: cluster.client(settings, router=router)
+    )
+    fake_broker.update(cluster=cluster, memory=memory)
+    return fake_broker
+
+
+def _publish_and_time_out(runner: CliRunner) -> tuple[str, str, str]:
+    """Run ``arvo publish arvo.orc.bench --wait`` that times out: the id, the instance key, the stderr line."""
     result = runner.invoke(
         app, ["publish", "arvo.orc.bench", "--data", '{"a": 1, "b": 2}', "--wait", "--timeout", "0.5"]
     )
-    assert result.exit_code == 2
-    event_id, _, rest = _published_lines(result.stdout)
+    assert result.exit_code == 2, result.output
+    event_id, subject, rest = _published_lines(result.stdout)
     assert rest == ""
-    assert _one_line(result.stderr) == f"arvo: no completion or system error of {event_id} within 0.5 s"
+    return event_id, ArvoOrchestrationSubject.parse(subject).instance_key, _one_line(result.stderr)
+
+
+def test_publish_wait_timeout_says_when_no_service_consumed_the_event(
+    runner: CliRunner, timed_out: dict[str, Any]
+) -> None:
+    event_id, key, line = _publish_and_time_out(runner)
+    assert timed_out["memory"].inspected == [key]
+    assert line == (
+        f"arvo: no completion or system error of {event_id} within 0.5 s; Redis has no instance {key}"
+        " (key prefix 'arvo'): nothing consumed the event from arvo.orc.bench yet; is 'arvo run' or"
+        " 'arvo dev' running with this app on 127.0.0.1:9092 (same ARVO_TOPIC_PREFIX and ARVO_REDIS_URL)?"
+    )
+
+
+def test_publish_wait_timeout_shows_an_active_instance_and_what_it_waits_for(
+    runner: CliRunner, timed_out: dict[str, Any]
+) -> None:
+    timed_out["memory"].record = {
+        "kind": "orchestrator",
+        "status": "active",
+        "executionStatus": "normal",
+        "value": "adding",
+        "events": {
+            "consumed": {"type": "arvo.orc.bench", "id": "init-1"},
+            "produced": [{"type": "com.bench.add", "id": "add-1", "to": "com.bench.add"}],
+        },
+    }
+    _, key, line = _publish_and_time_out(runner)
+    assert line.endswith(
+        f'within 0.5 s; instance {key} is active (machine value "adding"; last consumed arvo.orc.bench'
+        f" (id init-1); waiting for the replies to com.bench.add); 'arvo inspect {key}' shows it"
+    )
+
+
+def test_publish_wait_timeout_shows_a_parked_instance_and_the_dead_letters_of_its_subject(
+    runner: CliRunner, timed_out: dict[str, Any]
+) -> None:
+    cluster: FakeCluster = timed_out["cluster"]
+    timed_out["memory"].record = {
+        "kind": "orchestrator",
+        "status": "parked",
+        "executionStatus": "normal",
+        "value": "adding",
+        "parkedReason": "retries exhausted: TimeoutError in com.bench.add",
+    }
+
+    def dead_letter_it(event: ArvoEvent) -> None:
+        # The orchestrator's call to com.bench.add (same subject) failed for good; another subject's
+        # letter is not this workflow's.
+        for subject, message in ((event.subject, "add timed out 5 times"), ("other", "not ours")):
+            letter = DeadLetter.from_error(
+                key=subject.encode(),
+                value=b"{}",
+                headers=[],
+                topic="com.bench.add",
+                partition=2,
+                offset=4,
+                timestamp=None,
+                reason="parked",
+                error=TimeoutError(message),
+            )
+            cluster.append(
+                "arvo.dlq",
+                key=letter.record_key,
+                value=letter.value,
+                headers=letter.headers_out(),
+                partition=0,
+            )
+
+    timed_out["published"] = dead_letter_it
+    _, key, line = _publish_and_time_out(runner)
+    assert f"; instance {key} is parked (parked: retries exhausted: TimeoutError in com.bench.add;" in line
+    assert line.endswith(
+        "; dead letter 0:0 of com.bench.add (parked: add timed out 5 times); see 'arvo dlq list --wide',"
+        " replay with 'arvo dlq replay --offset P:N'"
+    )
+    assert "not ours" not in line
+
+
+def test_publish_wait_timeout_still_exits_2_when_redis_cannot_be_read(
+    runner: CliRunner, timed_out: dict[str, Any]
+) -> None:
+    timed_out["memory"].error = ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    event_id, key, line = _publish_and_time_out(runner)
+    assert line == (
+        f"arvo: no completion or system error of {event_id} within 0.5 s; cannot read the instance {key}"
+        " from Redis (ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused.)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -620,11 +819,81 @@ def test_dlq_list_prints_where_each_dead_letter_came_from_and_why(
     result = runner.invoke(app, ["dlq", "list", "--limit", "3", "--reason", "contract"])
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
-    assert header.split("\t") == ["PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE"]
+    assert header.split("\t") == ["PARTITION", "OFFSET", "REASON", "ERROR", "ORIGIN", "MESSAGE", "REPLAYED"]
     cells = row.split("\t")
     assert cells[:5] == ["0", "1", "contract", "RecordDecodeError", "arvo.orc.bench/1@8"]
     assert cells[5].endswith("…")
     assert len(cells[5]) == 60
+    assert cells[6] == "-"
+
+
+def test_dlq_list_json_prints_one_object_per_letter_with_every_field(
+    runner: CliRunner, dead_letters: FakeCluster
+) -> None:
+    result = runner.invoke(app, ["dlq", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    letters = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(letter["partition"], letter["offset"]) for letter in letters] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    first = letters[0]
+    assert first["errorMessage"] == "[not_json] record value is not JSON: " + "x" * 200  # not shortened
+    assert {key: first[key] for key in ("topic", "reason", "errorClass", "originTopic", "originOffset")} == {
+        "topic": "arvo.dlq",
+        "reason": "not_json",
+        "errorClass": "RecordDecodeError",
+        "originTopic": "arvo.orc.bench",
+        "originOffset": 7,
+    }
+    assert (first["key"], first["value"], first["replayable"], first["replays"]) == (
+        "0:0",
+        "garbage",
+        True,
+        [],
+    )
+    assert first["deadLetteredAt"].endswith("+00:00")
+    dropped = letters[3]
+    assert (dropped["replayable"], dropped["value"]) == (False, None)
+    assert dropped["payloadDroppedBytes"] == len(b"garbage")
+    assert "lost its payload" in dropped["replayProblem"]
+
+
+def test_dlq_list_wide_prints_whole_messages_and_refuses_json_with_it(
+    runner: CliRunner, dead_letters: FakeCluster
+) -> None:
+    result = runner.invoke(app, ["dlq", "list", "--wide", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split("\t") == [
+        "PARTITION", "OFFSET", "DEAD-LETTERED", "REASON", "ERROR", "ATTEMPTS", "ORIGIN", "REPLAYED", "MESSAGE"
+    ]  # fmt: skip
+    cells = row.split("\t")
+    assert cells[8] == "[not_json] record value is not JSON: " + "x" * 200
+    assert (cells[5], cells[7]) == ("1", "-")
+    both = runner.invoke(app, ["dlq", "list", "--wide", "--json"])
+    assert both.exit_code == 2
+    assert _one_line(both.stderr) == "arvo: --json and --wide exclude each other"
+
+
+def test_a_replayed_letter_is_listed_as_replayed_when_and_where_by_later_invocations(
+    runner: CliRunner, dead_letters: FakeCluster
+) -> None:
+    assert runner.invoke(app, ["dlq", "replay", "--offset", "0:1"]).exit_code == 0
+    assert runner.invoke(app, ["dlq", "replay", "--offset", "0:1"]).exit_code == 0
+    # Each replay is a record on arvo.dlq.replayed: a later `arvo dlq list` (a new process) joins them.
+    [marker, _] = dead_letters.records("arvo.dlq.replayed")
+    assert json.loads(marker.value or b"")["replayedTo"] == "arvo.orc.bench"
+    result = runner.invoke(app, ["dlq", "list"])
+    assert result.exit_code == 0, result.output
+    replayed = {tuple(row.split("\t")[:2]): row.split("\t")[6] for row in result.stdout.splitlines()[1:]}
+    assert replayed[("0", "0")] == "-"
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 to arvo\.orc\.bench \(2 replays\)", replayed[("0", "1")]
+    )
+    wide = runner.invoke(app, ["dlq", "list", "--wide", "--reason", "contract"])
+    assert wide.stdout.splitlines()[1].split("\t")[7].count(" to arvo.orc.bench") == 2
+    as_json = runner.invoke(app, ["dlq", "list", "--json", "--reason", "contract"])
+    [letter] = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [replay["to"] for replay in letter["replays"]] == ["arvo.orc.bench", "arvo.orc.bench"]
+    assert all(replay["at"].endswith("+00:00") and "@" in replay["by"] for replay in letter["replays"])
 
 
 def test_dlq_replay_replays_the_named_offsets(runner: CliRunner, dead_letters: FakeCluster) -> None:

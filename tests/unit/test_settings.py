@@ -210,3 +210,64 @@ def test_idempotence_without_acks_all_names_both_variables_and_the_value() -> No
         load_settings(env_file=None, producer_acks="1")
     message = str(caught.value)
     assert "ARVO_PRODUCER_IDEMPOTENCE=true needs ARVO_PRODUCER_ACKS=all (got '1')" in message
+
+
+# ----------------------------------------------------------------------------- unknown ARVO_* variables
+
+
+def test_unknown_variables_name_the_closest_setting_from_the_environment_and_dot_env(tmp_path: Path) -> None:
+    from service.runtime.settings import unknown_variables
+
+    env_file = tmp_path / "app.env"
+    env_file.write_text("ARVO_KAFKA_BOOTSTRAP_SERVER=k:9092\nARVO_LEASE_TTL_MS=30000\nOTHER=1\n")
+    environ = {
+        "ARVO_CONSUMERGROUP": "g",
+        "arvo_redis_uri": "redis://x",  # read case-insensitively, like the settings
+        "ARVO_APP": "m:a",
+        "ARVO_TEST_KAFKA_BOOTSTRAP": "k:1",  # the test suite's switches
+        "ARVO_ZZZ": "1",
+        "PATH": "/bin",
+    }
+    found = [
+        (item.name, item.source, item.suggestion)
+        for item in unknown_variables(environ=environ, env_file=env_file)
+    ]
+    assert found == [
+        ("ARVO_CONSUMERGROUP", "environment", "ARVO_CONSUMER_GROUP"),
+        ("ARVO_KAFKA_BOOTSTRAP_SERVER", f"file {env_file}", "ARVO_KAFKA_BOOTSTRAP_SERVERS"),
+        ("ARVO_ZZZ", "environment", None),
+        ("arvo_redis_uri", "environment", "ARVO_REDIS_URL"),
+    ]
+    assert str(unknown_variables(environ={"ARVO_ZZZ": "1"}, env_file=None)[0]) == (
+        "ARVO_ZZZ (in the environment) is not a setting"
+    )
+
+
+def test_every_setting_and_the_deployment_variables_are_known() -> None:
+    from service.runtime.settings import known_variables, unknown_variables
+
+    environ = dict.fromkeys(known_variables(), "x")
+    assert unknown_variables(environ=environ, env_file=None) == []
+    assert {"ARVO_APP", "ARVO_STRICT_SETTINGS", "ARVO_KAFKA_BOOTSTRAP_SERVERS"} <= known_variables()
+
+
+def test_strict_settings_refuse_unknown_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARVO_CONSUMERGROUP", "g")
+    assert load_settings(env_file=None).consumer_group == "arvo-service"  # a warning, not an error
+    monkeypatch.setenv("ARVO_STRICT_SETTINGS", "true")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env_file=None)
+    assert str(raised.value) == (
+        "invalid settings: ARVO_CONSUMERGROUP (in the environment) is not a setting; did you mean"
+        " ARVO_CONSUMER_GROUP? (ARVO_STRICT_SETTINGS=true)"
+    )
+    monkeypatch.delenv("ARVO_CONSUMERGROUP")
+    assert load_settings(env_file=None).strict_settings is True
+
+
+def test_several_env_files_are_read_and_the_later_one_wins(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    first.write_text("ARVO_CONSUMER_GROUP=first\nARVO_TOPIC_PARTITIONS=2\n")
+    second.write_text("ARVO_CONSUMER_GROUP=second\n")
+    settings = load_settings(env_file=(first, second))
+    assert (settings.consumer_group, settings.topic_partitions) == ("second", 2)
