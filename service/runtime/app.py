@@ -276,6 +276,9 @@ def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:
         if isinstance(handler, ArvoOrchestrator | ArvoResumable):
             handler.lease_ttl_ms = settings.lease_ttl_ms
             handler.reply_source_check = settings.reply_source_check
+            handler.keep_history(
+                events=settings.instance_history_events, max_bytes=settings.instance_history_bytes
+            )
     return handlers
 
 

@@ -191,6 +191,11 @@ class ServiceSettings(BaseSettings):
     """Attempts after which a publish error not known to be transient, or emissions naming a topic
     that does not exist, dead-letter the record (``unpublishable``/``unroutable``) instead of stalling
     its partition. Broker outages are waited out without bound."""
+    instance_history_events: int = Field(default=20, ge=0)
+    """Consumed and produced events kept in each instance's record (``arvo inspect --history``),
+    written in the same commit as the state; 0 keeps none."""
+    instance_history_bytes: int = Field(default=4_096, ge=0)
+    """Bytes of JSON history kept per instance at most (the newest entries that fit)."""
     reply_source_check: Literal["off", "addressed"] = "addressed"
     """Whose replies an orchestrator or resumable accepts: ``addressed`` — only from the handler of a
     service contract that emits the reply's type (a service's source is its contract's type, a child

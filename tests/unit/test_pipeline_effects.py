@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -442,8 +443,13 @@ async def test_the_normal_record_has_exactly_these_keys_and_values() -> None:
         "events",
         "consumedIds",
         "updatedAt",
+        "history",
     ]
     assert isinstance(record.pop("updatedAt"), str)
+    assert [(h["dir"], h["type"], h["id"], h["source"], h["outcome"]) for h in record.pop("history")] == [
+        ("consumed", start.type, start.id, start.source, "ok"),
+        *(("produced", event.type, event.id, event.source, "emitted") for event in result.events),
+    ]
     assert record == {
         "schemaVersion": RECORD_SCHEMA_VERSION,
         "kind": "resumable",
@@ -608,6 +614,7 @@ FAILURE_KEYS = [
     "events",
     "consumedIds",
     "updatedAt",
+    "history",
 ]
 
 
@@ -627,6 +634,13 @@ async def test_the_failure_record_has_exactly_these_keys_and_values() -> None:
     assert list(record) == FAILURE_KEYS
     error = record.pop("error")
     updated_at = record.pop("updatedAt")
+    history = record.pop("history")
+    assert history[: len(before["history"])] == before["history"]
+    assert [(h["dir"], h["id"], h["outcome"]) for h in history[len(before["history"]) :]] == [
+        ("consumed", answer.id, "system_error"),
+        *(("produced", event.id, "emitted") for event in result.events),
+    ]
+    before = {name: value for name, value in before.items() if name != "history"}
     assert record == {
         "schemaVersion": RECORD_SCHEMA_VERSION,
         "kind": "resumable",
@@ -1019,3 +1033,36 @@ async def test_a_resumable_output_is_the_completion_data() -> None:
     assert record is not None
     assert (record["status"], record["completed"]) == ("done", True)
     assert record["events"]["expected"] == {done.events[0].id: []}
+
+
+async def test_history_is_bounded_by_count_and_bytes_and_can_be_turned_off() -> None:
+    memory = RecordingMemory()
+    agent = resumable(memory, call_increment)
+    agent.keep_history(events=3, max_bytes=100_000)
+    start = init()
+    first = await agent.execute(start)
+    answer = reply(first.events[0])
+    second = await agent.execute(answer)
+    record = await memory.inspect(instance_key(start))
+    assert record is not None
+    everything = [start.id, *(e.id for e in first.events), answer.id, *(e.id for e in second.events)]
+    assert [entry["id"] for entry in record["history"]] == everything[-3:]  # the newest three
+
+    agent.keep_history(events=100, max_bytes=300)
+    other = init()
+    emitted = await agent.execute(other)
+    record = await memory.inspect(instance_key(other))
+    assert record is not None
+    kept = record["history"]
+    assert len(orjson.dumps(kept)) <= 300
+    assert len(kept) == 1  # one entry is ~200 bytes: only the newest fits
+    assert kept[-1]["id"] == ([other.id, *(e.id for e in emitted.events)])[-1]  # newest kept first
+
+    agent.keep_history(events=0, max_bytes=0)
+    third = init()
+    await agent.execute(third)
+    record = await memory.inspect(instance_key(third))
+    assert record is not None
+    assert "history" not in record
+    with pytest.raises(ValueError, match="must not be negative"):
+        agent.keep_history(events=-1, max_bytes=10)

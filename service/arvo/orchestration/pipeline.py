@@ -47,7 +47,14 @@ from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFro
 from service.arvo.factory import error_data
 from service.arvo.memory import InstanceStatus, Lease, LeaseGrant, LeaseLostError, Memory, StateReadError
 from service.arvo.orchestration.emittables import EmissionContext, RawEvent, create_emittables
-from service.arvo.orchestration.record import EventsFields, InstanceRecord, KindFields
+from service.arvo.orchestration.record import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_EVENTS,
+    EventsFields,
+    InstanceRecord,
+    KindFields,
+    push_history,
+)
 from service.arvo.orchestration.system_errors import create_system_error_events
 from service.arvo.subject import ArvoOrchestrationSubject, ParsedSubject
 from service.arvo.telemetry import (
@@ -381,6 +388,10 @@ class OrchestrationPipeline:
         self._lease_ttl_ms = validate_lease_ttl_ms(lease_ttl_ms)
         self._renewals = _LeaseRenewals(memory, self._lease_ttl_ms) if renew_lease else None
         self.include_error_stack = include_error_stack
+        self.history_events = DEFAULT_HISTORY_EVENTS
+        """Entries of consumed/produced history kept in each record (0: none)."""
+        self.history_bytes = DEFAULT_HISTORY_BYTES
+        """Bytes of JSON history kept in each record."""
 
     @property
     def lease_ttl_ms(self) -> int:
@@ -676,6 +687,15 @@ class OrchestrationPipeline:
             "consumedIds": _push_ring(record, consumed_key(event)),
             "updatedAt": create_timestamp(),
         }
+        if self.history_events > 0:
+            new_record["history"] = push_history(
+                record,
+                event,
+                events,
+                str(result.outcome.value),
+                max_events=self.history_events,
+                max_bytes=self.history_bytes,
+            )
         status = InstanceStatus.DONE if result.status == "done" else InstanceStatus.ACTIVE
         return _Write(new_record, status, ExecutionResult(events, result.outcome))
 
@@ -693,10 +713,12 @@ class OrchestrationPipeline:
     ) -> InstanceRecord:
         previous: InstanceRecord | None = None
         if record is not None:
+            # Without its own ``previous`` and ``history`` (the failure record carries the history).
             previous = cast(
-                "InstanceRecord", {name: value for name, value in record.items() if name != "previous"}
+                "InstanceRecord",
+                {name: value for name, value in record.items() if name not in ("previous", "history")},
             )
-        return {
+        failure: InstanceRecord = {
             "schemaVersion": RECORD_SCHEMA_VERSION,
             "kind": self.kind,
             "executionStatus": "failure",
@@ -714,6 +736,16 @@ class OrchestrationPipeline:
             "consumedIds": _push_ring(record, key),
             "updatedAt": create_timestamp(),
         }
+        if self.history_events > 0:
+            failure["history"] = push_history(
+                record,
+                event,
+                errors,
+                ExecutionOutcome.SYSTEM_ERROR.value,
+                max_events=self.history_events,
+                max_bytes=self.history_bytes,
+            )
+        return failure
 
 
 class PipelineHandler:
@@ -748,6 +780,18 @@ class PipelineHandler:
     @lease_ttl_ms.setter
     def lease_ttl_ms(self, value: int) -> None:
         self._pipeline.lease_ttl_ms = value
+
+    def keep_history(self, *, events: int, max_bytes: int) -> None:
+        """Keep the last ``events`` consumed/produced events (at most ``max_bytes`` of JSON) per record.
+
+        ``events=0`` keeps none (records written from then on carry no ``history``).
+        """
+        if events < 0 or max_bytes < 0:
+            raise ValueError(
+                f"history bounds must not be negative, got events={events}, max_bytes={max_bytes}"
+            )
+        self._pipeline.history_events = events
+        self._pipeline.history_bytes = max_bytes
 
     async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
         """Process one event of an orchestration (see :mod:`service.arvo.orchestration.pipeline`)."""

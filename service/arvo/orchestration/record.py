@@ -14,7 +14,9 @@ A normal record (``executionStatus: "normal"``)::
      "value": ..., "state": {...}, "machineId": "...",            # orchestrators
      "state$$": ...,                                                # resumables
      "events": {"consumed": {...}, "produced": [...], "expected": {...}},   # expected: resumables
-     "consumedIds": ["<domain>/<id>", ...], "updatedAt": "..."}
+     "consumedIds": ["@<source>/<domain>/<id>", ...], "updatedAt": "...",
+     "history": [{"dir": "consumed", "type": ..., "id": ..., "source": ..., "outcome": ...,
+                  "time": ..., "traceId": ...}, ...]}              # when history is kept
 
 A failure record (``executionStatus: "failure"``, ``status: "failed"``) has the same common keys plus
 ``error`` and ``previous`` (the record before the failure, without its own ``previous``), and no
@@ -23,16 +25,25 @@ kind-specific fields; its ``events.produced`` are the system error events.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Required, TypedDict
+from collections.abc import Sequence
+from typing import Any, Final, Literal, Required, TypedDict
+
+import orjson
+
+from service.arvo.event import ArvoEvent
 
 __all__ = [
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_HISTORY_EVENTS",
     "EventsFields",
     "ExecutionStatus",
+    "HistoryEntry",
     "InstanceRecord",
     "KindFields",
     "RecordEvents",
     "RecordKind",
     "RecordStatus",
+    "push_history",
 ]
 
 RecordKind = Literal["orchestrator", "resumable"]
@@ -121,3 +132,66 @@ class InstanceRecord(KindFields, total=False):
     """Why an operator or the consumer parked the instance."""
     statusReason: str  # noqa: N815 - wire name
     """Why the status was set from outside a lease (other than parking)."""
+    history: list[HistoryEntry]
+    """The instance's recent consumed and produced events, oldest first (``arvo inspect --history``);
+    bounded by count and bytes, absent when history is off."""
+
+
+DEFAULT_HISTORY_EVENTS: Final = 20
+"""Entries of history kept per instance by default (``ARVO_INSTANCE_HISTORY_EVENTS``)."""
+
+DEFAULT_HISTORY_BYTES: Final = 4_096
+"""Bytes of JSON history kept per instance by default (``ARVO_INSTANCE_HISTORY_BYTES``)."""
+
+
+class HistoryEntry(TypedDict):
+    """One consumed or produced event in an instance's history."""
+
+    dir: Literal["consumed", "produced"]
+    type: str
+    id: str
+    source: str
+    outcome: str
+    """Consumed: the execution outcome (``executed``, ``system_error``…); produced: ``emitted``."""
+    time: str
+    traceId: str | None
+
+
+def _entry(event: ArvoEvent, direction: Literal["consumed", "produced"], outcome: str) -> HistoryEntry:
+    traceparent = event.traceparent
+    parts = traceparent.split("-") if traceparent else []
+    return {
+        "dir": direction,
+        "type": event.type,
+        "id": event.id,
+        "source": event.source,
+        "outcome": outcome,
+        "time": event.time,
+        "traceId": parts[1] if len(parts) == 4 else None,
+    }
+
+
+def push_history(
+    record: InstanceRecord | None,
+    consumed: ArvoEvent,
+    produced: Sequence[ArvoEvent],
+    outcome: str,
+    *,
+    max_events: int,
+    max_bytes: int,
+) -> list[HistoryEntry]:
+    """The history of ``record`` plus ``consumed`` and its ``produced`` events, cut to the bounds.
+
+    The newest entries are kept: at most ``max_events``, and as many of those as fit ``max_bytes`` of
+    JSON (at least the consumed event's own entry, so the last step is always visible).
+    """
+    previous = list(record.get("history") or []) if record is not None else []
+    entries = [
+        *previous,
+        _entry(consumed, "consumed", outcome),
+        *(_entry(e, "produced", "emitted") for e in produced),
+    ]
+    entries = entries[-max_events:]
+    while len(entries) > 1 and len(orjson.dumps(entries)) > max_bytes:
+        entries.pop(0)
+    return entries
