@@ -1,7 +1,8 @@
 """Action and guard building blocks of the statechart interpreter (re-exported by ``statechart``).
 
-These mirror XState v5's ``assign``, ``emit``, ``and``, ``or`` and ``not`` helpers. User functions receive an
-:class:`ActionArgs` and, when they accept a second positional parameter, the resolved ``params``.
+These mirror XState v5's ``assign``, ``emit``, ``and``, ``or``, ``not`` and ``stateIn`` helpers. User
+functions receive an :class:`ActionArgs` and, when they accept a second positional parameter, the resolved
+``params``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ __all__ = [
     "GuardCombinator",
     "GuardImpl",
     "GuardRef",
+    "StateIn",
     "and_",
     "assign",
     "call_with_params",
     "emit",
     "not_",
     "or_",
+    "state_in",
 ]
 
 
@@ -74,8 +77,9 @@ class Emit:
         return f"emit({self.event!r})"
 
 
-GuardRef: TypeAlias = "str | Mapping[str, Any] | Callable[..., Any] | GuardCombinator"
-"""A guard as written in a config: a name, ``{"type": name, "params": ...}``, a function or a combinator."""
+GuardRef: TypeAlias = "str | Mapping[str, Any] | Callable[..., Any] | GuardCombinator | StateIn"
+"""A guard as written in a config: a name, ``{"type": name, "params": ...}``, a function, a combinator or
+:func:`state_in`."""
 
 
 class GuardCombinator:
@@ -91,11 +95,24 @@ class GuardCombinator:
         return f"{self.kind}_({list(self.guards)!r})"
 
 
+class StateIn:
+    """Built-in guard passing while the machine is in a state (XState ``stateIn``); see :func:`state_in`."""
+
+    __slots__ = ("state_value",)
+
+    def __init__(self, *, state_value: str | Mapping[str, Any]) -> None:
+        self.state_value = state_value
+
+    def __repr__(self) -> str:
+        return f"state_in({self.state_value!r})"
+
+
 ActionImpl: TypeAlias = "Callable[..., Any] | Assign | Emit"
 """A named action implementation: ``fn(args)`` / ``fn(args, params)``, or a built-in action."""
 
-GuardImpl: TypeAlias = "Callable[..., Any] | GuardCombinator | str | Mapping[str, Any]"
-"""A named guard implementation: ``fn(args)``/``fn(args, params)`` returning truthiness, or a combinator."""
+GuardImpl: TypeAlias = "Callable[..., Any] | GuardCombinator | StateIn | str | Mapping[str, Any]"
+"""A named guard implementation: ``fn(args)``/``fn(args, params)`` returning truthiness, a combinator or
+:func:`state_in`."""
 
 
 def assign(assignment: Callable[..., Any] | Mapping[str, Any]) -> Assign:
@@ -148,6 +165,29 @@ def or_(guards: Sequence[GuardRef]) -> GuardCombinator:
 def not_(guard: GuardRef) -> GuardCombinator:
     """Guard that passes when ``guard`` does not; XState ``not``."""
     return GuardCombinator(kind="not", guards=[guard])
+
+
+def state_in(state_value: str | Mapping[str, Any]) -> StateIn:
+    """Guard that passes while the machine is in the given state (XState v5 ``stateIn``).
+
+    Args:
+        state_value: ``"#id"`` (the state node with that id is active), a path from the root
+            (``"a.b"``: the state value matches ``{"a": "b"}``) or a partial state value
+            (``{"a": "b"}``, ``{"p": {"r1": "x"}}``), matched like XState's ``snapshot.matches``.
+
+    Returns:
+        The built-in guard; usable alone, inside :func:`and_`/:func:`or_`/:func:`not_` and as a named
+        guard implementation. It sees the active states at the time the guard is evaluated (before
+        the transition it guards is taken). Ids and paths that do not exist are rejected when the
+        chart is built.
+
+    Raises:
+        TypeError: If ``state_value`` is neither a string nor a mapping.
+
+    """
+    if not isinstance(state_value, str | Mapping):
+        raise TypeError(f"state_in(): expected a string or a mapping, got {type(state_value).__name__}")
+    return StateIn(state_value=state_value)
 
 
 def _accepts_params(fn: Callable[..., Any]) -> bool:

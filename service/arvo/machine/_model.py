@@ -2,15 +2,24 @@
 
 Everything that does not depend on the active configuration is computed here once: document order,
 ancestor lists, resolved targets, transition domains, compiled guards and actions. The algorithms are
-ports of XState v5.24.0 (``stateUtils``) restricted to the subset Arvo allows (no history, no actors,
-no delays).
+ports of XState v5.24.0 (``stateUtils``) restricted to the subset Arvo allows (no history, no actors).
+
+Delayed transitions (``after``) are compiled like XState's ``getDelayedTransitions``: each delay of a
+state becomes a transition on the event ``xstate.after.<delay>.<state id>`` (appended after the
+state's ``on`` and ``onDone`` transitions), a delayed raise appended to the state's entry actions and
+a cancel appended to its exit actions. The raise and the cancel only record timer operations in the
+:class:`RunState`; the interpreter applies them after the macrostep, as XState's deferred scheduler
+calls do.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from decimal import Decimal
+from typing import Any, Final, Protocol
 
 from service.arvo.errors import ConfigViolation
 from service.arvo.machine._actions import (
@@ -18,6 +27,7 @@ from service.arvo.machine._actions import (
     Assign,
     Emit,
     GuardCombinator,
+    StateIn,
     call_with_params,
 )
 
@@ -26,13 +36,17 @@ __all__ = [
     "COMPOUND",
     "FINAL",
     "PARALLEL",
+    "ActiveStates",
     "CompiledAction",
     "CompiledGuard",
     "MachineModel",
     "Node",
     "RunState",
+    "TimerOp",
     "Transition",
     "is_descendant",
+    "js_number_str",
+    "matches_state",
     "proper_ancestors",
 ]
 
@@ -42,7 +56,7 @@ PARALLEL: Final = "parallel"
 FINAL: Final = "final"
 
 _STATE_KEYS: Final = frozenset(
-    {"id", "type", "initial", "states", "on", "always", "entry", "exit", "onDone", "output"}
+    {"id", "type", "initial", "states", "on", "always", "after", "entry", "exit", "onDone", "output"}
     | {"description", "meta", "tags"}
 )
 _ROOT_ONLY_KEYS: Final = frozenset({"context", "version", "types", "schemas"})
@@ -57,10 +71,14 @@ _IMMUTABLE_SCALARS: Final = (str, int, float, bool, type(None))
 _MAX_ALIAS_DEPTH: Final = 32
 
 
+TimerOp = tuple[str, float | None]
+"""A recorded timer operation: ``(delayed event type, delay in ms)`` arms, ``(type, None)`` cancels."""
+
+
 class RunState:
     """Mutable state of one ``start``/``send`` call, threaded through compiled actions."""
 
-    __slots__ = ("assigned", "ctx", "emitted", "output", "queue", "status")
+    __slots__ = ("assigned", "ctx", "emitted", "output", "queue", "status", "timer_ops")
 
     def __init__(self, ctx: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -69,10 +87,18 @@ class RunState:
         self.status = "active"
         self.output: Any = None
         self.queue: list[dict[str, Any]] = []
+        self.timer_ops: list[TimerOp] = []
+
+
+class ActiveStates(Protocol):
+    """What a guard sees of the active configuration (for :func:`~._actions.state_in`)."""
+
+    value: str | dict[str, Any]
+    node_set: frozenset[Node]
 
 
 CompiledAction = Callable[[RunState, Mapping[str, Any]], None]
-CompiledGuard = Callable[[Mapping[str, Any], Mapping[str, Any]], bool]
+CompiledGuard = Callable[[Mapping[str, Any], Mapping[str, Any], ActiveStates], bool]
 
 
 class Node:
@@ -147,6 +173,7 @@ class Transition:
     __slots__ = (
         "action_labels",
         "actions",
+        "delay",
         "domain",
         "entry_sorted",
         "event_type",
@@ -177,6 +204,7 @@ class Transition:
         self.actions = actions
         self.action_labels = action_labels
         self.reenter = reenter
+        self.delay: str | None = None  # the ``after`` key of a delayed transition
         self.domain: Node | None = transition_domain(self)
         self.entry_sorted: tuple[Node, ...] | None = None
 
@@ -321,6 +349,86 @@ def _to_state_path(text: str) -> list[str]:
     return result
 
 
+def _path_to_state_value(path: list[str]) -> str | dict[str, Any]:
+    """XState ``pathToStateValue``."""
+    if len(path) == 1:
+        return path[0]
+    value: dict[str, Any] = {}
+    marker = value
+    for index in range(len(path) - 1):
+        if index == len(path) - 2:
+            marker[path[index]] = path[index + 1]
+        else:
+            inner: dict[str, Any] = {}
+            marker[path[index]] = inner
+            marker = inner
+    return value
+
+
+def matches_state(parent: Any, child: Any) -> bool:
+    """XState ``matchesState`` on resolved state values (``parent`` is the pattern)."""
+    if isinstance(child, str):
+        return isinstance(parent, str) and child == parent
+    if isinstance(parent, str):
+        return parent in child
+    return all(key in child and matches_state(sub, child[key]) for key, sub in parent.items())
+
+
+# JavaScript ``Number(string)`` for the literals XState's ``+delay`` understands (after trimming).
+_JS_DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_JS_RADIX: Final = re.compile(r"0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
+_JS_WHITESPACE: Final = (
+    " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def _js_number(text: str) -> float | None:
+    """``+text`` in JavaScript, or ``None`` where it is ``NaN``."""
+    stripped = text.strip(_JS_WHITESPACE)
+    if not stripped:
+        return 0.0
+    if _JS_DECIMAL.fullmatch(stripped):
+        return float(stripped)
+    if _JS_RADIX.fullmatch(stripped):
+        return float(int(stripped, 0))
+    if stripped in ("Infinity", "+Infinity"):
+        return math.inf
+    if stripped == "-Infinity":
+        return -math.inf
+    return None
+
+
+def js_number_str(value: float) -> str:
+    """JavaScript ``String(number)`` for a finite number (shortest round-trip digits, JS exponent rules)."""
+    if value == 0:
+        return "0"
+    if value < 0:
+        return "-" + js_number_str(-value)
+    parts = Decimal(repr(float(value))).normalize().as_tuple()
+    assert isinstance(parts.exponent, int)
+    digits = "".join(map(str, parts.digits))
+    k = len(digits)
+    n = parts.exponent + k  # value = 0.<digits> * 10**n (ECMAScript Number::toString)
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return f"{digits[:n]}.{digits[n:]}"
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    head = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+    return f"{head}e{'+' if n >= 1 else '-'}{abs(n - 1)}"
+
+
+def _delay_ms(value: Any, what: str) -> float:
+    """A resolved delay: a finite number of milliseconds; negative delays count as 0 (like setTimeout)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of milliseconds, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of milliseconds, got {value!r}")
+    return max(value, 0)
+
+
 def _fresh(value: Any) -> Any:
     return value if isinstance(value, _IMMUTABLE_SCALARS) else copy.deepcopy(value)
 
@@ -351,23 +459,13 @@ def _invoke_error(location: str) -> ConfigViolation:
     )
 
 
-def _after_error(location: str) -> ConfigViolation:
-    return _config_error(
-        "'after' not supported",
-        location,
-        "Arvo machines do not support delayed transitions as they introduce asynchronous behavior.",
-        "To fix: Replace 'after' with Arvo event-driven patterns for time-based operations",
-    )
-
-
 def _actor_error(kind: str, location: str) -> ConfigViolation:
-    what = "actors" if kind == "actor" else "delay transitions"
     return ConfigViolation(
         "\n".join(
             [
                 f"Configuration Error: '{kind}' not supported in Arvo machines",
                 f"Location: {location}",
-                f"Arvo machines do not support XState {what} as they introduce asynchronous behavior.",
+                "Arvo machines do not support XState actors as they introduce asynchronous behavior.",
                 "To fix:",
                 f"1. Remove the '{kind}' configuration",
                 "2. Use Arvo's event-driven patterns instead for asynchronous operations",
@@ -385,12 +483,25 @@ def _history_error(location: str) -> ConfigViolation:
     )
 
 
+def _delays_key_error(location: str) -> ConfigViolation:
+    return ConfigViolation(
+        "\n".join(
+            [
+                "Configuration Error: 'delays' not supported in Arvo machines",
+                f"Location: {location}",
+                "'delays' is not a key of a machine config: named delays are implementations.",
+                "To fix: pass them as delays= to setup_arvo_machine (or Statechart) and use their names as "
+                "'after' keys",
+            ]
+        )
+    )
+
+
 _FORBIDDEN_STATE_KEYS: Final[dict[str, Callable[[str], ConfigViolation]]] = {
     "invoke": _invoke_error,
-    "after": _after_error,
     "actors": lambda location: _actor_error("actor", location),
     "spawn": lambda location: _actor_error("actor", location),
-    "delays": lambda location: _actor_error("delays", location),
+    "delays": _delays_key_error,
     "history": _history_error,
 }
 
@@ -404,6 +515,7 @@ class MachineModel:
         *,
         actions: Mapping[str, Any],
         guards: Mapping[str, Any],
+        delays: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(config, Mapping):
             raise ConfigViolation(
@@ -415,6 +527,8 @@ class MachineModel:
         self.id: str = machine_id or "(machine)"
         self.actions = actions
         self.guards = guards
+        self.delays: Mapping[str, Any] = delays or {}
+        self.has_after = False
         self.nodes: list[Node] = []
         self.id_map: dict[str, Node] = {}
         self.root = self._build_node(config, parent=None, key=self.id)
@@ -591,10 +705,92 @@ class MachineModel:
                 node, node.done_type, config["onDone"], f"{location} > onDone"
             )
         node.transitions = transitions
+        if config.get("after") is not None:
+            self._compile_after(node, config["after"], f"{location} > after")
         if "always" in config:
             node.always = self._compile_transitions(node, "", config["always"], f"{location} > always")
             if node.always:
                 self.has_always = True
+
+    def _compile_after(self, node: Node, after: Any, location: str) -> None:
+        """XState ``getDelayedTransitions``: transitions on ``xstate.after.<delay>.<id>``, raise, cancel."""
+        if not isinstance(after, Mapping):
+            raise _config_error(f"'after' must be a mapping of delays, got {type(after).__name__}", location)
+        by_key: dict[str, Any] = {}
+        for raw_key, spec in after.items():
+            if isinstance(raw_key, str):
+                key = raw_key
+            elif isinstance(raw_key, int | float) and not isinstance(raw_key, bool):
+                if not math.isfinite(raw_key):
+                    raise _config_error(f"delay {raw_key!r} is not a finite number of milliseconds", location)
+                key = js_number_str(raw_key)  # the property key JavaScript makes of a number
+            else:
+                raise _config_error(
+                    f"an 'after' key must be a delay in ms or the name of a delay, got {raw_key!r}", location
+                )
+            if key in by_key:
+                raise _config_error(f"duplicate delay {key!r}", f"{location} > {key}")
+            by_key[key] = spec
+        raises: list[CompiledAction] = []
+        cancels: list[CompiledAction] = []
+        seen: dict[str, str] = {}
+        for key in js_key_order(by_key):
+            where = f"{location} > {key}"
+            number = _js_number(key)
+            resolve: Callable[[Mapping[str, Any], Mapping[str, Any]], float]
+            if number is not None:
+                if not math.isfinite(number):
+                    raise _config_error(f"delay {key!r} is not a finite number of milliseconds", where)
+                delay_name = js_number_str(number)
+                exact: float = int(number) if number.is_integer() else number
+                resolve = _constant_delay(_delay_ms(exact, f"delay {key!r}"))
+            else:
+                delay_name = key
+                resolve = self._named_delay(key, where)
+            event_type = f"xstate.after.{delay_name}.{node.id}"
+            if event_type in seen:
+                raise _config_error(
+                    f"delays {seen[event_type]!r} and {key!r} are the same delay ({delay_name} ms)", where
+                )
+            seen[event_type] = key
+            spec = by_key[key]
+            transitions = (
+                self._compile_transitions(node, event_type, spec, where)
+                if not isinstance(spec, list | tuple) or spec
+                else ()
+            )
+            for transition in transitions:
+                transition.delay = key
+            if transitions:
+                node.transitions[event_type] = (*node.transitions.get(event_type, ()), *transitions)
+            raises.append(_delayed_raise(event_type, resolve))
+            cancels.append(_cancel_raise(event_type))
+            self.has_after = True
+        node.entry = (*node.entry, *raises)
+        node.entry_labels = (*node.entry_labels, *(["xstate.raise"] * len(raises)))
+        node.exit = (*node.exit, *cancels)
+        node.exit_labels = (*node.exit_labels, *(["xstate.cancel"] * len(cancels)))
+
+    def _named_delay(
+        self, name: str, location: str
+    ) -> Callable[[Mapping[str, Any], Mapping[str, Any]], float]:
+        impl = self.delays.get(name)
+        if impl is None:
+            raise _config_error(
+                f"delay {name!r} is not implemented", location, "To fix: pass its implementation in delays="
+            )
+        what = f"delay {name!r}"
+        if isinstance(impl, int | float) and not isinstance(impl, bool):
+            if not math.isfinite(impl):
+                raise _config_error(f"{what} is not a finite number of milliseconds", location)
+            return _constant_delay(_delay_ms(impl, what))
+        if not callable(impl):
+            raise _config_error(
+                f"{what} implementation must be a number of ms or a function, got {type(impl).__name__}",
+                location,
+            )
+        fn = call_with_params(impl)
+        return lambda c, e: _delay_ms(fn(ActionArgs(context=c, event=e), None), what)
 
     def _compile_transitions(
         self, node: Node, event_type: str, spec: Any, location: str
@@ -726,6 +922,8 @@ class MachineModel:
             raise _config_error("guard aliases nest too deeply (cycle?)", location)
         if isinstance(spec, str):
             return self._named_guard(spec, None, location, depth)
+        if isinstance(spec, StateIn):
+            return self._state_in_guard(spec, location)
         if isinstance(spec, GuardCombinator):
             compiled = [self._compile_guard(g, location, depth + 1) for g in spec.guards]
             fns = tuple(fn for fn, _ in compiled)
@@ -734,16 +932,16 @@ class MachineModel:
                 if len(fns) != 1:
                     raise _config_error("not_() takes exactly one guard", location)
                 inner = fns[0]
-                return (lambda c, e: not inner(c, e)), label
+                return (lambda c, e, a: not inner(c, e, a)), label
             if spec.kind == "and":
 
-                def check_and(c: Mapping[str, Any], e: Mapping[str, Any]) -> bool:
-                    return all(fn(c, e) for fn in fns)
+                def check_and(c: Mapping[str, Any], e: Mapping[str, Any], a: ActiveStates) -> bool:
+                    return all(fn(c, e, a) for fn in fns)
 
                 return check_and, label
 
-            def check_or(c: Mapping[str, Any], e: Mapping[str, Any]) -> bool:
-                return any(fn(c, e) for fn in fns)
+            def check_or(c: Mapping[str, Any], e: Mapping[str, Any], a: ActiveStates) -> bool:
+                return any(fn(c, e, a) for fn in fns)
 
             return check_or, label
         if isinstance(spec, Mapping):
@@ -758,10 +956,10 @@ class MachineModel:
             return self._named_guard(name, spec, location, depth)
         if callable(spec):
             fn = call_with_params(spec)
-            return (lambda c, e: bool(fn(ActionArgs(context=c, event=e), None))), _callable_label(spec)
+            return (lambda c, e, _a: bool(fn(ActionArgs(context=c, event=e), None))), _callable_label(spec)
         raise _config_error(
-            f"a guard must be a name, a {{'type', 'params'}} mapping, a function or a combinator, got "
-            f"{type(spec).__name__}",
+            f"a guard must be a name, a {{'type', 'params'}} mapping, a function, a combinator or "
+            f"state_in(), got {type(spec).__name__}",
             location,
         )
 
@@ -775,7 +973,7 @@ class MachineModel:
                 location,
                 "To fix: pass its implementation in guards=",
             )
-        if isinstance(impl, GuardCombinator | str | Mapping):
+        if isinstance(impl, GuardCombinator | StateIn | str | Mapping):
             fn_alias, _ = self._compile_guard(impl, location, depth + 1)
             return fn_alias, name
         if not callable(impl):
@@ -787,11 +985,31 @@ class MachineModel:
         if callable(params):
             params_fn: Callable[[ActionArgs], Any] = params
 
-            def check_dynamic(c: Mapping[str, Any], e: Mapping[str, Any]) -> bool:
+            def check_dynamic(c: Mapping[str, Any], e: Mapping[str, Any], _a: ActiveStates) -> bool:
                 return bool(fn(ActionArgs(context=c, event=e), params_fn(ActionArgs(context=c, event=e))))
 
             return check_dynamic, name
-        return (lambda c, e: bool(fn(ActionArgs(context=c, event=e), params))), name
+        return (lambda c, e, _a: bool(fn(ActionArgs(context=c, event=e), params))), name
+
+    def _state_in_guard(self, spec: StateIn, location: str) -> tuple[CompiledGuard, str]:
+        """XState ``stateIn``: ``#id`` checks the active nodes, anything else ``snapshot.matches``."""
+        state_value = spec.state_value
+        if isinstance(state_value, str) and state_value.startswith("#"):
+            node = self.id_map.get(state_value[1:])
+            if node is None:
+                raise _config_error(
+                    f"state_in({state_value!r}): no state has the id {state_value[1:]!r}", location
+                )
+            return (lambda _c, _e, a: node in a.node_set), f"stateIn({state_value})"
+        if isinstance(state_value, str):
+            pattern: Any = _path_to_state_value(_to_state_path(state_value))
+        else:
+            pattern = _json_value(state_value)
+        problem = _state_value_problem(self.root, pattern)
+        if problem is not None:
+            raise _config_error(f"state_in({state_value!r}): {problem}", location)
+        label = state_value if isinstance(state_value, str) else _compact_json(pattern)
+        return (lambda _c, _e, a: matches_state(pattern, a.value)), f"stateIn({label})"
 
     # -- actions -----------------------------------------------------------------------------------
 
@@ -852,6 +1070,63 @@ class MachineModel:
             f"got {type(impl).__name__}",
             location,
         )
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _compact_json(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_compact_json(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _state_value_problem(node: Node, pattern: Any) -> str | None:
+    """Why ``pattern`` cannot match any state value below ``node`` (``None`` when it can)."""
+    if isinstance(pattern, str):
+        if pattern in node.states:
+            return None
+        return f"state {pattern!r} does not exist on '#{node.id}'"
+    if not isinstance(pattern, Mapping):
+        return f"expected a state name or a mapping, got {type(pattern).__name__}"
+    for key, sub in pattern.items():
+        child = node.states.get(key)
+        if child is None:
+            return f"state {key!r} does not exist on '#{node.id}'"
+        problem = _state_value_problem(child, sub)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _constant_delay(delay: float) -> Callable[[Mapping[str, Any], Mapping[str, Any]], float]:
+    return lambda _c, _e: delay
+
+
+def _delayed_raise(
+    event_type: str, resolve: Callable[[Mapping[str, Any], Mapping[str, Any]], float]
+) -> CompiledAction:
+    """XState ``raise(afterEvent, {id, delay})``: the delay is resolved now, the timer armed after the step.
+
+    ``resolve`` may raise (a named delay's function, or a result that is not a number of milliseconds).
+    """
+
+    def run(state: RunState, event: Mapping[str, Any]) -> None:
+        state.timer_ops.append((event_type, resolve(state.ctx, event)))
+
+    return run
+
+
+def _cancel_raise(event_type: str) -> CompiledAction:
+    """XState ``cancel(afterEventType)``, applied after the step."""
+
+    def run(state: RunState, _event: Mapping[str, Any]) -> None:
+        state.timer_ops.append((event_type, None))
+
+    return run
 
 
 def _params_resolver(params: Any) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any] | None:

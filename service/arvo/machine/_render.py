@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from service.arvo.machine._actions import Assign, Emit, GuardCombinator
+from service.arvo.machine._actions import Assign, Emit, GuardCombinator, StateIn
 from service.arvo.machine._model import FINAL, PARALLEL, Node, Transition
 
 __all__ = ["jsonable_definition", "render_mermaid"]
@@ -34,6 +34,8 @@ def jsonable_definition(value: Any) -> Any:
             "type": "xstate.emit",
             "event": _function_name(event) if callable(event) else jsonable_definition(event),
         }
+    if isinstance(value, StateIn):
+        return {"type": "xstate.stateIn", "stateValue": jsonable_definition(value.state_value)}
     if isinstance(value, GuardCombinator):
         return {"type": f"xstate.{value.kind}", "guards": [jsonable_definition(g) for g in value.guards]}
     if callable(value):
@@ -54,6 +56,8 @@ def _transition_label(t: Transition, node: Node) -> str:
         label = "always"
     elif t.event_type == node.done_type:
         label = "onDone"
+    elif t.delay is not None:
+        label = f"after {t.delay}"
     else:
         label = t.event_type
     if t.guard_label is not None:
@@ -107,7 +111,8 @@ def render_mermaid(root: Node) -> str:
     States are declared with their key as label (``state "idle" as s1``; ids follow document order),
     compound and parallel states become composite blocks (regions separated by ``--``), ``[*] -->``
     marks initial states, final states lead to ``[*]``. Edges are labelled with the event type (``always``
-    for eventless transitions, ``onDone`` for done transitions) and ``[guard]`` when guarded.
+    for eventless transitions, ``onDone`` for done transitions, ``after <delay>`` for delayed transitions)
+    and ``[guard]`` when guarded.
     Targetless transitions are omitted; transitions declared on the root (which has no box of its own)
     are listed as ``%%`` comments.
     """

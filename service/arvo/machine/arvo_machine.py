@@ -17,6 +17,11 @@ Machines are written as Python dicts that mirror XState configs::
 Events reach the machine as the full event JSON (``event["type"]``, ``event["data"]``, …); the init
 event is not delivered as an event, it only feeds ``context`` (``args.input``). Outgoing events are
 produced with ``emit(...)`` or :func:`enqueue_arvo_event`.
+
+Unlike the original (which rejects them), machines may use XState delayed transitions (``after``, with
+named delays passed as ``delays=`` to :func:`setup_arvo_machine`): each step returns the pending timers
+and the cancelled ones, and :meth:`ArvoMachine.fire_timer` delivers a due timer (see
+``service.arvo.machine.statechart``).
 """
 
 from __future__ import annotations
@@ -175,13 +180,24 @@ class ArvoMachine:
         """Resolve and validate ``event`` against the self and service contracts (spec 11.6)."""
         return validate_input_event(event, self_contract=self.self_contract, service_contracts=self.services)
 
-    def start(self, init_event: ArvoEvent) -> MachineStep:
-        """Start a new execution from ``init_event`` (it only feeds ``context``)."""
-        return self.statechart.start(init_event.to_dict())
+    @property
+    def has_delayed_transitions(self) -> bool:
+        """Whether the machine uses ``after`` (its steps need ``now_ms`` and may arm timers)."""
+        return self.statechart.has_delayed_transitions
 
-    def send(self, snapshot: Mapping[str, Any], event: ArvoEvent) -> MachineStep:
+    def start(self, init_event: ArvoEvent, *, now_ms: float | None = None) -> MachineStep:
+        """Start a new execution from ``init_event`` (it only feeds ``context``)."""
+        return self.statechart.start(init_event.to_dict(), now_ms=now_ms)
+
+    def send(
+        self, snapshot: Mapping[str, Any], event: ArvoEvent, *, now_ms: float | None = None
+    ) -> MachineStep:
         """Resume from ``snapshot`` and process ``event``."""
-        return self.statechart.send(snapshot, event.to_dict())
+        return self.statechart.send(snapshot, event.to_dict(), now_ms=now_ms)
+
+    def fire_timer(self, snapshot: Mapping[str, Any], timer_id: str, *, now_ms: float) -> MachineStep:
+        """Resume from ``snapshot`` and deliver the pending timer ``timer_id`` (a no-op step if stale)."""
+        return self.statechart.fire_timer(snapshot, timer_id, now_ms=now_ms)
 
     def to_mermaid(self) -> str:
         """The machine as a Mermaid ``stateDiagram-v2``."""
@@ -202,17 +218,20 @@ class ArvoMachineSetup:
         services: Mapping[str, VersionedArvoContract],
         actions: Mapping[str, Any],
         guards: Mapping[str, Any],
+        delays: Mapping[str, Any] | None = None,
     ) -> None:
         self.self_contract = self_contract
         self.services = dict(services)
         self.actions = {**actions, _RESERVED_ACTION: assign(_enqueue_with_params)}
         self.guards = dict(guards)
+        self.delays = dict(delays or {})
 
     def create_machine(self, config: Mapping[str, Any]) -> ArvoMachine:
         """Validate ``config`` and build the :class:`ArvoMachine`.
 
         Raises:
-            ConfigViolation: version mismatch, forbidden features (invoke, after, spawning), bad targets.
+            ConfigViolation: version mismatch, forbidden features (invoke, spawning), bad targets,
+                unimplemented named actions, guards or delays.
 
         """
         requested = config.get("version")
@@ -222,7 +241,7 @@ class ArvoMachineSetup:
                 f"received '{requested}'"
             )
         chart_config = {key: value for key, value in config.items() if key != "version"}
-        statechart = Statechart(chart_config, actions=self.actions, guards=self.guards)
+        statechart = Statechart(chart_config, actions=self.actions, guards=self.guards, delays=self.delays)
         requires_locking = _has_parallel_states(chart_config) or any(
             len(contract.emits) > 1 for contract in self.services.values()
         )
@@ -241,24 +260,26 @@ def setup_arvo_machine(
     contracts: Mapping[str, Any],
     actions: Mapping[str, Any] | None = None,
     guards: Mapping[str, Any] | None = None,
+    delays: Mapping[str, Any] | None = None,
     **unsupported: object,
 ) -> ArvoMachineSetup:
-    """Bind contracts, named actions and guards for machines (spec 11.2).
+    """Bind contracts, named actions, guards and delays for machines (spec 11.2).
 
     Args:
         contracts: ``{"self": <versioned orchestrator contract>, "services": {key: <versioned contract>}}``.
         actions: Named actions (``assign(...)``, ``emit(...)``, or functions of the action arguments).
-        guards: Named guards (functions of the action arguments returning ``bool``).
-        **unsupported: ``actors`` and ``delays`` are rejected as in the original.
+        guards: Named guards (functions of the action arguments returning ``bool``, combinators,
+            ``state_in(...)``).
+        delays: Named delays for ``after`` keys: a number of ms or a function of the action arguments
+            returning one (the original rejects ``delays``; we support delayed transitions).
+        **unsupported: ``actors`` are rejected as in the original.
 
     Raises:
-        ConfigViolation: actors/delays given, reserved action name used, duplicate or circular services.
+        ConfigViolation: actors given, reserved action name used, duplicate or circular services.
 
     """
     if "actors" in unsupported:
         raise _unsupported("actor", "actors")
-    if "delays" in unsupported:
-        raise _unsupported("delays", "delay transitions")
     if unsupported:
         raise ConfigViolation(f"setup_arvo_machine got unknown options: {', '.join(sorted(unsupported))}")
     if actions and _RESERVED_ACTION in actions:
@@ -274,5 +295,9 @@ def setup_arvo_machine(
     services: Mapping[str, VersionedArvoContract] = contracts.get("services") or {}
     validate_service_contracts(self_contract, services, "ArvoMachine")
     return ArvoMachineSetup(
-        self_contract=self_contract, services=services, actions=actions or {}, guards=guards or {}
+        self_contract=self_contract,
+        services=services,
+        actions=actions or {},
+        guards=guards or {},
+        delays=delays or {},
     )

@@ -11,6 +11,24 @@ Snapshots are plain JSON dicts ``{"status", "value", "context", "output"}`` (``v
 StateValue format), so they can be persisted between steps. Restoring a snapshot runs no user code: no
 entry actions and no eventless transitions are evaluated until the next event is processed.
 
+Delayed transitions (``after``) work as in XState, with time passed in by the caller (the interpreter
+never reads a clock)::
+
+    chart = Statechart(config, delays={"grace": lambda a: a.context["grace_ms"]})
+    step = chart.start(input, now_ms=now)           # step.timers: the pending timers, in firing order
+    step = chart.send(step.snapshot, event, now_ms=now)
+    step = chart.fire_timer(step.snapshot, step.timers[0].id, now_ms=now)   # one due timer
+    step = chart.advance(step.snapshot, now_ms=now) # every timer due by ``now``, in XState's order
+
+A delayed transition is a delayed raise of ``xstate.after.<delay>.<state id>`` appended to the state's
+entry actions (the delay is evaluated then) and a cancel appended to its exit actions; both take effect
+after the macrostep, so a state entered and left within one step leaves no timer. Pending timers live in
+the snapshot (``"timers"``, in firing order: due time, then arming order; ``"timerSeq"``, the arming
+counter that makes timer ids deterministic) of machines that have delayed transitions, so they survive a
+save/restore round trip (XState drops them). Each step reports the pending timers
+(:attr:`MachineStep.timers`), the ids of timers it cancelled and the ids it fired. Reaching a top-level
+final state cancels every timer.
+
 Semantics follow XState v5.24.0's ``macrostep``/``microstep`` (a port of its SCXML-style algorithm, checked
 by the differential test ``tests/interop/test_xstate_conformance.py``): transition selection walks the
 state value depth-first (descendants before ancestors; all regions of a parallel state), conflicting
@@ -19,9 +37,11 @@ then entry actions in document order; ``assign`` updates the context immediately
 eventless (``always``) transitions and internal ``xstate.done.state.*`` events are processed to a fixed
 point. Supported config keys: ``id``, ``initial``, ``states``, ``type`` (``atomic``/``compound``/
 ``parallel``/``final``), ``context``, ``on`` (exact, ``*`` and ``prefix.*`` descriptors), ``always``,
-``entry``, ``exit``, ``onDone``, ``output``, ``description``, ``meta``, ``tags`` (and ``version``,
-``types``, ``schemas`` on the root). ``invoke``, ``after``, ``delays``, actors and history states are
-rejected with :class:`~service.arvo.errors.ConfigViolation` when the chart is built.
+``after`` (numeric and named delays), ``entry``, ``exit``, ``onDone``, ``output``, ``description``,
+``meta``, ``tags`` (and ``version``, ``types``, ``schemas`` on the root); guards include :func:`state_in`
+(XState ``stateIn``). ``invoke``, a ``delays`` config key (delays are implementations: ``delays=``),
+actors and history states are rejected with :class:`~service.arvo.errors.ConfigViolation` when the chart
+is built.
 
 Errors raised by user code (actions, guards, ``context``, ``output``) propagate unchanged.
 
@@ -42,12 +62,19 @@ Deliberate differences: guard errors are not wrapped in XState's ``Unable to eva
 unimplemented named actions (silently skipped by XState) and guards, unknown keys, ``output`` outside
 final/root states, ``onDone`` on atomic states, targets that cannot be active together and infix
 wildcards are rejected when the chart is built; an endless eventless/done-event loop raises
-:class:`MachineLoopError` instead of hanging; there are no history states, actors or delays.
+:class:`MachineLoopError` instead of hanging; there are no history states or actors. Delays: unknown
+named delays, duplicate delays (``"1000"`` and ``"1e3"``) and non-finite ones are rejected when the
+chart is built (XState raises the event at once for an unknown name and arms both timers of a
+duplicate); a named delay must produce a finite number (XState raises the event at once otherwise,
+here it is a ``TypeError``/``ValueError``); a negative delay counts as 0 (JavaScript timers do the same;
+XState's ``SimulatedClock`` would order it before earlier timers); a ``state_in`` id or path that does not
+exist is rejected when the chart is built (XState throws on evaluation for an id, never matches a path).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
@@ -61,11 +88,13 @@ from service.arvo.machine._actions import (
     GuardCombinator,
     GuardImpl,
     GuardRef,
+    StateIn,
     and_,
     assign,
     emit,
     not_,
     or_,
+    state_in,
 )
 from service.arvo.machine._model import (
     COMPOUND,
@@ -82,6 +111,7 @@ from service.arvo.machine._render import jsonable_definition, render_mermaid
 
 __all__ = [
     "MAX_MICROSTEPS",
+    "MAX_TIMER_FIRINGS",
     "ActionArgs",
     "ActionImpl",
     "Assign",
@@ -92,16 +122,23 @@ __all__ = [
     "InvalidSnapshotError",
     "MachineLoopError",
     "MachineStep",
+    "PendingTimer",
+    "StateIn",
     "Statechart",
     "and_",
     "assign",
     "emit",
     "not_",
     "or_",
+    "state_in",
 ]
 
 MAX_MICROSTEPS: Final = 1000
 """Safety bound: microsteps allowed in one macrostep before :class:`MachineLoopError` is raised."""
+
+MAX_TIMER_FIRINGS: Final = 1000
+"""Default bound of :meth:`Statechart.advance`: timers fired in one advance before :class:`MachineLoopError`
+is raised."""
 
 _ACTIVE: Final = "active"
 _DONE: Final = "done"
@@ -109,17 +146,45 @@ _CACHE_LIMIT: Final = 4096
 _CANDIDATE_CACHE_LIMIT: Final = 1024
 
 
-class MachineStep(NamedTuple):
-    """Result of :meth:`Statechart.start` / :meth:`Statechart.send`.
+class PendingTimer(NamedTuple):
+    """A timer of a delayed transition: armed, not yet fired nor cancelled.
 
     Attributes:
-        snapshot: ``{"status": "active"|"done", "value": str|dict, "context": dict, "output": Any}``.
-        emitted: Events emitted with :func:`emit`, in emission order.
+        id: Deterministic id ``<event>#<n>``, ``n`` being the instance's arming counter (``timerSeq`` in
+            the snapshot): the same steps on the same snapshot arm the same ids.
+        event: The delayed event's type, ``xstate.after.<delay>.<state id>`` (what firing delivers).
+        due_ms: When it is due: the ``now_ms`` of the step that armed it plus the delay.
+        delay_ms: The delay it was armed with (a negative delay counts as 0).
 
     """
 
+    id: str
+    event: str
+    due_ms: float
+    delay_ms: float
+
+
+class MachineStep(NamedTuple):
+    """Result of :meth:`Statechart.start`, :meth:`~Statechart.send`, :meth:`~Statechart.fire_timer` and
+    :meth:`~Statechart.advance`.
+
+    Attributes:
+        snapshot: ``{"status": "active"|"done", "value": str|dict, "context": dict, "output": Any}``, plus
+            ``"timers"`` and ``"timerSeq"`` when the machine has delayed transitions.
+        emitted: Events emitted with :func:`emit`, in emission order.
+        timers: Every pending timer after the step, in firing order (due time, then arming order); empty
+            when the machine is done. Timers pending before the step keep their id and due time.
+        cancelled: Ids of timers pending before the step that it cancelled (their state was exited, or the
+            machine finished), in the order they were pending.
+        fired: Ids of the timers the step delivered (:meth:`~Statechart.fire_timer`: zero or one).
+
+    """  # noqa: D205
+
     snapshot: dict[str, Any]
     emitted: list[dict[str, Any]]
+    timers: tuple[PendingTimer, ...] = ()
+    cancelled: tuple[str, ...] = ()
+    fired: tuple[str, ...] = ()
 
 
 class InvalidSnapshotError(ValueError):
@@ -128,6 +193,108 @@ class InvalidSnapshotError(ValueError):
 
 class MachineLoopError(RuntimeError):
     """Eventless transitions / internal events did not settle within :data:`MAX_MICROSTEPS` microsteps."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _TimerBook:
+    """Pending timers of one step: restored from the snapshot, updated by the recorded timer operations.
+
+    Timers are JSON dicts ``{"id", "event", "due", "delay", "seq"}`` (plus ``"orphan": true``, below), kept
+    in firing order. XState keys its scheduler by the delayed event's type: arming a type that is still
+    pending (the root re-entered without ``reenter`` re-runs its entry, not its exit) leaves the older
+    timer running but no longer cancellable (an *orphan*), and a firing timer unregisters its type, so the
+    timer registered under it becomes an orphan too. A cancel removes the registered (non-orphan) timer.
+    """
+
+    __slots__ = ("before", "pending", "seq")
+
+    def __init__(self, pending: list[dict[str, Any]], seq: int) -> None:
+        self.pending = pending
+        self.seq = seq
+        self.before = tuple(timer["id"] for timer in pending)
+
+    @classmethod
+    def read(cls, snapshot: Mapping[str, Any]) -> _TimerBook:
+        raw = snapshot.get("timers")
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list | tuple):
+            raise InvalidSnapshotError(f"snapshot.timers must be a list, got {type(raw).__name__}")
+        pending: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for item in raw:
+            if not isinstance(item, Mapping):
+                raise InvalidSnapshotError(f"snapshot.timers: a timer must be a mapping, got {item!r}")
+            timer_id, event, due, delay, seq = (item.get(k) for k in ("id", "event", "due", "delay", "seq"))
+            if (
+                not isinstance(timer_id, str)
+                or not isinstance(event, str)
+                or not _is_number(due)
+                or not _is_number(delay)
+                or isinstance(seq, bool)
+                or not isinstance(seq, int)
+                or seq < 0
+                or timer_id in seen
+            ):
+                raise InvalidSnapshotError(f"snapshot.timers: malformed or duplicate timer {dict(item)!r}")
+            seen.add(timer_id)
+            timer = {"id": timer_id, "event": event, "due": due, "delay": delay, "seq": seq}
+            if item.get("orphan") is True:
+                timer["orphan"] = True
+            pending.append(timer)
+        pending.sort(key=_firing_order)
+        floor = max((timer["seq"] for timer in pending), default=-1) + 1
+        counter = snapshot.get("timerSeq", floor)
+        if isinstance(counter, bool) or not isinstance(counter, int) or counter < floor:
+            raise InvalidSnapshotError(f"snapshot.timerSeq must be an integer >= {floor}, got {counter!r}")
+        return cls(pending, counter)
+
+    def take(self, timer: dict[str, Any]) -> None:
+        """Remove a timer about to fire; the timer registered under its type can no longer be cancelled."""
+        self.pending.remove(timer)
+        for other in self.pending:
+            if other["event"] == timer["event"]:
+                other["orphan"] = True
+
+    def apply(self, run: RunState, now_ms: float | None) -> None:
+        """Apply the timer operations recorded by a macrostep (XState's deferred schedule/cancel calls)."""
+        pending = self.pending
+        for event_type, delay in run.timer_ops:
+            registered = next((t for t in pending if t["event"] == event_type and "orphan" not in t), None)
+            if delay is None:
+                if registered is not None:
+                    pending.remove(registered)
+                continue
+            if registered is not None:
+                registered["orphan"] = True
+            assert now_ms is not None  # Statechart._now requires it for machines with delayed transitions
+            pending.append(
+                {
+                    "id": f"{event_type}#{self.seq}",
+                    "event": event_type,
+                    "due": now_ms + delay,
+                    "delay": delay,
+                    "seq": self.seq,
+                }
+            )
+            self.seq += 1
+        run.timer_ops.clear()
+        if run.status == _DONE:
+            pending.clear()  # XState's stop procedure cancels every timer of a finished actor
+        pending.sort(key=_firing_order)
+
+    def report(self, fired: tuple[str, ...]) -> tuple[tuple[PendingTimer, ...], tuple[str, ...]]:
+        timers = tuple(PendingTimer(t["id"], t["event"], t["due"], t["delay"]) for t in self.pending)
+        remaining = {timer.id for timer in timers}
+        cancelled = tuple(i for i in self.before if i not in remaining and i not in fired)
+        return timers, cancelled
+
+
+def _firing_order(timer: Mapping[str, Any]) -> tuple[float, int]:
+    return timer["due"], timer["seq"]
 
 
 class _Plan:
@@ -252,24 +419,24 @@ def _selection_tree(node: Node, adj: Mapping[Node, list[Node]], event_type: str)
 
 
 def _evaluate_selection(
-    tree: _SelectionTree, context: Mapping[str, Any], event: Mapping[str, Any]
+    tree: _SelectionTree, context: Mapping[str, Any], event: Mapping[str, Any], active: _Configuration
 ) -> list[Transition] | None:
     candidates, subtrees = tree
     if len(subtrees) == 1:
-        found = _evaluate_selection(subtrees[0], context, event)
+        found = _evaluate_selection(subtrees[0], context, event, active)
         if found:
             return found
     elif subtrees:
         collected: list[Transition] = []
         for subtree in subtrees:
-            inner = _evaluate_selection(subtree, context, event)
+            inner = _evaluate_selection(subtree, context, event, active)
             if inner:
                 collected.extend(inner)
         if collected:
             return collected
     for transition in candidates:
         guard = transition.guard
-        if guard is None or guard(context, event):
+        if guard is None or guard(context, event, active):
             return [transition]
     return None
 
@@ -289,11 +456,15 @@ class Statechart:
     Args:
         config: The machine config (see the module docstring for the supported keys).
         actions: Named actions (``fn(args)``/``fn(args, params)``, :func:`assign`, :func:`emit`).
-        guards: Named guard implementations: ``fn(args)``/``fn(args, params)`` or a combinator.
+        guards: Named guard implementations: ``fn(args)``/``fn(args, params)``, a combinator or
+            :func:`state_in`.
+        delays: Named delays for ``after`` keys (XState ``setup({delays})``): a number of ms, or
+            ``fn(args)`` returning one, evaluated with the context and event of the state's entry.
 
     Raises:
         ConfigViolation: If the config uses a forbidden or unknown feature, an unknown state-node key, a
-            missing/unknown initial state, an unresolvable target or an unimplemented named action/guard.
+            missing/unknown initial state, an unresolvable target or an unimplemented named
+            action/guard/delay.
 
     """
 
@@ -303,11 +474,15 @@ class Statechart:
         *,
         actions: Mapping[str, Any] | None = None,
         guards: Mapping[str, Any] | None = None,
+        delays: Mapping[str, Any] | None = None,
     ) -> None:
         self._config = config
-        self._model = MachineModel(config, actions=dict(actions or {}), guards=dict(guards or {}))
+        self._model = MachineModel(
+            config, actions=dict(actions or {}), guards=dict(guards or {}), delays=dict(delays or {})
+        )
         self._root = self._model.root
         self._has_always = self._model.has_always
+        self._has_after = self._model.has_after
         self._value_cache: dict[str | bytes, _Configuration] = {}
         self._order_cache: dict[tuple[Node, ...], _Configuration] = {}
         self._pre_initial = _Configuration((self._root,), self._root)
@@ -321,39 +496,51 @@ class Statechart:
 
     # -- public API --------------------------------------------------------------------------------
 
-    def start(self, input: Any = None) -> MachineStep:
+    def start(self, input: Any = None, *, now_ms: float | None = None) -> MachineStep:
         """Create the initial snapshot: build the context, enter the initial configuration, settle.
 
         Args:
             input: The machine input, available to a callable ``context`` as ``args.input``.
+            now_ms: The current time in ms (see :meth:`send`); required when the machine has delayed
+                transitions.
 
         Returns:
             The settled initial step (``status`` is ``"done"`` when a top-level final state was reached).
 
+        Raises:
+            ValueError: If ``now_ms`` is missing (machine with delayed transitions) or not a finite number.
+
         """
+        now = self._now(now_ms)
         init_event = {"type": "xstate.init", "input": input}
         run = RunState(self._initial_context(input, init_event))
         configuration, _ = self._microstep(
             [self._model.init_transition], self._pre_initial, run, init_event, initial=True
         )
         configuration = self._macrostep(configuration, run, init_event, external=False)
-        return self._result(configuration, run)
+        return self._result(configuration, run, _TimerBook([], 0), now)
 
-    def send(self, snapshot: Mapping[str, Any], event: Mapping[str, Any]) -> MachineStep:
+    def send(
+        self, snapshot: Mapping[str, Any], event: Mapping[str, Any], *, now_ms: float | None = None
+    ) -> MachineStep:
         """Process one event as a macrostep on a restored snapshot.
 
         The snapshot is not mutated; its context is deep-copied (JSON round trip). A ``done`` snapshot
         ignores events (returned unchanged, nothing emitted).
 
         Args:
-            snapshot: A snapshot previously returned by ``start``/``send`` (possibly JSON round-tripped).
+            snapshot: A snapshot previously returned by a step (possibly JSON round-tripped).
             event: The event; must be a mapping with a string ``type``.
+            now_ms: The current time in ms (virtual or wall time, the caller's choice): timers armed by
+                this step are due at ``now_ms`` + their delay. Required when the machine has delayed
+                transitions, ignored otherwise.
 
         Returns:
             The next settled step.
 
         Raises:
-            ValueError: If the event has no string ``type`` or uses the wildcard type ``*``.
+            ValueError: If the event has no string ``type`` or uses the wildcard type ``*``, or ``now_ms``
+                is missing or not a finite number.
             InvalidSnapshotError: If the snapshot does not fit this machine.
 
         """
@@ -365,28 +552,94 @@ class Statechart:
             raise ValueError(f"event.type must be a string, got {event_type!r}")  # noqa: TRY004
         if event_type == "*":
             raise ValueError("An event cannot have the wildcard type ('*')")
-        if type(snapshot) is not dict and not isinstance(snapshot, Mapping):
-            raise InvalidSnapshotError(f"snapshot must be a mapping, got {type(snapshot).__name__}")
-        status = snapshot.get("status")
-        if status == _DONE:
-            return MachineStep(
-                {
-                    "status": _DONE,
-                    "value": _json_copy(snapshot.get("value"), "value"),
-                    "context": _json_copy(snapshot.get("context"), "context"),
-                    "output": _json_copy(snapshot.get("output"), "output"),
-                },
-                [],
-            )
-        if status != _ACTIVE:
-            raise InvalidSnapshotError(f"snapshot.status must be 'active' or 'done', got {status!r}")
-        configuration = self._restore(snapshot.get("value"))
-        context = snapshot.get("context")
-        if type(context) is not dict and not isinstance(context, Mapping):
-            raise InvalidSnapshotError(f"snapshot.context must be a mapping, got {type(context).__name__}")
-        run = RunState(_json_copy(context, "context"))
+        now = self._now(now_ms)
+        restored = self._restore_snapshot(snapshot)
+        if isinstance(restored, MachineStep):
+            return restored
+        configuration, run, book = restored
         configuration = self._macrostep(configuration, run, event, external=True)
-        return self._result(configuration, run)
+        return self._result(configuration, run, book, now)
+
+    def fire_timer(self, snapshot: Mapping[str, Any], timer_id: str, *, now_ms: float) -> MachineStep:
+        """Deliver one pending timer's delayed event as the next macrostep.
+
+        The timer leaves the pending list first, then its event (``{"type": <timer event>}``) is processed
+        like any event (a deeper ``*`` transition can take it, as in XState). Timers armed by the step are
+        due at ``now_ms`` + their delay. Whether the timer is due is the caller's decision: it is fired
+        even if ``now_ms`` is before its due time.
+
+        Args:
+            snapshot: A snapshot previously returned by a step.
+            timer_id: The :attr:`PendingTimer.id` to fire.
+            now_ms: The current time in ms.
+
+        Returns:
+            The next settled step with ``fired == (timer_id,)``; when the timer is not pending (already
+            fired or cancelled: a stale or duplicate delivery) or the machine is done, the unchanged
+            snapshot with ``fired == ()`` and nothing emitted.
+
+        Raises:
+            ValueError: If ``now_ms`` is not a finite number.
+            InvalidSnapshotError: If the snapshot does not fit this machine.
+
+        """
+        now = self._now(now_ms, required=True)
+        restored = self._restore_snapshot(snapshot)
+        if isinstance(restored, MachineStep):
+            return restored
+        configuration, run, book = restored
+        timer = next((t for t in book.pending if t["id"] == timer_id), None)
+        if timer is None:
+            return self._result(configuration, run, book, now)
+        configuration = self._fire(configuration, run, book, timer, now)
+        return self._result(configuration, run, book, now, fired=(timer_id,))
+
+    def advance(
+        self, snapshot: Mapping[str, Any], *, now_ms: float, max_firings: int = MAX_TIMER_FIRINGS
+    ) -> MachineStep:
+        """Fire every timer due by ``now_ms``, one macrostep each, in XState's order.
+
+        The next timer is always the pending one with the earliest due time (then the earliest armed),
+        re-evaluated after each firing: a timer armed meanwhile that is already due (a zero delay) fires in
+        the same advance, a timer cancelled meanwhile does not fire. Timers armed during the advance are
+        due at ``now_ms`` + their delay (like XState's ``SimulatedClock``, whose time has already moved).
+
+        Args:
+            snapshot: A snapshot previously returned by a step.
+            now_ms: The time to advance to, in ms.
+            max_firings: Bound on the timers fired (a zero-delay timer re-arming itself never settles).
+
+        Returns:
+            One step for the whole advance: the emitted events of every firing, the ids fired (in order)
+            and cancelled, the pending timers after it.
+
+        Raises:
+            MachineLoopError: If more than ``max_firings`` timers are due.
+            ValueError: If ``now_ms`` is not a finite number.
+            InvalidSnapshotError: If the snapshot does not fit this machine.
+
+        """
+        now = self._now(now_ms, required=True)
+        restored = self._restore_snapshot(snapshot)
+        if isinstance(restored, MachineStep):
+            return restored
+        configuration, run, book = restored
+        fired: list[str] = []
+        while run.status == _ACTIVE and book.pending and book.pending[0]["due"] <= now:
+            if len(fired) >= max_firings:
+                raise MachineLoopError(
+                    f"Machine '{self.id}' still had timers due after firing {max_firings} in one advance: "
+                    "a delayed transition re-arms itself with a zero delay"
+                )
+            timer = book.pending[0]
+            fired.append(timer["id"])
+            configuration = self._fire(configuration, run, book, timer, now)
+        return self._result(configuration, run, book, now, fired=tuple(fired))
+
+    @property
+    def has_delayed_transitions(self) -> bool:
+        """Whether any state has ``after`` delays (then steps need ``now_ms`` and snapshots carry timers)."""
+        return self._has_after
 
     def to_mermaid(self) -> str:
         """Render the machine as a Mermaid ``stateDiagram-v2`` (targetless transitions are omitted)."""
@@ -506,16 +759,80 @@ class Statechart:
                 )
         return listed
 
-    def _result(self, configuration: _Configuration, run: RunState) -> MachineStep:
-        return MachineStep(
-            {
-                "status": run.status,
-                "value": _copy_value(configuration.value),
-                "context": run.ctx,
-                "output": run.output,
-            },
-            run.emitted,
-        )
+    def _now(self, now_ms: float | None, *, required: bool = False) -> float | None:
+        if now_ms is None:
+            if required or self._has_after:
+                raise ValueError(
+                    f"now_ms is required: machine '{self.id}' has delayed transitions ('after'), whose "
+                    "timers are due at now_ms + delay"
+                )
+            return None
+        if not _is_number(now_ms):
+            raise ValueError(f"now_ms must be a finite number of milliseconds, got {now_ms!r}")
+        return now_ms
+
+    def _restore_snapshot(
+        self, snapshot: Mapping[str, Any]
+    ) -> MachineStep | tuple[_Configuration, RunState, _TimerBook]:
+        """The configuration, a run state and the timers of a snapshot, or the unchanged ``done`` step."""
+        if type(snapshot) is not dict and not isinstance(snapshot, Mapping):
+            raise InvalidSnapshotError(f"snapshot must be a mapping, got {type(snapshot).__name__}")
+        status = snapshot.get("status")
+        if status == _DONE:
+            done = {
+                "status": _DONE,
+                "value": _json_copy(snapshot.get("value"), "value"),
+                "context": _json_copy(snapshot.get("context"), "context"),
+                "output": _json_copy(snapshot.get("output"), "output"),
+            }
+            if self._has_after:
+                done["timers"] = []
+                done["timerSeq"] = _TimerBook.read({"timerSeq": snapshot.get("timerSeq", 0)}).seq
+            return MachineStep(done, [])
+        if status != _ACTIVE:
+            raise InvalidSnapshotError(f"snapshot.status must be 'active' or 'done', got {status!r}")
+        configuration = self._restore(snapshot.get("value"))
+        context = snapshot.get("context")
+        if type(context) is not dict and not isinstance(context, Mapping):
+            raise InvalidSnapshotError(f"snapshot.context must be a mapping, got {type(context).__name__}")
+        book = _TimerBook.read(snapshot) if self._has_after else _TimerBook([], 0)
+        return configuration, RunState(_json_copy(context, "context")), book
+
+    def _fire(
+        self,
+        configuration: _Configuration,
+        run: RunState,
+        book: _TimerBook,
+        timer: dict[str, Any],
+        now: float | None,
+    ) -> _Configuration:
+        book.take(timer)
+        configuration = self._macrostep(configuration, run, {"type": timer["event"]}, external=True)
+        book.apply(run, now)
+        return configuration
+
+    def _result(
+        self,
+        configuration: _Configuration,
+        run: RunState,
+        book: _TimerBook,
+        now: float | None,
+        *,
+        fired: tuple[str, ...] = (),
+    ) -> MachineStep:
+        snapshot = {
+            "status": run.status,
+            "value": _copy_value(configuration.value),
+            "context": run.ctx,
+            "output": run.output,
+        }
+        if not self._has_after:
+            return MachineStep(snapshot, run.emitted)
+        book.apply(run, now)
+        snapshot["timers"] = [dict(timer) for timer in book.pending]
+        snapshot["timerSeq"] = book.seq
+        timers, cancelled = book.report(fired)
+        return MachineStep(snapshot, run.emitted, timers, cancelled, fired)
 
     # -- the algorithm (XState v5 macrostep / microstep) -------------------------------------------
 
@@ -574,7 +891,7 @@ class Statechart:
                 trees[event_type] = tree
         if tree is None:
             return None
-        return _evaluate_selection(tree, run.ctx, event)
+        return _evaluate_selection(tree, run.ctx, event, configuration)
 
     def _select_eventless(
         self, configuration: _Configuration, run: RunState, event: Mapping[str, Any]
@@ -586,7 +903,7 @@ class Statechart:
                 chosen = None
                 for transition in node.always:
                     guard = transition.guard
-                    if guard is None or guard(run.ctx, event):
+                    if guard is None or guard(run.ctx, event, configuration):
                         chosen = transition
                         break
                 if chosen is not None:
