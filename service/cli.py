@@ -1381,6 +1381,7 @@ def dev(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
     handlers_before = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     shown = str(directory.relative_to(Path.cwd()))
     failure: BaseException | None = None
+    loop_failure: BaseException | None = None
     interrupted = False
     started = time.monotonic()
     try:
@@ -1476,12 +1477,12 @@ def dev(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
 
         import uvloop
 
-        failure = uvloop.run(_serve_dev(settings, on_built=built, on_ready=ready))
-    except KeyboardInterrupt:
+        loop_failure = uvloop.run(_serve_dev(settings, on_built=built, on_ready=ready))
+    except KeyboardInterrupt:  # before the service's own signal handlers were installed
         interrupted = True
-    except devenv.DevError as error:
-        failure = error
-    except Exception as error:
+    except typer.Exit:
+        raise
+    except Exception as error:  # reported in one line once everything is stopped
         failure = error
     finally:
         # Nothing interrupts the clean-up: a second Ctrl-C must not leave the broker or Redis behind.
@@ -1497,12 +1498,12 @@ def dev(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
         typer.echo(f"arvo dev: stopped ({stopped}); removed {shown}/env")
     if isinstance(failure, devenv.DevError):
         _fail(str(failure))
-    if isinstance(failure, Exception) and not isinstance(failure, typer.Exit):
-        _fail(f"arvo dev failed: {_describe(failure)}")
     if failure is not None:
-        _fail(f"consumer loop failed: {_describe(failure)}")
+        _fail(f"arvo dev failed: {_describe(failure)}")
+    if loop_failure is not None:
+        _fail(f"consumer loop failed: {_describe(loop_failure)}")
     if interrupted:
-        raise typer.Exit(130 if not children else 0)
+        raise typer.Exit(130)
 
 
 if __name__ == "__main__":
