@@ -875,6 +875,13 @@ def inspect_instance(
         str, typer.Argument(help="The orchestration subject (or an instance key <orchestrator>:<id>).")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole stored record as JSON.")] = False,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="List the instance's recent consumed and produced events (ARVO_INSTANCE_HISTORY_EVENTS).",
+        ),
+    ] = False,
 ) -> None:
     """Show an orchestration instance: status, machine state or context, last consumed and produced events."""
     settings = _service_settings()
@@ -882,6 +889,29 @@ def inspect_instance(
     record = _run_async(_with_memory(settings, lambda memory: memory.inspect(key)), what="reading Redis")
     if record is None:
         _fail(f"no instance {key!r} in Redis (key prefix {settings.redis_key_prefix!r})")
+    if history:
+        entries = record.get("history")
+        if entries is None:
+            _fail(f"instance {key!r} keeps no history (ARVO_INSTANCE_HISTORY_EVENTS=0 when it was written)")
+        if as_json:
+            _print_json(entries)
+            return
+        _print_table(
+            ("TIME", "DIR", "TYPE", "ID", "SOURCE", "OUTCOME", "TRACE"),
+            [
+                (
+                    str(entry.get("time", "")),
+                    "in" if entry.get("dir") == "consumed" else "out",
+                    str(entry.get("type", "")),
+                    str(entry.get("id", "")),
+                    str(entry.get("source", "")),
+                    str(entry.get("outcome", "")),
+                    str(entry.get("traceId") or "-"),
+                )
+                for entry in entries
+            ],
+        )
+        return
     if as_json:
         _print_json(record)
         return

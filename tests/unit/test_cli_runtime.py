@@ -693,6 +693,55 @@ def test_inspect_prints_status_state_and_the_last_events_of_an_instance(
     assert ClosingMemory.closed == 1
 
 
+def test_inspect_history_lists_the_recent_events_and_says_when_none_are_kept(
+    runner: CliRunner, memory: ClosingMemory, bench_subject: str
+) -> None:
+    key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
+    record = _bench_record(bench_subject)
+    record["history"] = [
+        {
+            "dir": "consumed",
+            "type": "arvo.orc.bench",
+            "id": "init-1",
+            "source": "com.arvo.cli",
+            "outcome": "ok",
+            "time": "2026-01-02T03:04:01.000+00:00",
+            "traceId": "0af7651916cd43dd8448eb211c80319c",
+        },
+        {
+            "dir": "produced",
+            "type": "com.bench.add",
+            "id": "call-1",
+            "source": "arvo.orc.bench",
+            "outcome": "emitted",
+            "time": "2026-01-02T03:04:01.001+00:00",
+            "traceId": None,
+        },
+    ]
+    _run(_store(memory, key, record, InstanceStatus.ACTIVE))
+    result = runner.invoke(app, ["inspect", bench_subject, "--history"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["TIME", "DIR", "TYPE", "ID", "SOURCE", "OUTCOME", "TRACE"]
+    assert lines[1].split() == [
+        "2026-01-02T03:04:01.000+00:00",
+        "in",
+        "arvo.orc.bench",
+        "init-1",
+        "com.arvo.cli",
+        "ok",
+        "0af7651916cd43dd8448eb211c80319c",
+    ]
+    assert lines[2].split()[1:4] == ["out", "com.bench.add", "call-1"]
+    as_json = runner.invoke(app, ["inspect", bench_subject, "--history", "--json"])
+    assert json.loads(as_json.stdout) == record["history"]
+
+    _run(_store(memory, "arvo.orc.bench:no-history", _bench_record(bench_subject), InstanceStatus.DONE))
+    missing = runner.invoke(app, ["inspect", "arvo.orc.bench:no-history", "--history"])
+    assert missing.exit_code == 1
+    assert "keeps no history" in missing.output
+
+
 def test_inspect_json_prints_the_whole_record_and_accepts_an_instance_key(
     runner: CliRunner, memory: ClosingMemory, bench_subject: str
 ) -> None:
