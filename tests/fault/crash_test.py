@@ -123,6 +123,8 @@ PERSISTENCE = {
     "none": [],  # PrivateRedisServer's own: --save "" --appendonly no
 }
 """``--redis-persistence``: the private Redis's extra command-line arguments."""
+STALL_S = 60.0
+"""Stop waiting for the workflows when none finished for this long (parked ones never will)."""
 REDIS_DOWN_S = (0.2, 1.5)
 """``redis-restart``: how long Redis stays down between the ``kill -9`` and the restart."""
 
@@ -306,6 +308,7 @@ def service_values(
     names: str,
     retry_max_attempts: int = 8,
     retry_max_ms: int = 1_000,
+    lease_ttl_ms: int = 6_000,
 ) -> dict[str, Any]:
     """The workers' settings (also exported to them as ``ARVO_*`` variables)."""
     return {
@@ -325,8 +328,8 @@ def service_values(
         "retry_initial_ms": 20,
         "retry_max_ms": retry_max_ms,
         "retry_max_attempts": retry_max_attempts,
-        "lease_ttl_ms": 6_000,  # outlives the ~3 s until a dead member's partitions move
-        "handler_timeout_s": 4.0,
+        "lease_ttl_ms": lease_ttl_ms,  # 6 s outlives the ~3 s until a dead member's partitions move
+        "handler_timeout_s": min(4.0, lease_ttl_ms / 1_500),  # below the lease TTL
         "auto_offset_reset": "earliest",
         "redis_url": redis_url,
         "redis_key_prefix": prefix,
@@ -426,13 +429,21 @@ async def count_done(memory: RedisMemory, workflows: Sequence[Workflow]) -> int 
     return done
 
 
-async def wait_all_done(memory: RedisMemory, workflows: Sequence[Workflow], deadline: float) -> int:
+async def wait_all_done(
+    memory: RedisMemory, workflows: Sequence[Workflow], deadline: float, *, stall_s: float = STALL_S
+) -> int:
+    """Wait until every workflow is done, the deadline passed, or nothing finished for ``stall_s``."""
     last_report = 0.0
     done = 0
+    progress_at = time.monotonic()
     while True:
         counted = await count_done(memory, workflows)
-        done = done if counted is None else counted
+        if counted is not None and counted != done:
+            done, progress_at = counted, time.monotonic()
         if done == len(workflows) or time.monotonic() > deadline:
+            return done
+        if time.monotonic() - progress_at > stall_s:
+            log(f"no workflow finished for {stall_s:g} s; the rest will not (see the problems below)")
             return done
         if time.monotonic() - last_report > 5:
             log(f"{done}/{len(workflows)} workflows done")
@@ -563,6 +574,14 @@ async def read_all_topics(client: ArvoClient, prefix: str) -> dict[str, list[Any
     return await client.read_topics(await client.list_topics(prefix), timeout_s=120)
 
 
+def consumed_event_id(key: str) -> str:
+    """The event id in an instance's consumed-ids ring entry: ``@<source>/<domain>/<id>`` (the source
+    percent-escaped) or, written by older versions, ``<domain>/<id>``."""
+    if key.startswith("@"):
+        return key.split("/", 2)[2]
+    return key.partition("/")[2]
+
+
 def check(
     report: CrashReport,
     *,
@@ -652,7 +671,7 @@ def check(
         if len(ring) != len(set(ring)):
             issues.append(f"consumedIds repeat: {ring}")
         consumed_on_topic = by_topic_subject.get((own_topic, subject), [])
-        if [key.partition("/")[2] for key in ring] != consumed_on_topic:
+        if [consumed_event_id(key) for key in ring] != consumed_on_topic:
             issues.append(f"consumedIds {ring} are not the events on {own_topic}: {consumed_on_topic}")
         if len(consumed_on_topic) != ORCHESTRATOR_TOPIC_EVENTS:
             issues.append(f"{len(consumed_on_topic)} distinct events on {own_topic} (expected 3)")
@@ -717,6 +736,7 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         names=names,
         retry_max_attempts=options.retry_max_attempts,
         retry_max_ms=options.retry_max_ms,
+        lease_ttl_ms=options.lease_ttl_ms,
     )
     settings: ServiceSettings = load_settings(env_file=None, **values)
     router = TopicRouter.from_settings(settings)
@@ -843,6 +863,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retry-max-ms", type=int, default=1_000, help="the workers' ARVO_RETRY_MAX_MS (default 1000)"
     )
+    parser.add_argument(
+        "--lease-ttl-ms",
+        type=int,
+        default=6_000,
+        help="the workers' ARVO_LEASE_TTL_MS (default 6000; the handler time-out is 2/3 of it, at most 4 s)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of inputs, kill timing and victims")
     parser.add_argument(
         "--timeout", type=float, default=240.0, help="seconds until unfinished workflows count as lost"
@@ -867,8 +893,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--fault {options.fault} restarts or stops Redis: it needs the private one, not --redis-url"
         )
-    if options.retry_max_attempts < 1 or options.retry_max_ms < 20:
-        parser.error("--retry-max-attempts must be >= 1 and --retry-max-ms >= 20")
+    if options.retry_max_attempts < 1 or options.retry_max_ms < 20 or options.lease_ttl_ms < 1_500:
+        parser.error("--retry-max-attempts must be >= 1, --retry-max-ms >= 20 and --lease-ttl-ms >= 1500")
     return options
 
 
