@@ -9,11 +9,24 @@ Arvo's execution engine, persists the actor with ``getPersistedSnapshot()`` and 
 ``createActor(machine, {snapshot})`` between steps; we JSON round-trip our snapshot between steps too.
 
 After every step the state value (including the key order of parallel regions), context, status,
-output, emitted events and the order of custom-action calls must be identical. Every entry, exit and
-transition action ``record``s ``label@event.type`` into ``context.log``, so ordering bugs show up.
+output, emitted events, the order of custom-action calls and the pending timers (delayed event type and
+due time, in firing order) must be identical. Every entry, exit and transition action ``record``s
+``label@event.type`` into ``context.log``, so ordering bugs show up.
 
-Case count: 300 random cases (plus a few hand-written ones pinning rare XState quirks) by default (all cases go to one ``node`` process); set ``XSTATE_CASES=N`` for more and
-``XSTATE_SEED=S`` for another family of machines, e.g. ``XSTATE_CASES=5000 .venv/bin/pytest
+*Timed* cases add delayed transitions (``after`` with numeric delays, including 0 and equal ones, and
+named delays, constant or computed from the context or the event; guarded, several per delay, with
+targets, actions and ``reenter``; on compound parents, parallel regions and leaves), ``stateIn`` guards
+(by id, path and partial value, alone and inside ``and``/``or``/``not``) and ``{"$advance": ms}`` steps.
+Both engines share one virtual time: XState runs on a ``SimulatedClock`` (after ``increment(ms)`` it is
+incremented by 0 until nothing is due, since ``increment`` alone can leave a timer armed by a firing timer
+unfired); we pass the same time as ``now_ms`` and advance with ``Statechart.advance``. XState drops
+pending timers when a snapshot is restored, so between the steps of a timed case the oracle re-arms the
+timers of the previous actor (same due times, same order) on the restored one; the hand-written case of a
+root re-entered without exit (two timers under one type) keeps one live actor instead.
+
+Case count: 300 random cases and 300 random timed cases (plus hand-written ones pinning rare XState
+quirks) by default, all in one ``node`` process; set ``XSTATE_CASES=N`` / ``XSTATE_TIMED_CASES=N`` for
+more and ``XSTATE_SEED=S`` for another family of machines, e.g. ``XSTATE_CASES=5000 .venv/bin/pytest
 tests/interop/test_xstate_conformance.py``. Needs ``node`` and ``npm`` (skipped otherwise); runs
 ``npm ci`` in ``tests/interop/xstate`` when ``node_modules`` is missing or stale.
 """
@@ -33,12 +46,14 @@ import pytest
 
 from service.arvo.machine.statechart import (
     ActionArgs,
+    MachineStep,
     Statechart,
     and_,
     assign,
     emit,
     not_,
     or_,
+    state_in,
 )
 from tests.interop._node import NODE_MISSING_REASON, ensure_npm_ci, node_available, run_node_json
 
@@ -49,8 +64,11 @@ pytestmark = [
 
 XSTATE_DIR = Path(__file__).parent / "xstate"
 DEFAULT_CASES = 300
+DEFAULT_TIMED_CASES = 300
 DEFAULT_SEED = 20240524
+TIMED_SEED_SALT = 0x7153
 VOCABULARY_LIMIT = 20000  # vocabulary calls per step before both sides raise "LOOP"
+MAX_FIRINGS = 100  # timers fired in one advance before both sides fail the step
 
 EVENTS = ["A", "B", "C", "a", "a.x", "a.y", "b.z"]
 DESCRIPTORS = [*EVENTS, "*", "a.*", "b.*"]
@@ -58,6 +76,9 @@ COUNTERS = ["c", "d"]
 FLAGS = ["f", "g"]
 AUTO = "auto"
 EMPTY_PARALLEL_RATE = 0.15  # share of generated parallel states that have no regions
+DELAY_KEYS = ["0", "10", "20", "50", "100", "short", "fromCtx", "fromEvent"]  # short = 10 ms
+ADVANCES = [0, 5, 10, 10, 15, 20, 50, 100]
+AFTER_RATE = 0.35  # share of states with delayed transitions in timed cases
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -74,7 +95,7 @@ def _num(value: Any) -> int:
 
 def vocabulary(
     traces: list[str], tick: Callable[[], None], evaluations: dict[str, int]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     def inc(a: ActionArgs, p: Any) -> dict[str, Any]:
         tick()
         return {p["key"]: _num(a.context.get(p["key"])) + p["by"]}
@@ -158,7 +179,18 @@ def vocabulary(
         "eventIs": event_is,
         "under": under,
     }
-    return actions, guards
+
+    def from_ctx(a: ActionArgs) -> int:
+        tick()
+        return _num(a.context.get("c")) % 3 * 10
+
+    def from_event(a: ActionArgs) -> int:
+        tick()
+        value = a.event.get("value")
+        return value * 5 if isinstance(value, int) and not isinstance(value, bool) else 15
+
+    delays = {"short": 10, "fromCtx": from_ctx, "fromEvent": from_event}
+    return actions, guards, delays
 
 
 def _convert_params(params: Any) -> Any:
@@ -182,6 +214,8 @@ def _convert_guard(guard: Any) -> Any:
             return or_([_convert_guard(g) for g in guard["$or"]])
         if "$not" in guard:
             return not_(_convert_guard(guard["$not"]))
+        if "$in" in guard:
+            return state_in(guard["$in"])
     return guard
 
 
@@ -227,6 +261,8 @@ def convert_state(state: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("always", "onDone"):
         if key in state:
             out[key] = _convert_transitions(state[key])
+    if "after" in state:
+        out["after"] = {k: _convert_transitions(v) for k, v in state["after"].items()}
     if "output" in state:
         out["output"] = _convert_output(state["output"])
     if "states" in state:
@@ -244,37 +280,50 @@ def run_python_case(case: Mapping[str, Any]) -> dict[str, Any]:
         if budget[0] > VOCABULARY_LIMIT:
             raise LoopBudgetExceededError("LOOP")
 
-    actions, guards = vocabulary(traces, tick, evaluations)
+    actions, guards, delays = vocabulary(traces, tick, evaluations)
     config = convert_state(case["machine"])
     if case["contextMode"] == "object":
         config["context"] = orjson.loads(orjson.dumps(case["input"]))
     else:
         config["context"] = lambda a: dict(a.input)
     try:
-        chart = Statechart(config, actions=actions, guards=guards)
+        chart = Statechart(config, actions=actions, guards=guards, delays=delays)
     except Exception as exc:  # reported as a divergence, with the message
         return {"fatal": f"{type(exc).__name__}: {exc}"}
     steps: list[dict[str, Any]] = []
 
-    def step(run: Callable[[], Any]) -> dict[str, Any] | None:
+    def step(run: Callable[[], MachineStep]) -> dict[str, Any] | None:
         traces.clear()
         evaluations.clear()
         budget[0] = 0
         try:
-            snapshot, emitted = run()
+            result = run()
         except Exception as exc:
             steps.append({"error": f"{type(exc).__name__}: {exc}"})
             return None
-        persisted: dict[str, Any] = orjson.loads(orjson.dumps(snapshot))
-        steps.append({**persisted, "emitted": orjson.loads(orjson.dumps(emitted)), "traces": list(traces)})
+        # The snapshot goes through JSON between steps (pending timers included), as when persisted.
+        persisted: dict[str, Any] = orjson.loads(orjson.dumps(result.snapshot))
+        steps.append(
+            {
+                **{k: persisted[k] for k in ("status", "value", "context", "output")},
+                "emitted": orjson.loads(orjson.dumps(result.emitted)),
+                "traces": list(traces),
+                "timers": [[timer.event, timer.due_ms] for timer in result.timers],
+            }
+        )
         return persisted
 
-    current = step(lambda: chart.start(case["input"]))
+    now = 0
+    current = step(lambda: chart.start(case["input"], now_ms=now))
     for event in case["events"]:
         if current is None:
             break
         previous: dict[str, Any] = current
-        current = step(partial(chart.send, previous, event))
+        if "$advance" in event:
+            now += event["$advance"]
+            current = step(partial(chart.advance, previous, now_ms=now, max_firings=MAX_FIRINGS))
+        else:
+            current = step(partial(chart.send, previous, event, now_ms=now))
     return {"steps": steps}
 
 
@@ -315,10 +364,14 @@ class GenNode:
 
 
 class MachineGenerator:
-    def __init__(self, rng: random.Random) -> None:
+    """Random machines; ``timed`` adds delayed transitions, ``stateIn`` guards and clock advances."""
+
+    def __init__(self, rng: random.Random, *, timed: bool = False) -> None:
         self.rng = rng
+        self.timed = timed
         self.machine_id = f"m{rng.randrange(1000)}"
         self.counter = 0
+        self.nodes: list[GenNode] = []
 
     def fresh_key(self) -> str:
         self.counter += 1
@@ -433,7 +486,23 @@ class MachineGenerator:
     def actions(self, low: int = 0, high: int = 3, *, allow_reset: bool = False) -> list[dict[str, Any]]:
         return [self.action(allow_reset=allow_reset) for _ in range(self.rng.randint(low, high))]
 
+    def state_in_guard(self) -> dict[str, Any]:
+        node = self.rng.choice(self.nodes)
+        roll = self.rng.random()
+        if roll < 0.35 or node.parent is None:
+            return {"$in": f"#{node.state_id(self.machine_id)}"}
+        path = node.path()
+        if roll < 0.7:
+            return {"$in": ".".join(path)}
+        # A partial state value: {"a": "b"} or {"a": {"b": {}}} (the latter does not match an atomic "b").
+        value: Any = path[-1] if len(path) > 1 and self.rng.random() < 0.7 else {path[-1]: {}}
+        for key in reversed(path[:-1]):
+            value = {key: value}
+        return {"$in": value}
+
     def simple_guard(self) -> Any:
+        if self.timed and self.rng.random() < 0.15:
+            return self.state_in_guard()
         roll = self.rng.random()
         if roll < 0.3:
             return {
@@ -515,8 +584,28 @@ class MachineGenerator:
             result.append(t)
         return result if len(result) > 1 or self.rng.random() < 0.5 else result[0]
 
+    def after(self, node: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key in self.rng.sample(DELAY_KEYS, self.rng.randint(1, 3)):
+            transitions: list[dict[str, Any]] = []
+            for _ in range(self.rng.choice([1, 1, 1, 2])):
+                # Every firing records (a timer loop runs into the vocabulary budget like other loops).
+                t: dict[str, Any] = {"actions": [_rec(f"@{key}"), *self.actions(0, 1)]}
+                if self.rng.random() < 0.75:
+                    t["target"] = self.pick_targets(node, nodes, parallels)
+                if self.rng.random() < 0.35:
+                    t["guard"] = self.simple_guard()
+                if self.rng.random() < 0.12:
+                    t["reenter"] = True
+                transitions.append(t)
+            result[key] = transitions if len(transitions) > 1 or self.rng.random() < 0.3 else transitions[0]
+        return result
+
     def render(self, node: GenNode, nodes: list[GenNode], parallels: list[GenNode]) -> dict[str, Any]:
         config: dict[str, Any] = {}
+        # Not on the root: re-entering it without exit arms a second timer under the same type, which
+        # cannot be carried across a restore (a hand-written live case covers it).
+        delayed = self.timed and node.parent is not None and self.rng.random() < AFTER_RATE
         if node.parent is None:
             config["id"] = self.machine_id
         elif node.custom_id:
@@ -534,16 +623,21 @@ class MachineGenerator:
             ]
             if len(config["entry"]) == 1 and self.rng.random() < 0.3:
                 config["entry"] = config["entry"][0]
+        elif delayed:
+            config["entry"] = [_rec(f"{node.key}+")]  # every arming records too
         if self.rng.random() < 0.7:
             config["exit"] = [{"type": "record", "params": {"label": f"{node.key}-"}}, *self.actions(0, 1)]
         on: dict[str, Any] = {}
+        descriptors = [*DESCRIPTORS, "xstate.after.*"] if self.timed else DESCRIPTORS
         for _ in range(self.rng.randint(0, 3)):
-            descriptor = self.rng.choice(DESCRIPTORS)
+            descriptor = self.rng.choice(descriptors)
             on[descriptor] = self.transitions(node, nodes, parallels, internal=descriptor == "*")
         if on:
             config["on"] = on
         if self.rng.random() < 0.15:
             config["always"] = self.always(node, nodes, parallels)
+        if delayed:
+            config["after"] = self.after(node, nodes, parallels)
         if node.type in ("compound", "parallel") and self.rng.random() < 0.45:
             done = self.transition(node, nodes, parallels, internal=True)
             if isinstance(done, dict) and self.rng.random() < 0.4:
@@ -566,20 +660,31 @@ class MachineGenerator:
         root = self.build_tree()
         nodes = [root, *root.descendants()]
         parallels = [n for n in nodes if n.type == "parallel" and len(n.children) >= 2]
+        self.nodes = nodes
         machine = self.render(root, nodes, parallels)
-        events = []
-        for _ in range(self.rng.randint(4, 12)):
+        events: list[dict[str, Any]] = []
+        for _ in range(self.rng.randint(6, 14) if self.timed else self.rng.randint(4, 12)):
+            if self.timed and self.rng.random() < 0.45:
+                events.append({"$advance": self.rng.choice(ADVANCES)})
+                continue
             event: dict[str, Any] = {"type": self.rng.choice([*EVENTS, "zzz"])}
             if self.rng.random() < 0.8:
                 event["value"] = self.rng.randint(0, 5)
             events.append(event)
         initial = {"log": [], "c": self.rng.randint(0, 3), AUTO: 0, "f": self.rng.random() < 0.5}
-        return {
+        case = {
             "machine": machine,
             "input": initial,
             "contextMode": "object" if self.rng.random() < 0.3 else "fn",
             "events": events,
         }
+        if self.timed:
+            case["clock"] = "restore"  # on a SimulatedClock; timers carried across XState's restores
+        return case
+
+
+def _has_after(state: Mapping[str, Any]) -> bool:
+    return "after" in state or any(_has_after(child) for child in (state.get("states") or {}).values())
 
 
 def _rec(label: str) -> dict[str, Any]:
@@ -751,11 +856,232 @@ SPECIAL_CASES: list[dict[str, Any]] = [
 ]
 
 
-def generate_cases(count: int, seed: int) -> list[dict[str, Any]]:
+def _timed(
+    machine: dict[str, Any], events: list[dict[str, Any]], *, clock: str = "restore"
+) -> dict[str, Any]:
+    return {"machine": machine, "input": {"log": []}, "contextMode": "fn", "events": events, "clock": clock}
+
+
+def _adv(ms: int) -> dict[str, Any]:
+    return {"$advance": ms}
+
+
+# Hand-written cases pinning the rules of delayed transitions and stateIn.
+TIMED_SPECIAL_CASES: list[dict[str, Any]] = [
+    # A state entered and left within one macrostep leaves no timer; leaving before the delay cancels it;
+    # re-entering (reenter) re-arms from the new time.
+    _timed(
+        {
+            "id": "m",
+            "initial": "a",
+            "states": {
+                "a": {
+                    "entry": [_rec("a+")],
+                    "after": {"10": {"target": "b", "actions": [_rec("a10")]}},
+                    "always": {"target": "b", "guard": {"type": "ctxFlag", "params": {"key": "f"}}},
+                    "on": {"GO": "b", "F": {"actions": [{"type": "toggle", "params": {"key": "f"}}]}},
+                },
+                "b": {
+                    "entry": [_rec("b+")],
+                    "exit": [_rec("b-")],
+                    "after": {"100": {"target": "a", "actions": [_rec("b100")]}},
+                    "on": {"RE": {"target": "b", "reenter": True}, "BACK": "a"},
+                },
+            },
+        },
+        [_adv(5), {"type": "F"}, _adv(50), {"type": "RE"}, _adv(60), {"type": "RE"}, _adv(100), _adv(5)],
+    ),
+    # Equal due times: parents before children, regions in document order, numeric delays ascending then
+    # named ones in document order ("short" is 10 ms too); each firing is one macrostep.
+    _timed(
+        {
+            "id": "m",
+            "type": "parallel",
+            "after": {"short": {"actions": [_rec("root-short")]}, "10": {"actions": [_rec("root-10")]}},
+            "states": {
+                "r1": {
+                    "initial": "x",
+                    "after": {"fromEvent": {"actions": [_rec("r1-ev")]}, "0": {"actions": [_rec("r1-0")]}},
+                    "states": {"x": {"after": {"10": {"target": "y", "actions": [_rec("x-10")]}}}, "y": {}},
+                },
+                "r2": {
+                    "initial": "p",
+                    "states": {
+                        "p": {"after": {"short": {"target": "q", "actions": [_rec("p-short")]}}},
+                        "q": {"type": "final"},
+                    },
+                },
+            },
+        },
+        [_adv(10), _adv(5), _adv(100)],
+    ),
+    # A zero delay armed by a firing timer fires in the same advance (after the timers already due).
+    _timed(
+        {
+            "id": "m",
+            "initial": "a",
+            "states": {
+                "a": {"after": {"20": {"target": "b", "actions": [_rec("a20")]}}},
+                "b": {"entry": [_rec("b+")], "after": {"0": {"target": "c", "actions": [_rec("b0")]}}},
+                "c": {"entry": [_rec("c+")], "after": {"0": {"target": "d", "actions": [_rec("c0")]}}},
+                "d": {"type": "final", "entry": [_rec("d+")]},
+            },
+            "output": {"$output": "root"},
+        },
+        [_adv(100)],
+    ),
+    # Reaching the top-level final state cancels every timer; a zero-delay self-loop never settles.
+    _timed(
+        {
+            "id": "m",
+            "initial": "run",
+            "states": {
+                "run": {
+                    "type": "parallel",
+                    "states": {
+                        "r1": {"after": {"50": {"actions": [_rec("r1")]}}},
+                        "r2": {"after": {"60": {"actions": [_rec("r2")]}}},
+                    },
+                    "after": {"70": {"actions": [_rec("run")]}},
+                    "on": {"END": "end", "SPIN": "spin"},
+                },
+                "spin": {"after": {"0": {"target": "spin", "reenter": True, "actions": [_rec("spin")]}}},
+                "end": {"type": "final"},
+            },
+        },
+        [_adv(10), {"type": "END"}, _adv(100)],
+    ),
+    _timed(
+        {
+            "id": "m",
+            "initial": "spin",
+            "states": {
+                "spin": {"after": {"0": {"target": "spin", "reenter": True, "actions": [_rec("spin")]}}},
+            },
+        },
+        [_adv(0)],
+    ),
+    # The root targeted from a child without reenter re-runs its entry, not its exit: XState arms a second
+    # timer and the first can no longer be cancelled (both fire); with reenter, exit cancels and re-arms.
+    {
+        **_timed(
+            {
+                "id": "m",
+                "initial": "a",
+                "entry": [_rec("m+")],
+                "exit": [_rec("m-")],
+                "after": {
+                    "fromCtx": {"actions": [_rec("m-t"), {"type": "inc", "params": {"key": "c", "by": 1}}]}
+                },
+                "states": {"a": {"on": {"R": "#m", "S": {"target": "#m", "reenter": True}}}},
+            },
+            [
+                {"type": "R"},
+                _adv(5),
+                {"type": "R"},
+                _adv(10),
+                {"type": "S"},
+                _adv(30),
+                {"type": "R"},
+                {"type": "S"},
+                _adv(30),
+            ],
+            clock="live",
+        ),
+        "input": {"log": [], "c": 1},
+    },
+    # A delayed event is an event: a deeper '*' (or 'xstate.after.*') transition takes it first.
+    _timed(
+        {
+            "id": "m",
+            "initial": "p",
+            "states": {
+                "p": {
+                    "initial": "c",
+                    "after": {"10": {"target": "done", "actions": [_rec("p10")]}},
+                    "states": {
+                        "c": {
+                            "on": {
+                                "*": {"actions": [_rec("c*")], "guard": {"type": "under", "params": {"n": 1}}}
+                            }
+                        },
+                    },
+                },
+                "done": {"on": {"xstate.after.*": {"actions": [_rec("never")]}}},
+            },
+        },
+        [_adv(10), _adv(10)],
+    ),
+    # stateIn: alone, by id, by path, by partial value, inside and/or/not, on after/on/always guards.
+    _timed(
+        {
+            "id": "m",
+            "type": "parallel",
+            "states": {
+                "r1": {
+                    "initial": "a",
+                    "states": {
+                        "a": {"on": {"GO": "b"}},
+                        "b": {"initial": "b1", "states": {"b1": {"on": {"NEXT": "b2"}}, "b2": {}}},
+                    },
+                },
+                "r2": {
+                    "initial": "x",
+                    "states": {
+                        "x": {
+                            "on": {
+                                "E": [
+                                    {"target": "y", "guard": {"$in": "r1.b.b2"}, "actions": [_rec("path")]},
+                                    {"guard": {"$in": "#m.r1.b"}, "actions": [_rec("id")]},
+                                    {"guard": {"$not": {"$in": {"r1": "a"}}}, "actions": [_rec("not-a")]},
+                                    {"actions": [_rec("else")]},
+                                ]
+                            },
+                            "after": {
+                                "10": [
+                                    {"guard": {"$and": [{"$in": "r1"}, {"$in": {"r1": "b"}}]}, "target": "y"},
+                                    {"guard": {"$in": {"r1": {"b": {}}}}, "actions": [_rec("never")]},
+                                    {"actions": [_rec("x10")]},
+                                ]
+                            },
+                        },
+                        "y": {
+                            "entry": [_rec("y+")],
+                            "always": {
+                                "target": "x",
+                                "guard": {"$or": [{"$in": {"r1": {"b": "b1"}}}, {"$in": "r1.a"}]},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        [
+            {"type": "E"},
+            {"type": "GO"},
+            _adv(10),
+            {"type": "E"},
+            _adv(10),
+            {"type": "NEXT"},
+            {"type": "E"},
+            _adv(10),
+        ],
+    ),
+]
+
+
+def generate_cases(count: int, seed: int, timed_count: int = 0) -> list[dict[str, Any]]:
+    """The hand-written cases, ``count`` random machines, then ``timed_count`` random timed machines."""
     rng = random.Random(seed)
+    timed_rng = random.Random(seed ^ TIMED_SEED_SALT)
     return [
         *SPECIAL_CASES,
+        *TIMED_SPECIAL_CASES,
         *(MachineGenerator(random.Random(rng.getrandbits(64))).case() for _ in range(count)),
+        *(
+            MachineGenerator(random.Random(timed_rng.getrandbits(64)), timed=True).case()
+            for _ in range(timed_count)
+        ),
     ]
 
 
@@ -773,6 +1099,7 @@ def _same_step(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
         and ours["output"] == theirs["output"]
         and ours["emitted"] == theirs["emitted"]
         and ours["traces"] == theirs["traces"]
+        and ours["timers"] == theirs["timers"]
     )
 
 
@@ -799,11 +1126,15 @@ def _divergence_report(case: Mapping[str, Any], ours: Mapping[str, Any], theirs:
 
 def test_interpreter_matches_xstate_step_by_step_on_random_machines() -> None:
     count = int(os.environ.get("XSTATE_CASES", DEFAULT_CASES))
+    timed_count = int(os.environ.get("XSTATE_TIMED_CASES", DEFAULT_TIMED_CASES))
     seed = int(os.environ.get("XSTATE_SEED", DEFAULT_SEED))
-    cases = generate_cases(count, seed)
+    cases = generate_cases(count, seed, timed_count)
     ensure_npm_ci(XSTATE_DIR)
     oracle = run_node_json(
-        XSTATE_DIR, "oracle.mjs", payload={"limit": VOCABULARY_LIMIT, "cases": cases}, timeout=600
+        XSTATE_DIR,
+        "oracle.mjs",
+        payload={"limit": VOCABULARY_LIMIT, "maxFirings": MAX_FIRINGS, "cases": cases},
+        timeout=600,
     )
     assert oracle["version"] == "5.24.0"
     divergences: list[str] = []
@@ -820,7 +1151,11 @@ def test_interpreter_matches_xstate_step_by_step_on_random_machines() -> None:
         if not same:
             divergences.append(f"case {index}:\n{_divergence_report(case, ours, theirs)}")
     total = len(cases)
-    print(f"xstate conformance: {total} cases, {steps} steps, seed {seed}, {len(divergences)} divergences")
+    timed = sum(1 for case in cases if case.get("clock"))
+    print(
+        f"xstate conformance: {total} cases ({timed} with delayed transitions), {steps} steps, seed {seed}, "
+        f"{len(divergences)} divergences"
+    )
     assert not divergences, f"{len(divergences)} of {total} cases diverge; first:\n{divergences[0]}"
 
 
@@ -830,6 +1165,35 @@ def test_generated_cases_exercise_the_interesting_features() -> None:
     for feature in ('"parallel"', '"final"', '"onDone"', '"always"', '"*"', '"a.*"', '"reenter"', '"$and"'):
         assert feature in text, feature
     assert '"target":["' in text  # multiple targets
+
+
+def test_generated_timed_cases_exercise_delays_and_state_in() -> None:
+    timed = generate_cases(0, DEFAULT_SEED, DEFAULT_TIMED_CASES)[
+        len(SPECIAL_CASES) + len(TIMED_SPECIAL_CASES) :
+    ]
+    assert len(timed) == DEFAULT_TIMED_CASES
+    assert all(case["clock"] == "restore" for case in timed)
+    text = orjson.dumps(timed).decode()
+    for key in DELAY_KEYS:
+        assert f'"{key}":' in text, key
+    for feature in ('"$in":"#', '"$in":{', '"$not":{"$in"', '"xstate.after.*"', '"$advance":0'):
+        assert feature in text, feature
+    delayed = [s for case in timed for s in _states(case["machine"]) if "after" in s]
+    assert any(s.get("type") == "parallel" for s in delayed), "no parallel state with 'after'"
+    assert any(s["$parentType"] == "parallel" for s in delayed), "no parallel region with 'after'"
+    assert any("states" in s and s.get("type") != "parallel" for s in delayed), (
+        "no compound state with 'after'"
+    )
+    assert any(isinstance(t, list) for s in delayed for t in s["after"].values()), "no delay with several"
+    assert not any("after" in case["machine"] for case in timed), "root 'after' cannot be restored"
+
+
+def _states(state: Mapping[str, Any], parent: Mapping[str, Any] | None = None) -> list[Mapping[str, Any]]:
+    """Every state config, each with ``$parentType`` (the type of its parent) added."""
+    found: list[Mapping[str, Any]] = [{**state, "$parentType": parent.get("type") if parent else None}]
+    for child in (state.get("states") or {}).values():
+        found.extend(_states(child, state))
+    return found
 
 
 def _empty_parallel_states(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
