@@ -11,7 +11,7 @@ from service.arvo.contract import EventDataschemaUtil
 from service.arvo.errors import ConfigViolation
 from service.arvo.event import create_arvo_event, parse_arvo_event_id
 from service.arvo.factory import create_arvo_event_factory, create_arvo_orchestrator_event_factory
-from service.arvo.machine.arvo_machine import setup_arvo_machine
+from service.arvo.machine.arvo_machine import enqueue_arvo_event, setup_arvo_machine
 from service.arvo.machine.statechart import emit
 from service.arvo.memory import InMemoryMemory
 from service.arvo.orchestration.input_validation import EventValidationKind
@@ -362,3 +362,139 @@ def test_create_machine_accepts_a_state_named_like_the_reserved_action() -> None
         _config({"enqueueArvoEvent": {"on": {"*": {"target": "timeout"}}}, "timeout": {}})
     )
     assert machine.id == "counter"
+
+
+# --- emitted event types are checked when the machine is defined ----------------------------------
+
+
+def _emitted_type_error(config: dict[str, Any], **setup: Any) -> str:
+    with pytest.raises(ConfigViolation) as caught:
+        setup_arvo_machine(contracts={"self": SELF, "services": COUNTER_SERVICES}, **setup).create_machine(
+            config
+        )
+    return caught.value.raw_message
+
+
+def test_create_machine_rejects_an_emit_lambda_of_a_type_no_service_accepts() -> None:
+    message = _emitted_type_error(
+        _config({"calling": {"entry": emit(lambda args: {"type": "com.number.incremnt", "data": {}})}})
+    )
+    assert message == (
+        "Configuration Error: the machine emits 'com.number.incremnt', which none of its service contracts "
+        "accepts\n"
+        "Location: calling > entry\n"
+        "The machine can emit: com.number.increment (service 'increment'), com.number.decrement (service "
+        "'decrement'), notif.number.update (service 'notification'), arvo.orc.test.done (the completion)\n"
+        "Did you mean 'com.number.increment'?\n"
+        "To fix: add the contract that accepts 'com.number.incremnt' to contracts['services'] of "
+        "setup_arvo_machine, or correct the type (an event no contract describes is queued with "
+        "enqueue_arvo_event)"
+    )
+
+
+def test_emitted_type_locations_follow_the_chart_errors() -> None:
+    nope = emit({"type": "com.loan.nope", "data": {}})
+    fine = emit({"type": "com.number.decrement", "data": {"delta": 1}})
+    cases: list[tuple[dict[str, Any], str]] = [
+        (
+            {"a": {"on": {"go": {"target": "b", "actions": [fine, nope]}}}, "b": {}},
+            "a > on > go > actions > [1]",
+        ),
+        ({"a": {"on": {"go": [{"actions": fine}, {"actions": nope}]}}}, "a > on > go > [1] > actions"),
+        ({"a": {"exit": [nope]}}, "a > exit > [0]"),
+        (
+            {"a": {"always": [{"guard": lambda _a: True, "actions": nope}, {"target": "b"}]}, "b": {}},
+            "a > always > [0] > actions",
+        ),
+        ({"a": {"after": {500: {"target": "b", "actions": nope}}}, "b": {}}, "a > after > 500 > actions"),
+        (
+            {"p": {"initial": "x", "states": {"x": {"type": "final"}}, "onDone": {"actions": nope}}},
+            "p > onDone > actions",
+        ),
+        ({"p": {"type": "parallel", "states": {"r1": {"entry": nope}, "r2": {}}}}, "p > r1 > entry"),
+    ]
+    for states, location in cases:
+        message = _emitted_type_error(_config(states))
+        assert f"\nLocation: {location}\n" in message, (location, message)
+    root = _emitted_type_error({**_config({"a": {}}), "entry": nope})
+    assert "\nLocation: (root) > entry\n" in root
+
+
+def _declined(_args: Any) -> dict[str, Any]:
+    return {"type": "com.number.increment", "data": {"delta": 1}}
+
+
+def _escalating(args: Any) -> dict[str, Any]:
+    def never_emitted() -> dict[str, Any]:
+        return {"type": "com.nested.scope"}  # a nested function's return is not an emission
+
+    if args.context["delta"] > 1:
+        return {"type": "com.number.decrement", "data": {"delta": 1}}
+    if args.context["delta"] < -1:
+        return {"type": "com.number.escalate", "data": never_emitted()}
+    return dict(type="arvo.orc.test.done", data={"final": 0})  # noqa: C408 (the call form is read too)
+
+
+def test_named_emit_actions_and_def_functions_are_checked() -> None:
+    message = _emitted_type_error(
+        _config({"a": {"entry": ["notify"]}}), actions={"notify": emit(_escalating)}
+    )
+    assert "the machine emits 'com.number.escalate'" in message
+    assert (
+        "\nLocation: a > entry > [0]\nEmitted by the action 'notify' (actions= of setup_arvo_machine)\n"
+        in (message)
+    )
+    params_form = _emitted_type_error(
+        _config({"a": {"entry": {"type": "notify", "params": {}}}}), actions={"notify": emit(_escalating)}
+    )
+    assert "\nLocation: a > entry\nEmitted by the action 'notify'" in params_form
+    # Every literal return of a def is an emission; a conditional expression has two.
+    either = emit(
+        lambda args: {"type": "com.number.decrement"} if args.context["delta"] else {"type": "com.x.y"}
+    )
+    assert "emits 'com.x.y'" in _emitted_type_error(_config({"a": {"entry": either}}))
+    accepted = setup_arvo_machine(contracts={"self": SELF, "services": COUNTER_SERVICES}).create_machine(
+        _config({"a": {"entry": emit(_declined)}})
+    )
+    assert accepted.id == "counter"
+
+
+def test_two_lambdas_on_one_line_are_told_apart() -> None:
+    pair = [emit(lambda _a: {"type": "com.number.increment"}), emit(lambda _a: {"type": "com.two.lambdas"})]
+    message = _emitted_type_error(_config({"a": {"entry": pair}}))
+    assert "emits 'com.two.lambdas'" in message
+    assert "\nLocation: a > entry > [1]\n" in message
+
+
+def test_what_cannot_be_known_statically_is_not_checked() -> None:
+    namespace: dict[str, Any] = {}
+    exec("made = lambda args: {'type': 'com.without.source'}", namespace)  # no source to read
+    machine = setup_arvo_machine(
+        contracts={"self": SELF, "services": COUNTER_SERVICES},
+        actions={"route": emit(lambda args: {"type": args.context["next"], "data": {}})},
+    ).create_machine(
+        _config(
+            {
+                "a": {
+                    "entry": [
+                        "route",  # a type computed at run time
+                        emit(namespace["made"]),
+                        emit({"data": {}}),  # no type: the runtime reports it
+                        # The escape hatch for events no contract describes (sent unvalidated).
+                        enqueue_arvo_event({"type": "com.audit.log", "data": {}}),
+                        {"type": "enqueueArvoEvent", "params": {"type": "com.notif.test", "data": {}}},
+                        emit(lambda args: {"type": "arvo.orc.test.done", "data": {"final": 1}}),
+                    ]
+                }
+            }
+        )
+    )
+    assert machine.id == "counter"
+
+
+async def test_the_loan_finding_fails_at_definition_not_at_run_time() -> None:
+    # Before: the machine was accepted and the run failed with "No handlers registered for event type".
+    with pytest.raises(ConfigViolation, match=r"emits 'com\.loan\.nope'.*\nLocation: a > entry"):
+        setup_arvo_machine(contracts={"self": SELF, "services": {}}).create_machine(
+            _config({"a": {"entry": emit(lambda args: {"type": "com.loan.nope", "data": {}})}})
+        )

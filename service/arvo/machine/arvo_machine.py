@@ -18,6 +18,15 @@ Events reach the machine as the full event JSON (``event["type"]``, ``event["dat
 event is not delivered as an event, it only feeds ``context`` (``args.input``). Outgoing events are
 produced with ``emit(...)`` or :func:`enqueue_arvo_event`.
 
+Every event type a machine emits through ``emit(...)`` must be accepted by one of its service contracts
+(or be its own completion type): :meth:`ArvoMachineSetup.create_machine` rejects the machine otherwise,
+naming the type and where it is emitted. The types it can see are the literal ones: ``emit({"type":
+"com.x", ...})``, and functions (``emit(lambda args: {"type": "com.x", ...})``, a named ``def``) whose
+returned dict has a literal ``"type"`` in their source. A type computed at run time (``{"type":
+args.context["next"]}``), a function whose source is not available, and events queued with
+:func:`enqueue_arvo_event` / the ``enqueueArvoEvent`` action (the way to emit an event no contract
+describes, sent without validation as in the original) are not checked.
+
 Unlike the original (which rejects them), machines may use XState delayed transitions (``after``, with
 named delays passed as ``delays=`` to :func:`setup_arvo_machine`): each step returns the pending timers
 and the cancelled ones, and :meth:`ArvoMachine.fire_timer` delivers a due timer (see
@@ -26,13 +35,17 @@ and the cancelled ones, and :meth:`ArvoMachine.fire_timer` delivers a due timer 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import ast
+import difflib
+import functools
+import linecache
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from service.arvo.contract import VersionedArvoContract
 from service.arvo.errors import ConfigViolation
 from service.arvo.event import ArvoEvent
-from service.arvo.machine.statechart import MachineStep, Statechart, assign
+from service.arvo.machine.statechart import Emit, MachineStep, Statechart, assign
 from service.arvo.orchestration.input_validation import EventValidationResult, validate_input_event
 
 __all__ = [
@@ -134,6 +147,184 @@ def _has_parallel_states(node: Mapping[str, Any]) -> bool:
     return False
 
 
+# -- definition-time check of emitted event types ------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_source(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _own_returns(function: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.expr]:
+    """The values of the ``return`` statements of ``function`` itself (not of nested scopes)."""
+    pending: list[ast.AST] = list(function.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        if isinstance(node, ast.Return) and node.value is not None:
+            yield node.value
+        pending.extend(ast.iter_child_nodes(node))
+
+
+def _literal_types(expression: ast.expr) -> list[str]:
+    """The literal ``"type"`` values of the event dicts ``expression`` can evaluate to."""
+    if isinstance(expression, ast.IfExp):
+        return [*_literal_types(expression.body), *_literal_types(expression.orelse)]
+    if isinstance(expression, ast.Dict):
+        for key, value in zip(expression.keys, expression.values, strict=True):
+            if isinstance(key, ast.Constant) and key.value == "type":
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    return [value.value]
+                return []
+        return []
+    if (
+        isinstance(expression, ast.Call)
+        and isinstance(expression.func, ast.Name)
+        and expression.func.id == "dict"
+    ):
+        for keyword in expression.keywords:
+            if keyword.arg == "type":
+                value = keyword.value
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    return [value.value]
+        return []
+    return []
+
+
+def _function_node(tree: ast.Module, code: Any) -> ast.Lambda | ast.FunctionDef | ast.AsyncFunctionDef | None:
+    """The syntax node that compiled to ``code``; ``None`` when it cannot be told apart."""
+    positions = [position for position in code.co_positions() if position[0] == code.co_firstlineno]
+    columns = {position[2] for position in positions if position[2] is not None}
+    found: list[ast.Lambda | ast.FunctionDef | ast.AsyncFunctionDef] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Lambda):
+            if code.co_name == "<lambda>" and node.lineno == code.co_firstlineno:
+                found.append(node)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
+            first_line = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
+            if first_line == code.co_firstlineno:
+                found.append(node)
+    if len(found) > 1:
+        # Several lambdas on one line: the one whose body starts at a column the code was compiled from.
+        found = [
+            node for node in found if isinstance(node, ast.Lambda) and node.body.col_offset in columns
+        ] or found
+    return found[0] if len(found) == 1 else None
+
+
+def _returned_literal_types(function: Callable[..., Any]) -> list[str]:
+    """Literal event types ``function``'s source returns (empty when unknown: dynamic or no source)."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return []
+    lines = linecache.getlines(code.co_filename, getattr(function, "__globals__", None))
+    tree = _parsed_source("".join(lines)) if lines else None
+    node = _function_node(tree, code) if tree is not None else None
+    if node is None:
+        return []
+    if isinstance(node, ast.Lambda):
+        return _literal_types(node.body)
+    return [found for value in _own_returns(node) for found in _literal_types(value)]
+
+
+def _emitted_types(emitter: Emit) -> list[str]:
+    if isinstance(emitter.event, Mapping):
+        event_type = emitter.event.get("type")
+        return [event_type] if isinstance(event_type, str) else []
+    return _returned_literal_types(emitter.event)
+
+
+class _EmissionScanner:
+    """Collects ``(type, location, note)`` of the literal ``emit`` types of a machine config.
+
+    Locations are those of the chart's own configuration errors (``state > on > evt.x > actions``).
+    """
+
+    def __init__(self, actions: Mapping[str, Any]) -> None:
+        self.actions = actions
+        self.found: list[tuple[str, str, str | None]] = []
+
+    def node(self, config: Mapping[str, Any], labels: tuple[str, ...]) -> None:
+        location = " > ".join(labels) if labels else "(root)"
+        for key in ("entry", "exit"):
+            self.actions_of(config.get(key), f"{location} > {key}")
+        on = config.get("on")
+        if isinstance(on, Mapping):
+            for descriptor, spec in on.items():
+                self.transitions(spec, f"{location} > on > {descriptor}")
+        if "onDone" in config:
+            self.transitions(config["onDone"], f"{location} > onDone")
+        after = config.get("after")
+        if isinstance(after, Mapping):
+            for delay, spec in after.items():
+                self.transitions(spec, f"{location} > after > {delay}")
+        if "always" in config:
+            self.transitions(config["always"], f"{location} > always")
+        states = config.get("states")
+        if isinstance(states, Mapping):
+            for key, child in states.items():
+                if isinstance(child, Mapping):
+                    self.node(child, (*labels, str(key)))
+
+    def transitions(self, spec: Any, location: str) -> None:
+        items = list(spec) if isinstance(spec, list | tuple) else [spec]
+        for index, item in enumerate(items):
+            where = f"{location} > [{index}]" if isinstance(spec, list | tuple) else location
+            if isinstance(item, Mapping):
+                self.actions_of(item.get("actions"), f"{where} > actions")
+
+    def actions_of(self, spec: Any, location: str) -> None:
+        items = list(spec) if isinstance(spec, list | tuple) else [] if spec is None else [spec]
+        for index, item in enumerate(items):
+            where = f"{location} > [{index}]" if isinstance(spec, list | tuple) else location
+            name = item if isinstance(item, str) else item.get("type") if isinstance(item, Mapping) else None
+            action = self.actions.get(name) if isinstance(name, str) else item
+            note = (
+                f"Emitted by the action {name!r} (actions= of setup_arvo_machine)"
+                if action is not item
+                else None
+            )
+            if isinstance(action, Emit):
+                self.found.extend((event_type, where, note) for event_type in _emitted_types(action))
+
+
+def _check_emitted_types(
+    config: Mapping[str, Any],
+    *,
+    actions: Mapping[str, Any],
+    self_contract: VersionedArvoContract,
+    services: Mapping[str, VersionedArvoContract],
+) -> None:
+    """Reject literal ``emit`` types that no service contract accepts (see the module docstring)."""
+    accepted = {contract.accepts.type: key for key, contract in services.items()}
+    complete = self_contract.complete_event_type
+    scanner = _EmissionScanner(actions)
+    scanner.node(config, ())
+    for event_type, location, note in scanner.found:
+        if event_type in accepted or event_type == complete:
+            continue
+        known = [f"{accepted_type} (service {key!r})" for accepted_type, key in accepted.items()]
+        if complete is not None:
+            known.append(f"{complete} (the completion)")
+        close = difflib.get_close_matches(event_type, [*accepted, *([complete] if complete else [])], n=1)
+        lines = [
+            f"Configuration Error: the machine emits {event_type!r}, which none of its service contracts "
+            "accepts",
+            f"Location: {location}",
+            *([note] if note else []),
+            f"The machine can emit: {', '.join(known) if known else 'only its completion'}",
+            *([f"Did you mean {close[0]!r}?"] if close else []),
+            f"To fix: add the contract that accepts {event_type!r} to contracts['services'] of "
+            "setup_arvo_machine, or correct the type (an event no contract describes is queued with "
+            "enqueue_arvo_event)",
+        ]
+        raise ConfigViolation("\n".join(lines))
+
+
 class ArvoMachine:
     """A versioned statechart bound to its contracts; one per orchestrator contract version.
 
@@ -231,7 +422,8 @@ class ArvoMachineSetup:
 
         Raises:
             ConfigViolation: version mismatch, forbidden features (invoke, spawning), bad targets,
-                unimplemented named actions, guards or delays.
+                unimplemented named actions, guards or delays, an ``emit`` of a literal type that no
+                service contract accepts (see the module docstring).
 
         """
         requested = config.get("version")
@@ -242,6 +434,9 @@ class ArvoMachineSetup:
             )
         chart_config = {key: value for key, value in config.items() if key != "version"}
         statechart = Statechart(chart_config, actions=self.actions, guards=self.guards, delays=self.delays)
+        _check_emitted_types(
+            chart_config, actions=self.actions, self_contract=self.self_contract, services=self.services
+        )
         requires_locking = _has_parallel_states(chart_config) or any(
             len(contract.emits) > 1 for contract in self.services.values()
         )
