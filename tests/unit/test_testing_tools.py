@@ -9,7 +9,14 @@ import pytest
 from service.arvo.errors import ExecutionViolation
 from service.arvo.event import ArvoEvent, create_arvo_event
 from service.arvo.handler import ArvoEventHandler, HandlerContext
-from service.arvo.testing import ArvoTestCase, ArvoTestStep, BrokerError, InMemoryBroker, run_test_case
+from service.arvo.testing import (
+    ArvoTestCase,
+    ArvoTestStep,
+    BrokerError,
+    InMemoryBroker,
+    NoReplyError,
+    run_test_case,
+)
 from tests.unit.arvo_fixtures import value_read_contract, value_read_handler
 
 
@@ -171,6 +178,64 @@ async def test_broker_on_publish_sees_every_event() -> None:
     )
     await broker.resolve(read_request())
     assert published == ["com.value.read", "evt.value.read.success"]
+
+
+async def test_resolve_with_require_reply_returns_the_reply() -> None:
+    broker = InMemoryBroker([value_read_handler({"k": 5})])
+    reply = await broker.resolve(read_request(), require_reply=True)
+    assert reply.data == {"key": "k", "value": 5}
+
+
+async def test_resolve_with_require_reply_names_the_errors_of_the_cascade() -> None:
+    broker = InMemoryBroker()
+    await broker.publish(event("before.the.resolve"))  # an earlier error is not this cascade's
+    lost = event("nobody.listens")
+    with pytest.raises(NoReplyError) as caught:
+        await broker.resolve(lost, require_reply=True)
+    assert str(caught.value) == (
+        f"No event came back to 'com.test.test' for com.test.ping (id {lost.id}): the cascade stopped "
+        "after 1 event(s).\n"
+        "Errors while it ran (1, also in broker.errors):\n"
+        "  - on com.test.ping (to nobody.listens, from com.test.test): BrokerError: No handlers registered "
+        "for event type: nobody.listens\n"
+        "Last event(s) published (1 of 1, all in broker.events):\n"
+        "  - com.test.ping: com.test.test -> nobody.listens"
+    )
+    assert caught.value.event is lost
+    assert [failed for _error, failed in caught.value.errors] == [lost]
+    assert caught.value.events == [lost]
+    assert isinstance(caught.value, BrokerError)
+    # The unserved event is kept in unrouted and reported in errors: both, as documented.
+    assert broker.unrouted[-1] is lost
+    assert broker.errors[-1][1] is lost
+
+
+async def test_resolve_with_require_reply_names_events_waiting_in_a_domain() -> None:
+    broker = InMemoryBroker()
+
+    async def to_review(received: ArvoEvent, bus: InMemoryBroker) -> None:
+        await bus.publish(event("com.review", domain="human.review", source=received.to or ""))
+
+    broker.subscribe("topic", to_review)
+    with pytest.raises(NoReplyError) as caught:
+        await broker.resolve(event("topic"), require_reply=True)
+    message = str(caught.value)
+    assert "Errors while it ran" not in message
+    assert "Events for a domain nobody serves here (1; register a handler with" in message
+    assert "  - com.test.ping (to com.review, domain human.review)\n" in message
+    assert [item.to for item in caught.value.domained_events] == ["com.review"]
+
+
+async def test_resolve_with_require_reply_says_when_nothing_failed() -> None:
+    broker = InMemoryBroker()
+
+    async def swallow(_received: ArvoEvent, _bus: InMemoryBroker) -> None:
+        return None
+
+    broker.subscribe("topic", swallow)
+    with pytest.raises(NoReplyError, match="Nothing failed: an orchestrator may be waiting"):
+        await broker.resolve(event("topic"), require_reply=True)
+    assert await broker.resolve(event("topic")) is None  # the default keeps returning None
 
 
 # --- scenario runner -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 """
 
 from service.arvo.memory import InMemoryMemory
-from service.arvo.testing.broker import BrokerError, InMemoryBroker, Listener
+from service.arvo.testing.broker import BrokerError, InMemoryBroker, Listener, NoReplyError
 from service.arvo.testing.scenarios import ArvoTestCase, ArvoTestStep, TestCaseReport, run_test_case
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "InMemoryBroker",
     "InMemoryMemory",
     "Listener",
+    "NoReplyError",
     "TestCaseReport",
     "run_test_case",
 ]

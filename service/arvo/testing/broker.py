@@ -2,8 +2,10 @@
 
 Differences from the original ``SimpleEventBroker`` (quirk 37): events are processed in FIFO order;
 events for a domain nobody subscribed to are kept in :attr:`InMemoryBroker.domained_events` instead
-of being dropped; unroutable events are kept in :attr:`InMemoryBroker.unrouted`; ``resolve`` does
-not leak its collector.
+of being dropped; events for a topic nobody serves are kept in :attr:`InMemoryBroker.unrouted` *and*
+reported as a :class:`BrokerError` in :attr:`InMemoryBroker.errors` (and to ``on_error``); ``resolve``
+does not leak its collector, and ``resolve(event, require_reply=True)`` raises :class:`NoReplyError`
+naming why nothing came back instead of returning ``None``.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from service.arvo.execution import ArvoHandler
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
 
-__all__ = ["BrokerError", "InMemoryBroker", "Listener"]
+__all__ = ["BrokerError", "InMemoryBroker", "Listener", "NoReplyError"]
 
 Listener = Callable[["ArvoEvent", "InMemoryBroker"], Awaitable[None]]
 DomainedEventHook = Callable[[str, "ArvoEvent", "InMemoryBroker"], Awaitable[None] | None]
@@ -27,7 +29,38 @@ PublishHook = Callable[["ArvoEvent"], None]
 
 
 class BrokerError(RuntimeError):
-    """Misuse of the broker (queue full, duplicate subscription, invalid resolve)."""
+    """Misuse of the broker (queue full, duplicate subscription, invalid resolve), or an unserved event."""
+
+
+class NoReplyError(BrokerError):
+    """``resolve(event, require_reply=True)``: the cascade stopped and nothing came back to the source.
+
+    The message says why, as far as the broker can tell: the errors raised while the cascade ran
+    (unserved events, violations, failing listeners), the events left for a domain nobody serves, and
+    the last events published.
+
+    Attributes:
+        event: The event that was resolved.
+        errors: The ``(error, event)`` pairs reported while it ran (also in ``broker.errors``).
+        domained_events: Events it published for a domain without subscribers.
+        events: Every event published while it ran, in order (``event`` first).
+
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        event: ArvoEvent,
+        errors: list[tuple[BaseException, ArvoEvent]],
+        domained_events: list[ArvoEvent],
+        events: list[ArvoEvent],
+    ) -> None:
+        super().__init__(message)
+        self.event = event
+        self.errors = errors
+        self.domained_events = domained_events
+        self.events = events
 
 
 class InMemoryBroker:
@@ -159,11 +192,24 @@ class InMemoryBroker:
         if self.on_error is not None:
             self.on_error(error, event)
 
-    async def resolve(self, event: ArvoEvent) -> ArvoEvent | None:
+    @overload
+    async def resolve(self, event: ArvoEvent, *, require_reply: Literal[True]) -> ArvoEvent: ...
+
+    @overload
+    async def resolve(self, event: ArvoEvent, *, require_reply: bool = False) -> ArvoEvent | None: ...
+
+    async def resolve(self, event: ArvoEvent, *, require_reply: bool = False) -> ArvoEvent | None:
         """Publish ``event`` and return the last event delivered back to ``event.source``.
+
+        Args:
+            event: The event to publish (an orchestrator's init event, a service call).
+            require_reply: Raise :class:`NoReplyError` when nothing came back, instead of returning
+                ``None`` (the default, kept for existing callers).
 
         Raises:
             BrokerError: ``event.source`` is itself a subscribed topic.
+            NoReplyError: ``require_reply`` and the cascade stopped without an event for
+                ``event.source``; the message names the errors and waiting events of the cascade.
 
         """
         if any(
@@ -178,9 +224,51 @@ class InMemoryBroker:
         async def collect(reply: ArvoEvent, _broker: InMemoryBroker) -> None:
             received.append(reply)
 
+        first_error, first_event = len(self.errors), len(self.events)
         unsubscribe = self.subscribe(event.source, collect, domain=event.domain)
         try:
             await self.publish(event)
         finally:
             unsubscribe()
-        return received[-1] if received else None
+        if received:
+            return received[-1]
+        if require_reply:
+            raise self._no_reply(event, self.errors[first_error:], self.events[first_event:])
+        return None
+
+    def _no_reply(
+        self, event: ArvoEvent, errors: list[tuple[BaseException, ArvoEvent]], events: list[ArvoEvent]
+    ) -> NoReplyError:
+        domained = [
+            item
+            for item in events
+            if item.domain is not None and not self._subscribers.get((item.to or "", item.domain))
+        ]
+        lines = [
+            f"No event came back to {event.source!r} for {event.type} (id {event.id}): the cascade stopped "
+            f"after {len(events)} event(s)."
+        ]
+        if errors:
+            lines.append(f"Errors while it ran ({len(errors)}, also in broker.errors):")
+            lines.extend(
+                f"  - on {failed.type} (to {failed.to}, from {failed.source}): "
+                f"{type(error).__name__}: {error}"
+                for error, failed in errors
+            )
+        if domained:
+            lines.append(
+                f"Events for a domain nobody serves here ({len(domained)}; register a handler with "
+                "broker.register(handler, domain=...) or answer them in on_domained_event):"
+            )
+            lines.extend(f"  - {item.type} (to {item.to}, domain {item.domain})" for item in domained)
+        if not errors and not domained:
+            lines.append(
+                "Nothing failed: an orchestrator may be waiting for an event that never came (a reply "
+                "it has no transition for, or a service that answered elsewhere)."
+            )
+        shown = events[-5:]
+        lines.append(f"Last event(s) published ({len(shown)} of {len(events)}, all in broker.events):")
+        lines.extend(f"  - {item.type}: {item.source} -> {item.to}" for item in shown)
+        return NoReplyError(
+            "\n".join(lines), event=event, errors=list(errors), domained_events=domained, events=list(events)
+        )
