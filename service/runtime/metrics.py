@@ -34,6 +34,8 @@ embedders) never share or collide on metrics. ``/metrics`` of the health server 
                                           ``arvo_instances_capped``)
 ``arvo_event_loop_lag_seconds``           histogram of how late the event loop ran a task due
                                           every ``loop_lag_check_interval_s`` (the loop watchdog)
+``arvo_spans_dropped_total``              spans the batch span processor dropped because its queue
+                                          was full (process-wide; 0 without tracing)
 ========================================  ========================================================
 
 Label values that come from input (event types) are bounded: past ``max_label_values`` distinct
@@ -62,7 +64,7 @@ from prometheus_client.registry import Collector
 
 from service.arvo.memory import InstanceStatus
 from service.runtime.consumer import LoopHooks
-from service.runtime.otel import untraced
+from service.runtime.otel import spans_dropped, untraced
 
 if TYPE_CHECKING:
     from aiokafka import TopicPartition
@@ -314,7 +316,7 @@ class ServiceMetrics(LoopHooks):
         return generate_latest(self.registry)
 
     def collect_gauges(self) -> Iterator[Metric]:
-        """The gauges read at scrape time: partitions, in-flight records, lag, commits, instances."""
+        """The gauges read at scrape time: partitions, in-flight records, lag, commits, instances, drops."""
         in_flight = GaugeMetricFamily(
             "arvo_in_flight_records",
             "Records buffered or being processed, per assigned partition.",
@@ -343,6 +345,11 @@ class ServiceMetrics(LoopHooks):
             commits.add_metric([], loop.stats.commits)
             stalled.add_metric([], len(loop.stalled_partitions()))
         yield from (in_flight, lag, assigned, paused, commits, stalled)
+        yield CounterMetricFamily(
+            "arvo_spans_dropped",
+            "Spans dropped by the batch span processor because its queue was full (whole process).",
+            value=spans_dropped(),
+        )
         if self._orchestrators:
             instances = GaugeMetricFamily(
                 "arvo_instances",

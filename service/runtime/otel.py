@@ -16,7 +16,7 @@ or nothing at all when tracing is not configured, so the engine keeps its no-SDK
 ``OTEL_RESOURCE_ATTRIBUTES``
 ``OTEL_TRACES_SAMPLER(_ARG)``          the sampler (read by the SDK; default parent-based always-on)
 ``OTEL_BSP_*``, ``OTEL_EXPORTER_OTLP_*``  batch processor and exporter details (read by the SDK;
-                                       unset ``OTEL_BSP_MAX_QUEUE_SIZE`` is 8192 here, see
+                                       unset, the ``OTEL_BSP_*`` sizes are the service's, see
                                        :data:`BSP_DEFAULTS`)
 =====================================  ==============================================================
 
@@ -27,6 +27,11 @@ Spans go through a ``BatchSpanProcessor``: the hot path only queues a finished s
 thread exports. :func:`shutdown_tracing` flushes what is queued (``arvo run`` calls it on the way
 out, ``arvo publish`` after its publish).
 
+Spans the batch processor drops because its queue is full are not lost silently: they are counted
+(:func:`spans_dropped`, served as ``arvo_spans_dropped_total`` on ``/metrics``) and logged once per
+:data:`SPAN_DROP_LOG_INTERVAL_S` with the count of that interval (``spans dropped``), instead of the
+SDK's ``Queue full, dropping Span.`` line per drop, which is filtered out.
+
 The runtime's own spans (``process <topic>``, ``send <topic>``, Redis calls) use
 :func:`runtime_tracer`; :func:`use_tracer_provider` points them and the Arvo handler spans at a
 provider of the caller's (tests with an in-memory exporter, embedders that own their provider)
@@ -36,27 +41,34 @@ instead of the global one, which OpenTelemetry lets a process set only once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import structlog
 from opentelemetry import trace
 
 from service.arvo import telemetry
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.metrics import MeterProvider
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.util.types import Attributes
     from redis.asyncio import Redis, RedisCluster
 
 __all__ = [
     "BSP_DEFAULTS",
     "DEFAULT_SERVICE_NAME",
     "RUNTIME_TRACER_NAME",
+    "SPAN_DROP_LOG_INTERVAL_S",
+    "SpanDrops",
     "TracingConfigError",
     "TracingSetup",
     "batch_span_processor",
@@ -67,6 +79,8 @@ __all__ = [
     "otlp_http_span_exporter",
     "runtime_tracer",
     "shutdown_tracing",
+    "span_drops",
+    "spans_dropped",
     "tracing_enabled",
     "tracing_requested",
     "untraced",
@@ -78,14 +92,23 @@ DEFAULT_SERVICE_NAME: Final = "arvo-service"
 RUNTIME_TRACER_NAME: Final = "arvo-service.runtime"
 """Instrumentation scope of the runtime's spans (consumer, producer)."""
 
-BSP_DEFAULTS: Final[Mapping[str, int]] = {"OTEL_BSP_MAX_QUEUE_SIZE": 8192}
-"""Batch processor settings used when their ``OTEL_BSP_*`` variable is unset (others: the SDK's).
+BSP_DEFAULTS: Final[Mapping[str, int]] = {
+    "OTEL_BSP_MAX_QUEUE_SIZE": 16_384,
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 512,
+    "OTEL_BSP_SCHEDULE_DELAY": 1_000,
+}
+"""Batch processor settings used when their ``OTEL_BSP_*`` variable is unset (the SDK reads a set one).
 
-Only the queue differs from the SDK (2,048 spans): under a burst the exporter thread falls behind
-and a full queue drops spans; 8,192 (~4.5 KB each, ~36 MB at worst) absorbs bursts of the bench
-workload. ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512) and ``OTEL_BSP_SCHEDULE_DELAY`` (5,000 ms) keep
-the SDK defaults: 128 and 2,048 measured no better. See docs/performance.md, "Tracing cost".
+Sized so that a process at its sustained peak with the shipped sampling (10 % of workflows,
+parent-based) drops nothing, even while the collector stalls for one export time-out
+(docs/performance.md, "Sizing the batch processor"): ~1,200 spans/s at that peak, so the queue holds
+16,384 spans (SDK: 2,048), ~13 s of them, ~80 MB at ~5 KB per span, only while the exporter is stuck.
+A batch of 512 (the SDK's; not larger: a set ``OTEL_BSP_MAX_QUEUE_SIZE`` below it would be refused)
+goes out every ~0.4 s at that rate; the schedule delay (1 s, SDK 5 s) only matters below ~500 spans/s
+and bounds how long a span waits before it is sent.
 """
+SPAN_DROP_LOG_INTERVAL_S: Final = 60.0
+"""Spans dropped by a full batch queue are logged at most once per this many seconds, with the count."""
 
 _HTTP: Final = "http/protobuf"
 _GRPC: Final = "grpc"
@@ -99,6 +122,7 @@ _provider_override: trace.TracerProvider | None = None
 _installed: TracingSetup | None = None
 _install_lock = threading.Lock()
 _redis_operations: dict[str, str] = {}
+_log = structlog.get_logger("arvo.runtime.otel")
 
 
 class TracingConfigError(ValueError):
@@ -209,11 +233,147 @@ def otlp_http_span_exporter(endpoint: str) -> SpanExporter:
     return FastOTLPSpanExporter(endpoint=endpoint)
 
 
-def batch_span_processor(exporter: SpanExporter, environ: Mapping[str, str] | None = None) -> SpanProcessor:
+class SpanDrops:
+    """Counts spans dropped by full batch queues; logs the count once per interval (thread-safe).
+
+    Every drop adds to :attr:`total` at once (what ``arvo_spans_dropped_total`` serves). The first
+    drop after a quiet period arms a timer; when it fires, ``interval_s`` later, one WARNING line
+    ``spans dropped`` gives the spans dropped in that interval (``dropped``) and since start
+    (``dropped_total``). So there is at most one line per interval, and none while nothing is
+    dropped; :meth:`report` writes the pending count at once (:func:`shutdown_tracing` calls it).
+    """
+
+    def __init__(self, interval_s: float = SPAN_DROP_LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._total = 0
+        self._pending = 0
+        self._timer: threading.Timer | None = None
+
+    @property
+    def total(self) -> int:
+        """Spans dropped since this object was made."""
+        return self._total
+
+    def add(self, count: int) -> None:
+        """Record ``count`` dropped spans (called on the thread that ended the span)."""
+        with self._lock:
+            self._total += count
+            self._pending += count
+            if self._timer is None:
+                self._timer = threading.Timer(self.interval_s, self.report)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def report(self) -> None:
+        """Log the spans dropped since the last line, if any, and disarm the timer."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+            pending, self._pending = self._pending, 0
+            total = self._total
+        if timer is not None:
+            timer.cancel()  # harmless when it is the timer's own thread
+        if pending:
+            _log.warning(
+                "spans dropped",
+                dropped=pending,
+                dropped_total=total,
+                interval_s=self.interval_s,
+                reason="the batch span processor's queue was full: the exporter does not keep up "
+                "(sample fewer workflows with OTEL_TRACES_SAMPLER_ARG, check the collector, "
+                "or raise OTEL_BSP_MAX_QUEUE_SIZE)",
+            )
+
+
+_span_drops = SpanDrops()
+
+
+def span_drops() -> SpanDrops:
+    """The process's :class:`SpanDrops` (every processor of :func:`batch_span_processor` feeds it)."""
+    return _span_drops
+
+
+def spans_dropped() -> int:
+    """Spans dropped by full batch queues in this process so far (``arvo_spans_dropped_total``)."""
+    return _span_drops.total
+
+
+# How drops are observed. opentelemetry-sdk (1.45) has no callback for them; what it has is its
+# internal metrics: given ``meter_provider=`` and with OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true
+# (read from os.environ while the processor is built), a BatchSpanProcessor adds every span it drops
+# to the counter ``otel.sdk.processor.span.processed`` with ``error.type=queue_full`` (semantic
+# conventions, "SDK Batching Span Processors MUST use queue_full"). The meter below hands the SDK a
+# counter that forwards those drops to SpanDrops and ignores everything else (no-op otherwise).
+# If a later SDK stops doing so, batch_span_processor() logs that drops cannot be counted, and
+# tests/unit/test_otel.py (test_a_full_queue_is_counted_and_logged_once_per_interval and
+# test_the_sdk_still_reports_drops_through_its_processor_metric) fails.
+_PROCESSED_METRIC: Final = "otel.sdk.processor.span.processed"
+_QUEUE_FULL: Final = "queue_full"
+_INTERNAL_METRICS_VARIABLE: Final = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
+_internal_metrics_lock = threading.Lock()
+
+
+def _drop_meter_provider(drops: SpanDrops) -> tuple[MeterProvider, Callable[[], bool]]:
+    """A no-op ``MeterProvider`` whose ``otel.sdk.processor.span.processed`` counter feeds ``drops``.
+
+    Also returned: whether that counter was created through it (the hook works). Built on call:
+    ``opentelemetry.metrics`` is imported only when tracing is on.
+    """
+    from opentelemetry.metrics import Counter, Meter, NoOpCounter, NoOpMeter, NoOpMeterProvider
+
+    class DropCounter(NoOpCounter):
+        def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+            if attributes is not None and attributes.get("error.type") == _QUEUE_FULL:
+                drops.add(int(amount))
+
+    class DropMeter(NoOpMeter):
+        hooked = False
+
+        def create_counter(self, name: str, unit: str = "", description: str = "") -> Counter:
+            if name != _PROCESSED_METRIC:
+                return super().create_counter(name, unit, description)
+            self.hooked = True
+            return DropCounter(name, unit, description)
+
+    class DropMeterProvider(NoOpMeterProvider):
+        def __init__(self) -> None:
+            self.meters: list[DropMeter] = []
+
+        def get_meter(
+            self,
+            name: str,
+            version: str | None = None,
+            schema_url: str | None = None,
+            attributes: Attributes = None,
+        ) -> Meter:
+            meter = DropMeter(name, version=version, schema_url=schema_url)
+            self.meters.append(meter)
+            return meter
+
+    provider = DropMeterProvider()
+    return provider, lambda: any(meter.hooked for meter in provider.meters)
+
+
+class _NoQueueFullLines(logging.Filter):
+    """Drops the SDK's ``Queue full, dropping Span.`` record: :class:`SpanDrops` counts and logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "Queue full, dropping %s." and record.args == ("Span",))
+
+
+# The logger of the SDK's BatchProcessor (opentelemetry/sdk/_shared_internal/__init__.py, 1.45).
+_SDK_BATCH_LOGGER: Final = "opentelemetry.sdk._shared_internal"
+_queue_full_filter = _NoQueueFullLines()
+
+
+def batch_span_processor(
+    exporter: SpanExporter, environ: Mapping[str, str] | None = None, *, drops: SpanDrops | None = None
+) -> SpanProcessor:
     """A ``BatchSpanProcessor`` for ``exporter`` with the service's defaults (see :data:`BSP_DEFAULTS`).
 
     A default applies only when its ``OTEL_BSP_*`` variable is unset (``environ``, default
-    ``os.environ``); a variable that is set is read by the SDK as usual.
+    ``os.environ``); a variable that is set is read by the SDK as usual. Spans it drops because its
+    queue is full are counted and logged by ``drops`` (default: the process's, :func:`span_drops`).
     """
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -223,12 +383,32 @@ def batch_span_processor(exporter: SpanExporter, environ: Mapping[str, str] | No
         # None: the SDK reads the variable (or uses its own default).
         return BSP_DEFAULTS.get(variable) if _env(env, variable) is None else None
 
-    return BatchSpanProcessor(
-        exporter,
-        max_queue_size=default("OTEL_BSP_MAX_QUEUE_SIZE"),
-        schedule_delay_millis=default("OTEL_BSP_SCHEDULE_DELAY"),
-        max_export_batch_size=default("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
-    )
+    sdk_logger = logging.getLogger(_SDK_BATCH_LOGGER)
+    if _queue_full_filter not in sdk_logger.filters:
+        sdk_logger.addFilter(_queue_full_filter)
+    meters, hooked = _drop_meter_provider(drops if drops is not None else _span_drops)
+    with _internal_metrics_lock:  # the SDK reads the switch from os.environ in the constructor
+        previous = os.environ.get(_INTERNAL_METRICS_VARIABLE)
+        os.environ[_INTERNAL_METRICS_VARIABLE] = "true"
+        try:
+            processor = BatchSpanProcessor(
+                exporter,
+                max_queue_size=default("OTEL_BSP_MAX_QUEUE_SIZE"),
+                schedule_delay_millis=default("OTEL_BSP_SCHEDULE_DELAY"),
+                max_export_batch_size=default("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+                meter_provider=meters,
+            )
+        finally:
+            if previous is None:
+                del os.environ[_INTERNAL_METRICS_VARIABLE]
+            else:
+                os.environ[_INTERNAL_METRICS_VARIABLE] = previous
+    if not hooked():
+        _log.warning(
+            "dropped spans cannot be counted with this opentelemetry-sdk",
+            reason=f"its BatchSpanProcessor did not create the {_PROCESSED_METRIC} counter",
+        )
+    return processor
 
 
 def _resource(environ: Mapping[str, str]) -> Any:
@@ -317,6 +497,7 @@ def shutdown_tracing(timeout_ms: int = 5_000) -> None:
         return
     setup.provider.force_flush(timeout_ms)
     setup.provider.shutdown()
+    _span_drops.report()
 
 
 def use_tracer_provider(provider: trace.TracerProvider | None) -> trace.TracerProvider | None:
