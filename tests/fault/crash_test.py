@@ -382,6 +382,8 @@ class CrashReport:
     """Dead letters by reason (``parked`` included)."""
     dead_lettered_workflows: dict[str, set[str]] = field(default_factory=dict)
     """Per reason, the instance keys of the published workflows its dead letters belong to."""
+    lost_kinds: Counter[str] = field(default_factory=Counter)
+    """The lost workflows by what is left of them (record status, completion published or not)."""
     faults: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -657,10 +659,13 @@ def check(
         if record is None or record.get("status") != "done" or record.get("completed") is not True:
             report.lost += 1
             status = None if record is None else record.get("status")
-            problem(f"lost: {workflow.kind} {workflow.instance_key} record status {status!r}")
+            outcome = "completion published" if completions else "never completed"
+            report.lost_kinds[f"record {status or 'missing'}, {outcome}"] += 1
+            problem(f"lost: {workflow.kind} {workflow.instance_key} record status {status!r}, {outcome}")
             continue
         if not completions:
             report.lost += 1
+            report.lost_kinds["record done, completion never published"] += 1
             problem(
                 f"lost: {workflow.kind} {workflow.instance_key} is done but its completion was never published"
             )
@@ -979,6 +984,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         children.kill_all()
     log(f"worker logs: {worker_log_summary(workdir)}")
+    if report.lost_kinds:
+        log("lost workflows: " + ", ".join(f"{kind}: {n}" for kind, n in sorted(report.lost_kinds.items())))
     for text in report.problems[:30]:
         log(text)
     if len(report.problems) > 30:
