@@ -165,8 +165,7 @@ class PendingTimer(NamedTuple):
 
 
 class MachineStep(NamedTuple):
-    """Result of :meth:`Statechart.start`, :meth:`~Statechart.send`, :meth:`~Statechart.fire_timer` and
-    :meth:`~Statechart.advance`.
+    """Result of a step: :meth:`Statechart.start`, ``send``, ``fire_timer`` or ``advance``.
 
     Attributes:
         snapshot: ``{"status": "active"|"done", "value": str|dict, "context": dict, "output": Any}``, plus
@@ -178,7 +177,7 @@ class MachineStep(NamedTuple):
             machine finished), in the order they were pending.
         fired: Ids of the timers the step delivered (:meth:`~Statechart.fire_timer`: zero or one).
 
-    """  # noqa: D205
+    """
 
     snapshot: dict[str, Any]
     emitted: list[dict[str, Any]]
@@ -295,6 +294,10 @@ class _TimerBook:
 
 def _firing_order(timer: Mapping[str, Any]) -> tuple[float, int]:
     return timer["due"], timer["seq"]
+
+
+_NO_TIMERS: Final = _TimerBook([], 0)
+"""The (never mutated) timers of machines without delayed transitions."""
 
 
 class _Plan:
@@ -518,7 +521,7 @@ class Statechart:
             [self._model.init_transition], self._pre_initial, run, init_event, initial=True
         )
         configuration = self._macrostep(configuration, run, init_event, external=False)
-        return self._result(configuration, run, _TimerBook([], 0), now)
+        return self._result(configuration, run, _TimerBook([], 0) if self._has_after else _NO_TIMERS, now)
 
     def send(
         self, snapshot: Mapping[str, Any], event: Mapping[str, Any], *, now_ms: float | None = None
@@ -760,6 +763,8 @@ class Statechart:
         return listed
 
     def _now(self, now_ms: float | None, *, required: bool = False) -> float | None:
+        if now_ms is None and not required and not self._has_after:
+            return None
         if now_ms is None:
             if required or self._has_after:
                 raise ValueError(
@@ -795,7 +800,7 @@ class Statechart:
         context = snapshot.get("context")
         if type(context) is not dict and not isinstance(context, Mapping):
             raise InvalidSnapshotError(f"snapshot.context must be a mapping, got {type(context).__name__}")
-        book = _TimerBook.read(snapshot) if self._has_after else _TimerBook([], 0)
+        book = _TimerBook.read(snapshot) if self._has_after else _NO_TIMERS
         return configuration, RunState(_json_copy(context, "context")), book
 
     def _fire(
