@@ -50,13 +50,6 @@ def test_a_redis_outage_longer_than_the_retry_budget_parks_nothing() -> None:
     assert_clean(run_fault("redis-outage", "--faults", "1", *SHORT_BUDGET))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="consumer/decisions.py FailureBudget: the lease-wait budget (_denied_since) is not reset by "
-    "a dependency outage in between, so lease denials after a second outage are counted and park "
-    "the record (issue 11 report)",
-)
 def test_back_to_back_redis_outages_park_nothing() -> None:
     # Commands queued in the stopped Redis run at SIGCONT and take leases nobody uses: every outage
     # ends with lease waits of up to one TTL. The second outage must not find that budget spent.

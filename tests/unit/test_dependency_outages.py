@@ -179,3 +179,25 @@ async def test_a_probe_ends_the_outage_as_soon_as_the_dependency_answers() -> No
     assert monitor.is_up("redis")
     assert answers == []
     await monitor.close()
+
+
+def test_an_outage_restarts_the_lease_wait_budget() -> None:
+    from service.arvo.orchestration.pipeline import LeaseDeniedViolation
+
+    clock = Clock()
+    budget = FailureBudget(POLICY, lease_wait_budget_s=1.0, clock=clock)
+
+    def denied() -> LeaseDeniedViolation:
+        return LeaseDeniedViolation(message="held", holder_ttl_ms=500)
+
+    budget.begin_attempt()
+    assert isinstance(budget.decide(denied()), RetryLater)  # the lease-wait clock starts
+    clock.now += 0.9
+    budget.begin_attempt()
+    assert isinstance(budget.decide(store_outage()), WaitForDependency)
+    clock.now += 30  # a long outage; then leases cut off by it are waited out afresh
+    budget.begin_attempt()
+    decision = budget.decide(denied())
+    assert isinstance(decision, RetryLater)
+    assert decision.counted is False
+    assert budget.attempts == 0

@@ -182,12 +182,17 @@ class FailureBudget:
         outage = unavailable_dependency(error)
         if outage is not None:
             now = self._clock()
+            # An outage ends any run of lease denials: leases left by work the outage cut off are
+            # waited out afresh once the dependency is back.
+            self._denied_since = None
             if self._unavailable_since is None:
                 self._unavailable_since = now
             bounded = self._dependency_wait_max_s > 0
             if not bounded or now - self._unavailable_since < self._dependency_wait_max_s:
                 self.attempts -= 1
                 return WaitForDependency(outage.dependency, next(self._dependency_delays))
+        else:
+            self._unavailable_since = None  # the dependency answered (with another failure)
         ttl_ms = holder_ttl_ms(error)
         if ttl_ms is not None:
             now = self._clock()

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from service.runtime.otel import untraced
+
 if TYPE_CHECKING:
     from service.runtime.consumer.hooks import LoopHooks
 
@@ -146,7 +148,8 @@ class DependencyMonitor:
         while dependency in self._outages:
             await asyncio.sleep(self._probe_interval_s)
             try:
-                answered = await probe()
+                with untraced():  # a probe is not worth a trace of its own
+                    answered = await probe()
             except Exception:  # a probe that fails is a probe that says "still down"
                 answered = False
             if answered:
