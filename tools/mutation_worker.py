@@ -39,7 +39,7 @@ def _mutmut(module: str) -> Any:
     return importlib.import_module(f"mutmut.{module}")
 
 
-def _configure(only: list[str]) -> None:
+def _configure(only: list[str], *, debug: bool = False) -> None:
     """Narrow mutmut's configuration (read from ``[tool.mutmut]``) to the files asked for.
 
     Must run before anything imports ``mutmut.__main__`` (which reads the configuration on import).
@@ -53,6 +53,7 @@ def _configure(only: list[str]) -> None:
         )
     config = _mutmut("configuration").config()
     config.only_mutate = list(only)
+    config.debug = config.debug or debug
     _deterministic_hypothesis()
 
 
@@ -134,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", type=Path, help="file with one mutant name a line (run)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--debug", action="store_true", help="mutmut's debug output (pytest's, per mutant)")
     args = parser.parse_args(argv)
-    _configure(args.only)
+    _configure(args.only, debug=args.debug)
     if args.step == "prepare":
         _prepare(args.only, args.out, args.max_children)
     else:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -73,6 +75,43 @@ def test_done_for_unknown_or_repeated_offsets_is_ignored() -> None:
     tracker.done(1)
     tracker.done(1)
     assert tracker.committable == 2
+
+
+def test_completion_of_an_offset_not_yet_tracked_is_ignored() -> None:
+    # A completion reported before the offset is tracked (a record of the next fetch) must neither
+    # commit anything nor count once the offset is tracked: it is committable only after its own done().
+    tracker = OffsetTracker()
+    tracker.track(4)
+    tracker.done(5)
+    assert tracker.committable is None
+    assert not tracker.needs_commit()
+    tracker.track(5)
+    tracker.done(4)
+    assert tracker.committable == 5
+    assert tracker.pending == 1
+    tracker.done(5)
+    assert tracker.committable == 6
+    assert tracker.pending == 0
+
+
+def test_a_long_running_tracker_does_not_grow_with_the_offsets_it_processed() -> None:
+    # A partition's tracker lives as long as the assignment: processed offsets must not accumulate.
+    tracker = OffsetTracker()
+    already_tracing = tracemalloc.is_tracing()
+    if not already_tracing:
+        tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for offset in range(100_000, 130_000):
+            tracker.track(offset)
+            tracker.done(offset)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        if not already_tracing:
+            tracemalloc.stop()
+    assert tracker.committable == 130_000
+    assert tracker.pending == 0
+    assert after - before < 64 * 1024
 
 
 @given(st.permutations(list(range(30))), st.integers(min_value=0, max_value=30))
