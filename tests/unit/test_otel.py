@@ -1,16 +1,24 @@
-"""service.runtime.otel: OTEL_* configuration, the OTLP exporters end to end, and the tracer seam."""
+"""service.runtime.otel: OTEL_* configuration, the OTLP exporters end to end, the tracer seam, dropped spans."""
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import re
+import threading
+import time
+from collections.abc import Iterator, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from structlog.testing import capture_logs
 
 from contracts.bench import add_contract
 from service.arvo import telemetry
@@ -218,3 +226,145 @@ async def test_redis_is_not_instrumented_without_tracing() -> None:
         assert not getattr(client, "_is_instrumented_by_opentelemetry", False)
     finally:
         await client.aclose()
+
+
+# --------------------------------------------------------------------------------------------------
+# Spans dropped by a full batch queue: counted, logged once per interval, the SDK's line silenced
+
+
+class _GatedExporter(SpanExporter):
+    """Holds every export until ``gate`` opens, so the processor's queue fills; counts what it got."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.exporting = threading.Event()
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.exporting.set()
+        self.gate.wait(30)
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.gate.set()
+
+
+def _dropped_lines(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [line for line in logs if line["event"] == "spans dropped"]
+
+
+def _wait_for_lines(logs: Sequence[MutableMapping[str, Any]], count: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(_dropped_lines(logs)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_full_queue_is_counted_and_logged_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "8")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    drops = otel.SpanDrops(interval_s=0.5)
+    exporter = _GatedExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(otel.batch_span_processor(exporter, drops=drops))
+    tracer = provider.get_tracer("test")
+    caplog.set_level(logging.INFO)
+    with capture_logs() as logs:
+        for _ in range(4):  # one batch: the worker takes it and is held in export
+            tracer.start_span("first batch").end()
+        assert exporter.exporting.wait(10)
+        # (Not before: the SDK counts a drop when it finds the queue full, then appends; a worker
+        # taking a batch in between makes that count one too many.)
+        for _ in range(46):  # 8 fill the queue, 38 are dropped
+            tracer.start_span("burst").end()
+        first_burst = drops.total
+        assert first_burst == 38
+        _wait_for_lines(logs, 1)
+        time.sleep(0.6)  # a quiet interval: no line for it
+        (line,) = _dropped_lines(logs)
+        assert line["log_level"] == "warning"
+        assert (line["dropped"], line["dropped_total"]) == (first_burst, first_burst)
+
+        for _ in range(30):  # the exporter is still held: every one of these is dropped
+            tracer.start_span("second burst").end()
+        assert drops.total == first_burst + 30
+        _wait_for_lines(logs, 2)
+        lines = _dropped_lines(logs)
+        assert [(line["dropped"], line["dropped_total"]) for line in lines] == [
+            (first_burst, first_burst),
+            (30, first_burst + 30),
+        ]
+        exporter.gate.set()
+        provider.shutdown()
+    # Every span ended was either exported or counted as dropped.
+    assert exporter.exported + drops.total == 80
+    assert not [record for record in caplog.records if "Queue full" in record.getMessage()]
+    assert "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED" not in os.environ
+
+
+def test_the_pending_count_is_logged_at_once_by_report() -> None:
+    drops = otel.SpanDrops(interval_s=3600)
+    with capture_logs() as logs:
+        drops.report()  # nothing dropped: no line
+        drops.add(3)
+        drops.add(2)
+        drops.report()
+        drops.report()
+    assert [(line["dropped"], line["dropped_total"]) for line in _dropped_lines(logs)] == [(5, 5)]
+
+
+def test_the_sdk_still_reports_drops_through_its_processor_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook of batch_span_processor: if the SDK changes, this says so (and the service logs it)."""
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "false")  # the user's, kept
+    with capture_logs() as logs:
+        processor = otel.batch_span_processor(_GatedExporter(), drops=otel.SpanDrops())
+    processor.shutdown()
+    assert not [line for line in logs if "cannot be counted" in line["event"]]
+    assert os.environ["OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"] == "false"
+
+
+def test_the_drop_counter_is_served_on_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.runtime.metrics import ServiceMetrics
+
+    drops = otel.SpanDrops(interval_s=3600)
+    monkeypatch.setattr(otel, "_span_drops", drops)
+    metrics = ServiceMetrics(process_metrics=False)
+    assert b"arvo_spans_dropped_total 0.0" in metrics.render()
+    drops.add(7)
+    assert b"arvo_spans_dropped_total 7.0" in metrics.render()
+
+
+def _sizing_table() -> dict[str, int]:
+    """The ``OTEL_BSP_*`` rows of the sizing table in docs/performance.md: variable → our default."""
+    text = (Path(__file__).parents[2] / "docs" / "performance.md").read_text()
+    section = text.split("### Sizing the batch processor")[1].split("\n#")[0]
+    rows = re.findall(r"^\| `(OTEL_BSP_[A-Z_]+)` \| ([\d,]+)", section, flags=re.MULTILINE)
+    return {variable: int(value.replace(",", "")) for variable, value in rows}
+
+
+def test_the_default_sizing_is_what_the_docs_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _sizing_table() == dict(otel.BSP_DEFAULTS)
+    processor = otel.batch_span_processor(_GatedExporter(), {})
+    batch = processor._batch_processor  # type: ignore[attr-defined]
+    effective = {
+        "OTEL_BSP_MAX_QUEUE_SIZE": batch._max_queue_size,
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": batch._max_export_batch_size,
+        "OTEL_BSP_SCHEDULE_DELAY": batch._schedule_delay_millis,
+    }
+    processor.shutdown()
+    assert effective == dict(otel.BSP_DEFAULTS)
+
+    # A standard variable that is set wins (read by the SDK).
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "1000")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")
+    processor = otel.batch_span_processor(_GatedExporter())
+    batch = processor._batch_processor  # type: ignore[attr-defined]
+    assert (batch._max_queue_size, batch._schedule_delay_millis, batch._max_export_batch_size) == (
+        1000,
+        250,
+        512,
+    )
+    processor.shutdown()
