@@ -498,3 +498,24 @@ async def test_the_loan_finding_fails_at_definition_not_at_run_time() -> None:
         setup_arvo_machine(contracts={"self": SELF, "services": {}}).create_machine(
             _config({"a": {"entry": emit(lambda args: {"type": "com.loan.nope", "data": {}})}})
         )
+
+
+def test_the_source_read_must_be_the_one_compiled() -> None:
+    import linecache
+
+    compiled = "made = lambda args: {'type': 'com.number.nope', 'data': {}}\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(compiled, "<machine-source>", "exec"), namespace)
+    try:
+        linecache.cache["<machine-source>"] = (len(compiled), None, [compiled], "<machine-source>")
+        message = _emitted_type_error(_config({"a": {"entry": emit(namespace["made"])}}))
+        assert "emits 'com.number.nope'" in message
+        # The file changed since it was compiled: another type at that line is not trusted.
+        changed = "made = lambda args: {'type': 'com.other.type', 'data': {}}\n"
+        linecache.cache["<machine-source>"] = (len(changed), None, [changed], "<machine-source>")
+        machine = setup_arvo_machine(contracts={"self": SELF, "services": COUNTER_SERVICES}).create_machine(
+            _config({"a": {"entry": emit(namespace["made"])}})
+        )
+        assert machine.id == "counter"
+    finally:
+        linecache.cache.pop("<machine-source>", None)

@@ -227,8 +227,12 @@ def _returned_literal_types(function: Callable[..., Any]) -> list[str]:
     if node is None:
         return []
     if isinstance(node, ast.Lambda):
-        return _literal_types(node.body)
-    return [found for value in _own_returns(node) for found in _literal_types(value)]
+        found = _literal_types(node.body)
+    else:
+        found = [event_type for value in _own_returns(node) for event_type in _literal_types(value)]
+    # A source changed on disk since the import can put another function at that line: its types are
+    # constants of the compiled code only when the source read is the one that was compiled.
+    return found if all(event_type in code.co_consts for event_type in found) else []
 
 
 def _emitted_types(emitter: Emit) -> list[str]:
