@@ -43,7 +43,7 @@ def emitting(*raw_events: Mapping[str, Any], services: Mapping[str, Any] = CHILD
             "id": "emitter",
             "context": lambda args: {"subject": args.input["subject"]},
             "initial": "emitting",
-            "states": {"emitting": {"entry": [emit(dict(raw)) for raw in raw_events]}},
+            "states": {"emitting": {"entry": [enqueue_arvo_event(dict(raw)) for raw in raw_events]}},
         }
     )
 
