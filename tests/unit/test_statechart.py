@@ -1155,18 +1155,9 @@ def test_integer_like_state_keys_follow_javascript_object_key_order() -> None:
             "Configuration Error: 'invoke' not supported\nLocation: idle > invoke\n",
         ),
         (
-            {"id": "m", "initial": "idle", "states": {"idle": {"after": {}}}},
-            "Configuration Error: 'after' not supported\nLocation: idle > after\n",
-        ),
-        (
-            {"id": "m", "initial": "idle", "states": {"idle": {"after": {1000: "idle"}}}},
-            "'after' not supported",
-        ),
-        (
             {"id": "m", "invoke": {"src": "x"}, "initial": "a", "states": {"a": {}}},
             "Location: (root) > invoke",
         ),
-        ({"id": "m", "after": {}, "initial": "a", "states": {"a": {}}}, "Location: (root) > after"),
         (
             {"id": "m", "initial": "a", "states": {"a": {"initial": "x", "states": {"x": {"invoke": []}}}}},
             "Location: a > x > invoke",
