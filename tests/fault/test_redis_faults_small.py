@@ -53,4 +53,4 @@ def test_a_redis_outage_longer_than_the_retry_budget_parks_nothing() -> None:
 def test_back_to_back_redis_outages_park_nothing() -> None:
     # Commands queued in the stopped Redis run at SIGCONT and take leases nobody uses: every outage
     # ends with lease waits of up to one TTL. The second outage must not find that budget spent.
-    assert_clean(run_fault("redis-outage", "--faults", "2", *SHORT_BUDGET, "--timeout", "25"))
+    assert_clean(run_fault("redis-outage", "--faults", "2", *SHORT_BUDGET, "--timeout", "40"))
