@@ -10,6 +10,7 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from service.arvo.errors import TransactionViolation, TransactionViolationCause
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
+from service.arvo.memory import InMemoryMemory
 from service.runtime.redis_memory import RedisUnavailableError
 from tests.unit.test_consumer_loop_unit import DLQ, ECHO, P0, SINK, by_key, echo, running, wait_until
 
@@ -184,3 +185,35 @@ async def test_failing_commits_are_tracked_and_warned_about_at_most_once_a_minut
             assert rig.loop.last_commit_error is None
     lines = [entry["event"] for entry in logs if entry["event"].startswith("offset commit")]
     assert lines == ["offset commit failed; will retry", "offset commits succeed again"]
+
+
+class FrozenStoreMemory(InMemoryMemory):
+    """A store that stops answering for a while (PING fails), as a SIGSTOPped Redis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = True
+
+    async def ping(self) -> bool:
+        return not self.frozen
+
+
+async def test_a_timeout_while_the_store_does_not_answer_is_an_outage_not_the_handlers_fault() -> None:
+    memory = FrozenStoreMemory()
+    async with running(
+        partitions=1,
+        memory=memory,
+        handler_timeout_s=0.05,
+        retry_max_attempts=2,
+        dependency_probe_interval_ms=20,
+    ) as rig:
+        handler = rig.handler
+        rig.produce(echo("s", mode="gate", gate="store"))  # the execution waits on the frozen store
+        await wait_until(lambda: rig.loop.stats.dependency_waits["redis"] >= 3)
+        assert rig.loop.stats.parked == 0
+        assert "redis" in rig.loop.dependencies.outages
+        memory.frozen = False
+        handler.gates["store"].set()
+        await wait_until(lambda: rig.committed() == 1)
+        assert rig.kafka.dead_letters(DLQ) == []
+        assert rig.loop.dependencies.outages == {}

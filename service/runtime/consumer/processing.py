@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from service.arvo.availability import DependencyUnavailableError
 from service.arvo.execution import ExecutionOutcome
 from service.arvo.memory import InstanceStatus
 from service.arvo.subject import ArvoOrchestrationSubject
@@ -41,6 +42,7 @@ from service.runtime.consumer.scope import (
     record_fields,
     record_scope_layer,
 )
+from service.runtime.otel import untraced
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 FOREIGN_SOURCE: Final = "foreign_source"
 """Dead-letter reason of a reply from a source the orchestration did not address."""
 
+_STORE_CHECK_S: Final = 1.0
+"""How long a timed-out execution's store check waits for ``PING``."""
+
 NO_STATE: Final = "no_state"
 """Dead-letter reason of an event for an instance without state."""
 
@@ -64,6 +69,7 @@ __all__ = [
     "HandlerTimeoutError",
     "RecordFinisher",
     "RecordProcessor",
+    "StoreStalledError",
     "instance_key",
     "owned_instance_key",
 ]
@@ -73,6 +79,12 @@ _log = structlog.get_logger("arvo.runtime.consumer")
 
 class HandlerCancelledError(Exception):
     """A handler raised ``CancelledError`` although nobody cancelled it (retried like any failure)."""
+
+
+class StoreStalledError(DependencyUnavailableError, TimeoutError):
+    """An execution timed out while the memory store did not answer: an outage of the store."""
+
+    dependency = "redis"
 
 
 class HandlerTimeoutError(TimeoutError):
@@ -240,6 +252,13 @@ class RecordProcessor:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise
+            if not await self._store_answers():
+                # The execution waited on a store that stopped answering (frozen, overloaded): an
+                # outage, not the handler's fault — the record waits for it without spending its budget.
+                raise StoreStalledError(
+                    f"handler {handler.source!r} timed out while its store did not answer PING: "
+                    "waiting for the store"
+                ) from error
             raise HandlerTimeoutError(
                 f"handler {handler.source!r} did not finish {event.type} (id={event.id}) within"
                 f" ARVO_HANDLER_TIMEOUT_S={self._handler_timeout_s:g} s; raise it if the work is"
@@ -253,6 +272,17 @@ class RecordProcessor:
             raise HandlerCancelledError(
                 f"handler {handler.source!r} raised CancelledError without being cancelled"
             ) from None
+
+    async def _store_answers(self) -> bool:
+        """Whether the memory store answers now (``True`` without one); bounded, untraced."""
+        if self._memory is None:
+            return True
+        try:
+            async with asyncio.timeout(_STORE_CHECK_S):
+                with untraced():
+                    return await self._memory.ping()
+        except TimeoutError:
+            return False
 
     async def _wait_for_dependency(
         self, lane: Lane, record: Any, event: ArvoEvent, error: Exception, decision: WaitForDependency
