@@ -177,6 +177,20 @@ def mark_equivalents(result: ModuleResult) -> None:
             result.stale_equivalents.append(mutant["name"])
 
 
+def _readable_tail(log: Path, lines: int = 30) -> str:
+    """The end of a worker's log without mutmut's spinner lines."""
+    text = log.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+    kept = [line for line in text.splitlines() if line.strip() and line[:1] not in _SPINNER]
+    return "\n".join(kept[-lines:])
+
+
+_SPINNER = frozenset("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
+_SUITE_HINT = (
+    "mutmut needs the kill suite to pass as it is: check with `.venv/bin/python -m pytest tests/unit -x -q`"
+    " (a test failing for an unrelated reason can be left out with --pytest-args='--deselect <node id>')"
+)
+
+
 def _worker(step: str, files: list[str], log: Path, args: list[str], *, verbose: bool) -> None:
     command = [sys.executable, "-m", "tools.mutation_worker", step, "--only", *files, *args]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +203,9 @@ def _worker(step: str, files: list[str], log: Path, args: list[str], *, verbose:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     if completed.returncode != 0:
-        tail = "" if verbose else "\n".join(log.read_text(encoding="utf-8").splitlines()[-40:])
-        raise SystemExit(f"mutmut {step} failed (exit {completed.returncode}); log: {log}\n{tail}")
+        tail = "" if verbose else _readable_tail(log)
+        hint = f"\n{_SUITE_HINT}" if "failed to collect stats" in tail or "clean test" in tail else ""
+        raise SystemExit(f"mutmut {step} failed (exit {completed.returncode}); log: {log}\n{tail}{hint}")
 
 
 def _duration(seconds: float) -> str:
@@ -223,7 +238,15 @@ def _print_module(result: ModuleResult) -> None:
 
 
 def run(
-    targets: list[Target], *, size: int, seed: int, jobs: int, keep: bool, verbose: bool
+    targets: list[Target],
+    *,
+    size: int,
+    seed: int,
+    jobs: int,
+    keep: bool,
+    verbose: bool,
+    pytest_args: str = "",
+    debug: bool = False,
 ) -> list[ModuleResult]:
     """Prepare the mutants of every target, then test each target's sample; print as it goes."""
     files = sorted({t.path for t in targets})
@@ -232,7 +255,7 @@ def run(
         raise SystemExit("--keep needs the same modules as the previous run (mutmut forgets the others)")
     if not keep and MUTANTS.exists():
         shutil.rmtree(MUTANTS)
-    jobs_args = ["--max-children", str(jobs)]
+    jobs_args = ["--max-children", str(jobs), f"--pytest-args={pytest_args}", *(["--debug"] if debug else [])]
     started = time.monotonic()
     print(
         f"mutation: preparing {len(files)} module(s) and recording which unit tests reach them ...",
@@ -292,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutants tested in parallel")
     parser.add_argument("--keep", action="store_true", help="reuse ./mutants instead of starting afresh")
     parser.add_argument("--verbose", action="store_true", help="show mutmut's own output")
+    parser.add_argument(
+        "--debug", action="store_true", help="mutmut's debug mode: each mutant's pytest output"
+    )
+    parser.add_argument(
+        "--pytest-args",
+        default="",
+        help="extra pytest arguments for every run of the kill suite, as one string: --pytest-args='-k x'",
+    )
     args = parser.parse_args(argv)
     if not Path("pyproject.toml").is_file() or not Path("service").is_dir():
         parser.error("run from the repository root")
@@ -299,7 +330,16 @@ def main(argv: list[str] | None = None) -> int:
         targets = [parse_target(m) for m in args.modules] if args.modules else default_targets()
     except ValueError as error:
         parser.error(str(error))
-    run(targets, size=args.sample, seed=args.seed, jobs=args.jobs, keep=args.keep, verbose=args.verbose)
+    run(
+        targets,
+        size=args.sample,
+        seed=args.seed,
+        jobs=args.jobs,
+        keep=args.keep,
+        verbose=args.verbose or args.debug,
+        pytest_args=args.pytest_args,
+        debug=args.debug,
+    )
     return 0
 
 

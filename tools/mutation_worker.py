@@ -25,6 +25,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def _mutmut(module: str) -> Any:
     return importlib.import_module(f"mutmut.{module}")
 
 
-def _configure(only: list[str], *, debug: bool = False) -> None:
+def _configure(only: list[str], *, debug: bool = False, pytest_args: str = "") -> None:
     """Narrow mutmut's configuration (read from ``[tool.mutmut]``) to the files asked for.
 
     Must run before anything imports ``mutmut.__main__`` (which reads the configuration on import).
@@ -54,6 +55,7 @@ def _configure(only: list[str], *, debug: bool = False) -> None:
     config = _mutmut("configuration").config()
     config.only_mutate = list(only)
     config.debug = config.debug or debug
+    config.pytest_add_cli_args = [*config.pytest_add_cli_args, *shlex.split(pytest_args)]
     _deterministic_hypothesis()
 
 
@@ -136,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--debug", action="store_true", help="mutmut's debug output (pytest's, per mutant)")
+    parser.add_argument("--pytest-args", default="", help="extra pytest arguments (same in every step)")
     args = parser.parse_args(argv)
-    _configure(args.only, debug=args.debug)
+    _configure(args.only, debug=args.debug, pytest_args=args.pytest_args)
     if args.step == "prepare":
         _prepare(args.only, args.out, args.max_children)
     else:
