@@ -312,6 +312,7 @@ class _StatusChoice(StrEnum):
     done = "done"
     failed = "failed"
     parked = "parked"
+    cancelled = "cancelled"
 
 
 def _service_settings(*, use_dev_state: bool = True, warn: bool = True, **overrides: Any) -> ServiceSettings:
@@ -772,6 +773,9 @@ def _instance_finding(
         details.append(f"parked: {_shorten(str(parked), _REASON_CHARS)}")
     if record.get("statusReason"):
         details.append(f"reason: {_shorten(str(record['statusReason']), _REASON_CHARS)}")
+    cancellation = record.get("cancellation")
+    if isinstance(cancellation, dict):
+        details.append(_cancellation_text(cancellation, _REASON_CHARS))
     error = record.get("error")
     if record.get("executionStatus") == "failure" and isinstance(error, dict):
         details.append(
@@ -832,6 +836,12 @@ def _compact_json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _cancellation_text(cancellation: dict[str, Any], limit: int) -> str:
+    """``cancelled by <source> at <time>: <reason>`` of a cancelled record's ``cancellation``."""
+    reason = _shorten(str(cancellation.get("reason") or "-"), limit)
+    return f"cancelled by {cancellation.get('by') or '?'} at {cancellation.get('at') or '?'}: {reason}"
+
+
 def _instance_lines(key: str, record: dict[str, Any]) -> list[tuple[str, str]]:
     parked = record.get("parkedReason")
     status = "parked" if parked else str(record.get("status"))
@@ -853,7 +863,13 @@ def _instance_lines(key: str, record: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("error", f"{error.get('errorName')}: {_shorten(str(error.get('errorMessage')), 300)}"))
     if parked:
         lines.append(("parked reason", _shorten(str(parked), 300)))
+    cancellation = record.get("cancellation")
+    if isinstance(cancellation, dict):
+        lines.append(("cancelled", _cancellation_text(cancellation, 300).removeprefix("cancelled ")))
     lines.append(("parent subject", str(record.get("parentSubject") or "-")))
+    children = record.get("children")
+    if isinstance(children, list) and children:
+        lines.append(("children", str(len(children))))
     events = record.get("events") or {}
     consumed = events.get("consumed") or {}
     if consumed:
@@ -945,6 +961,71 @@ def instances_list(
     _print_table(
         ("INSTANCE", "STATUS", "UPDATED"),
         [(row.key, row.status.value, _time_of_ms(row.updated_at_ms)) for row in rows],
+    )
+
+
+def _finished_as(record: dict[str, Any]) -> str | None:
+    """``done``, ``failed`` or ``cancelled`` for a finished instance's record, ``None`` for a live one."""
+    if record.get("executionStatus") == "failure" or record.get("status") == "failed":
+        return "failed"
+    if record.get("executionStatus") == "cancelled" or record.get("status") == "cancelled":
+        return "cancelled"
+    if record.get("completed") or record.get("status") == "done":
+        return "done"
+    return None
+
+
+@instances_app.command("cancel")
+def instances_cancel(
+    subject: Annotated[
+        str, typer.Argument(help="The orchestration subject (or an instance key <orchestrator>:<id>).")
+    ],
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why: kept in the record, sent to the initiator in the system error."),
+    ] = None,
+    source: Annotated[str, typer.Option("--source", help="The cancel event's source (who cancels).")] = (
+        _CLI_SOURCE
+    ),
+) -> None:
+    """Cancel a running orchestration: publish a cancel event (arvo.instance.cancel) to its orchestrator.
+
+    The instance stops (status cancelled), its initiator receives a system error naming the
+    cancellation and the reason, and its child orchestrations are cancelled in turn. An instance that
+    is already done, failed or cancelled, or does not exist, is left alone: one line says so (exit 0).
+    """
+    settings = _service_settings()
+    key = _instance_key(subject)
+    record = _run_async(_with_memory(settings, lambda memory: memory.inspect(key)), what="reading Redis")
+    if record is None:
+        typer.echo(
+            f"instance {key} does not exist (key prefix {settings.redis_key_prefix!r}): nothing to cancel"
+        )
+        return
+    finished = _finished_as(record)
+    if finished is not None:
+        typer.echo(f"instance {key} is already {finished}: nothing to cancel")
+        return
+    from service.arvo.orchestration.cancellation import create_cancel_event
+    from service.runtime.routing import TopicRouter
+
+    target = subject if ":" not in subject else record.get("subject")
+    if not isinstance(target, str):
+        _fail(f"instance {key} has no subject in its record; cancel it by its subject")
+    try:
+        event = create_cancel_event(target, source=source, reason=reason)
+        router = TopicRouter.from_settings(settings)
+        topic = router.route_event(event)
+    except ValueError as error:  # SubjectError, RoutingError
+        _fail(f"cannot cancel {key}: {error}")
+
+    def announce() -> None:
+        typer.echo(f"cancel requested: {key} (event {event.id} to {topic}); 'arvo inspect {key}' shows it")
+
+    _run_async(
+        _publish_event(settings, router, event, reply_topics=[], timeout_s=0, on_published=announce),
+        what="publish",
+        settings=settings,
     )
 
 

@@ -23,9 +23,9 @@ InheritFrom = Literal["EVENT", "CONTEXT"]
 class ExecutionOutcome(StrEnum):
     """What happened to one consumed event, for metrics and logs: the one outcome vocabulary.
 
-    The handlers return the first eight members in :attr:`ExecutionResult.outcome`; the consumer adds
-    :attr:`DEAD_LETTERED` and :attr:`PARKED` for events no handler result exists for. The values are
-    metric labels: they never change.
+    The handlers return every member but the last two in :attr:`ExecutionResult.outcome`; the
+    consumer adds :attr:`DEAD_LETTERED` and :attr:`PARKED` for events no handler result exists for.
+    The values are metric labels: they never change.
     """
 
     EXECUTED = "ok"
@@ -44,6 +44,13 @@ class ExecutionOutcome(StrEnum):
     """The instance failed earlier; the event is ignored."""
     IGNORED_DONE = "ignored_done"
     """The instance completed earlier; the event is ignored."""
+    CANCELLED = "cancelled"
+    """A cancel event (``arvo.instance.cancel``) stopped its instance; ``events`` are the system error events
+    to the initiator and the cancel events of the instance's child orchestrations."""
+    IGNORED_CANCELLED = "ignored_cancelled"
+    """The instance was cancelled earlier; the event (a late reply) is ignored, not dead-lettered."""
+    NOTHING_TO_CANCEL = "nothing_to_cancel"
+    """A cancel event for an instance that is finished (done, failed, cancelled) or unknown: a no-op."""
     DEAD_LETTERED = "dead_lettered"
     """Sent to the dead-letter topic at once: undecodable, a permanent violation, or no handler."""
     PARKED = "parked"

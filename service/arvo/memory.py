@@ -52,15 +52,20 @@ __all__ = [
 
 
 class InstanceStatus(StrEnum):
-    """Lifecycle of an orchestration instance, indexed for listing."""
+    """Lifecycle of an orchestration instance, indexed for listing.
+
+    New members go last: the Redis scripts address the status indexes by position.
+    """
 
     ACTIVE = "active"
     DONE = "done"
     FAILED = "failed"
     PARKED = "parked"
+    CANCELLED = "cancelled"
+    """Stopped by a cancel event (``arvo instances cancel``); finished like ``done`` and ``failed``."""
 
 
-FINISHED_STATUSES: Final = frozenset({InstanceStatus.DONE, InstanceStatus.FAILED})
+FINISHED_STATUSES: Final = frozenset({InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED})
 """Statuses of finished instances: kept for the retention, then expired. The others are live."""
 
 

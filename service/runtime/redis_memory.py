@@ -6,7 +6,9 @@ Key layout (``<prefix>`` defaults to ``arvo``; ``<instance key>`` is ``"<orchest
     <prefix>:{<instance key>}:lock     lease token, with the lease TTL (PX)
     <prefix>:{<instance key>}:fence    fencing counter, INCR on every granted lease
     <prefix>:{<instance key>}:wfence   fence of the lease that wrote the current record
-    <prefix>:index:{<orchestrator>}:<status>   sorted set: execution id scored by update time (ms)
+    <prefix>:index:{<orchestrator>}:<status>   sorted set: execution id scored by update time (ms); one
+                                               per status (active, done, failed, parked, cancelled):
+                                               the scripts take them all, in InstanceStatus order
     <prefix>:index:{<orchestrator>}:fences     hash: execution id -> fence of the last index move
                                                (cluster mode only, see below)
     <prefix>:orchestrators                     set of orchestrator names seen (for unfiltered listing)
@@ -16,9 +18,10 @@ one orchestrator in another. ``{``, ``}`` and ``%`` inside a tag are percent-enc
 containing braces can never end the tag early (which would split an instance over several slots).
 
 Retention (``instance_retention_s``, ``ARVO_INSTANCE_RETENTION_S``; ``0`` keeps everything forever):
-the script that finishes an instance (commit or ``set_status`` to ``done``/``failed``) gives its
-``state``, ``fence`` and ``wfence`` the retention as TTL with one ``PEXPIRE`` each in the same script
-(one expiry time: they vanish together; the ``lock`` has its lease TTL anyway); a script moving it to
+the script that finishes an instance (commit or ``set_status`` to ``done``/``failed``/``cancelled``)
+gives its ``state``, ``fence`` and ``wfence`` the retention as TTL with one ``PEXPIRE`` each in the
+same script (one expiry time: they vanish together; the ``lock`` has its lease TTL anyway); a script
+moving it to
 a live status (``active``, ``parked``) ``PERSIST`` s them. Never one without the others: a ``fence``
 gone while the ``wfence`` stays would restart the count below it and fence out every later commit.
 Two edges keep that true: a commit under a lease that outlived the instance's keys restores the fence
@@ -168,7 +171,11 @@ DEFAULT_CONNECT_TIMEOUT_S: Final = 2.0
 """Connect timeout of clients made by :meth:`RedisMemory.from_url`."""
 
 _STATUSES: Final = tuple(InstanceStatus)
-"""Fixed order of the status index keys handed to the scripts (position 1..4)."""
+"""Fixed order of the status index keys handed to the scripts (position 1.. :data:`_STATUS_COUNT`;
+new statuses are appended, so the positions of the older ones never change)."""
+
+_STATUS_COUNT: Final = len(_STATUSES)
+"""How many status index keys every index-moving script takes (one per status, in ``_STATUSES`` order)."""
 
 _SET_STATUS_ATTEMPTS: Final = 5
 """Compare-and-set attempts of :meth:`RedisMemory.set_status` when the record changes under it."""
@@ -188,7 +195,7 @@ backlog, e.g. after enabling retention on an old deployment, drains over the fol
 
 _MOVE_INDEX_LUA: Final = f"""
 local function move_index(first, status_pos, member, score)
-  for i = 0, 3 do
+  for i = 0, {_STATUS_COUNT - 1} do
     if i + 1 == status_pos then
       redis.call('ZADD', KEYS[first + i], score, member)
     else
@@ -256,8 +263,9 @@ return {1, fence, state}
 
 _COMMIT_AND_RELEASE_LUA: Final = (
     _MOVE_INDEX_LUA
-    + """
--- KEYS: lock, wfence, state, fence [, index x4 (status order), orchestrators]   (index: standalone only)
+    + f"""
+-- KEYS: lock, wfence, state, fence [, index x{_STATUS_COUNT} (status order), orchestrators]
+--       (index keys and orchestrators: standalone only)
 -- ARGV: token, fence, record, status_pos, score_ms, execution_id, orchestrator,
 --       expire_ms ('0' = persist: live, or no retention), prune_before ('' = no pruning)
 -- -> 1 written and released, 0 lease not held (expired / taken over), -1 fenced out by a newer writer
@@ -278,7 +286,7 @@ end
 retain(ARGV[8], KEYS[3], KEYS[4], KEYS[2], true)
 if #KEYS > 4 then
   move_index(5, tonumber(ARGV[4]), ARGV[6], ARGV[5])
-  redis.call('SADD', KEYS[9], ARGV[7])
+  redis.call('SADD', KEYS[{5 + _STATUS_COUNT}], ARGV[7])
   if ARGV[9] ~= '' then
     prune_finished(5, ARGV[9], nil)
   end
@@ -313,8 +321,9 @@ return 1
 
 _SET_STATUS_LUA: Final = (
     _MOVE_INDEX_LUA
-    + """
--- KEYS: state, fence, wfence [, index x4 (status order), orchestrators]   (index keys: standalone only)
+    + f"""
+-- KEYS: state, fence, wfence [, index x{_STATUS_COUNT} (status order), orchestrators]
+--       (index keys and orchestrators: standalone only)
 -- ARGV: mode ('keep' | 'absent' | 'replace'), expected record, new record,
 --       status_pos, score_ms, execution_id, orchestrator,
 --       expire_ms ('0' = persist: live, or no retention), prune_before ('' = no pruning)
@@ -331,7 +340,7 @@ end
 retain(ARGV[8], KEYS[1], KEYS[2], KEYS[3], false)
 if #KEYS > 3 then
   move_index(4, tonumber(ARGV[4]), ARGV[6], ARGV[5])
-  redis.call('SADD', KEYS[8], ARGV[7])
+  redis.call('SADD', KEYS[{4 + _STATUS_COUNT}], ARGV[7])
   if ARGV[9] ~= '' then
     prune_finished(4, ARGV[9], nil)
   end
@@ -342,21 +351,22 @@ return 1
 
 _CLUSTER_INDEX_MOVE_LUA: Final = (
     _MOVE_INDEX_LUA
-    + """
+    + f"""
 -- Cluster mode only, runs on the orchestrator's index slot after the instance-slot script.
--- KEYS: index x4 (status order), fences
+-- KEYS: index x{_STATUS_COUNT} (status order), fences
 -- ARGV: status_pos, score_ms, execution_id, fence ('' = operator move: unconditional),
 --       prune_before ('' = no pruning)
 -- -> 1 applied, 0 skipped because a newer fence already moved this instance
+local fences = KEYS[{_STATUS_COUNT + 1}]
 if ARGV[5] ~= nil and ARGV[5] ~= '' then
-  prune_finished(1, ARGV[5], KEYS[5])
+  prune_finished(1, ARGV[5], fences)
 end
 if ARGV[4] ~= '' then
-  local applied = tonumber(redis.call('HGET', KEYS[5], ARGV[3]) or '0')
+  local applied = tonumber(redis.call('HGET', fences, ARGV[3]) or '0')
   if applied > tonumber(ARGV[4]) then
     return 0
   end
-  redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
+  redis.call('HSET', fences, ARGV[3], ARGV[4])
 end
 move_index(1, tonumber(ARGV[1]), ARGV[3], ARGV[2])
 return 1
@@ -402,6 +412,7 @@ _UNAVAILABLE_REPLY_PREFIXES: Final = (
     "NOAUTH",
     "WRONGPASS",
     "NOPERM",
+    "NOREPLICAS",  # min-replicas-to-write not met: the replicas are behind or gone
 )
 """Error replies that mean Redis cannot serve this client now (as opposed to a bad command)."""
 
@@ -495,8 +506,8 @@ class RedisMemory:
         key_prefix: First component of every key; lets several deployments share one Redis.
             Must be non-empty and free of ``{``, ``}`` and whitespace.
         cluster_mode: Keep every script within one hash slot (index update as a second command).
-        instance_retention_s: How long a finished (done or failed) instance is kept: its keys get
-            this TTL in the commit (or ``set_status``) that finishes it, and its status-index entry
+        instance_retention_s: How long a finished (done, failed or cancelled) instance is kept: its
+            keys get this TTL in the commit (or ``set_status``) that finishes it, and its status-index entry
             is pruned once it is older (see the module docstring). ``0`` (the default): kept
             forever.
         hot_client: A :class:`~service.runtime.resp_client.PipelinedRedis` to the same server for

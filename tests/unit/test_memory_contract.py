@@ -812,3 +812,74 @@ def test_the_retention_must_be_a_non_negative_number() -> None:
     with pytest.raises(TypeError, match="instance_retention_s"):
         InMemoryMemory(instance_retention_s="7d")  # type: ignore[arg-type]
     assert InMemoryMemory(instance_retention_s=2.5).instance_retention_s == 2.5
+
+
+# --- the cancelled status (issue 13) ------------------------------------------------------------------
+
+
+async def index_members(harness: Harness, orchestrator: str) -> dict[str, list[bytes]] | None:
+    """Redis only: the members of each status index of ``orchestrator`` (``None`` in memory)."""
+    if not isinstance(harness.memory, RedisMemory):
+        return None
+    client = harness.memory.client
+    return {
+        status.value: await client.zrange(harness.memory.index_key(orchestrator, status), 0, -1)
+        for status in InstanceStatus
+    }
+
+
+async def test_the_cancelled_status_is_indexed_listed_and_left_like_any_other(harness: Harness) -> None:
+    await harness.commit("o1:a", {"n": 1}, InstanceStatus.ACTIVE)
+    await harness.commit("o1:b", {"n": 1}, InstanceStatus.DONE)
+    await next_millisecond()
+    await harness.commit("o1:a", {"n": 2}, InstanceStatus.CANCELLED)
+    memory = harness.memory
+    assert [(r.key, r.status) for r in await memory.list_instances(status=InstanceStatus.CANCELLED)] == [
+        ("o1:a", InstanceStatus.CANCELLED)
+    ]
+    assert await memory.list_instances(status=InstanceStatus.ACTIVE) == []
+    assert [(r.key, r.status) for r in await memory.list_instances()] == [
+        ("o1:a", InstanceStatus.CANCELLED),
+        ("o1:b", InstanceStatus.DONE),
+    ]
+    members = await index_members(harness, "o1")
+    assert members is None or members == {
+        "active": [],
+        "done": [b"b"],
+        "failed": [],
+        "parked": [],
+        "cancelled": [b"a"],
+    }, "a commit moves the instance out of every other index, the cancelled one included"
+
+    await harness.commit("o1:a", {"n": 3}, InstanceStatus.ACTIVE)
+    assert await memory.list_instances(status=InstanceStatus.CANCELLED) == []
+    members = await index_members(harness, "o1")
+    assert members is None or (members["cancelled"], members["active"]) == ([], [b"a"])
+
+
+async def test_set_status_cancelled_records_the_reason_and_moves_the_index(harness: Harness) -> None:
+    await harness.commit(KEY, {"step": 1}, InstanceStatus.ACTIVE)
+    await harness.memory.set_status(KEY, InstanceStatus.CANCELLED, reason="operator")
+    assert [r.status for r in await harness.memory.list_instances()] == [InstanceStatus.CANCELLED]
+    assert await harness.memory.inspect(KEY) == {"step": 1, "statusReason": "operator"}
+    await harness.memory.set_status(KEY, InstanceStatus.PARKED)
+    assert await harness.memory.list_instances(status=InstanceStatus.CANCELLED) == []
+
+
+async def test_a_cancelled_instance_expires_after_the_retention_like_a_finished_one(
+    retained: Harness,
+) -> None:
+    await retained.commit("o1:old", {"step": 1}, InstanceStatus.ACTIVE)
+    await retained.commit("o1:old", {"step": 2}, InstanceStatus.CANCELLED)
+    await assert_expiring_together(retained, "o1:old")
+    await retained.pass_time(RETENTION_MS / 2)
+    assert await retained.memory.inspect("o1:old") == {"step": 2}
+    await pass_retention(retained)
+    assert await retained.memory.inspect("o1:old") is None
+    assert await retained.memory.list_instances(status=InstanceStatus.CANCELLED) == []
+
+    await next_millisecond()
+    await retained.commit("o1:new", {"n": 1}, InstanceStatus.CANCELLED)
+    assert [r.key for r in await retained.memory.list_instances()] == ["o1:new"]
+    members = await index_members(retained, "o1")
+    assert members is None or members["cancelled"] == [b"new"], "the commit pruned the expired entry"

@@ -298,6 +298,9 @@ def test_outcome_values_are_stable_metric_labels() -> None:
         "IGNORED_NO_STATE": "ignored_no_state",
         "IGNORED_FAILED": "ignored_failed",
         "IGNORED_DONE": "ignored_done",
+        "CANCELLED": "cancelled",
+        "IGNORED_CANCELLED": "ignored_cancelled",
+        "NOTHING_TO_CANCEL": "nothing_to_cancel",
         "DEAD_LETTERED": "dead_lettered",
         "PARKED": "parked",
     }

@@ -58,8 +58,10 @@ async def commit(memory: InMemoryMemory, status: InstanceStatus, key: str = KEY)
 # --- the setting and the stores ---------------------------------------------------------------------
 
 
-def test_finished_statuses_are_done_and_failed() -> None:
-    assert frozenset({InstanceStatus.DONE, InstanceStatus.FAILED}) == FINISHED_STATUSES
+def test_finished_statuses_are_done_failed_and_cancelled() -> None:
+    assert (
+        frozenset({InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED}) == FINISHED_STATUSES
+    )
 
 
 def test_the_setting_defaults_to_seven_days_and_reads_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,16 @@ a failure record that keeps the previous record.
 The checks between the state read and the core are one pure function, :func:`decide`: from the
 parsed subject, the handler's source, the event and the stored record (an
 :class:`~service.arvo.orchestration.record.InstanceRecord`) it returns a :data:`Decision` —
-:class:`Replay`, :class:`DropDuplicate`, :class:`Ignore`, :class:`VersionMismatch` or
-:class:`Proceed`. :class:`OrchestrationPipeline` carries out the effects: lease, span, core run,
+:class:`Replay`, :class:`DropDuplicate`, :class:`Ignore`, :class:`VersionMismatch`, :class:`Cancel`
+or :class:`Proceed`. :class:`OrchestrationPipeline` carries out the effects: lease, span, core run,
 emittables, system errors, commit, release.
+
+Cancellation (:mod:`service.arvo.orchestration.cancellation`): a cancel event (``arvo.instance.cancel``) is
+decided before any contract is resolved. It stops an active instance (:class:`Cancel`: the record
+becomes ``cancelled``, the initiator gets a system error naming the cancellation and its reason, the
+instance's child orchestrations get cancel events); for a finished or unknown instance it is a no-op
+(``nothing_to_cancel``); every later event of a cancelled instance is ignored
+(``ignored_cancelled``).
 
 Improvements over the original (documented in ``docs/differences.md``):
 
@@ -46,6 +53,14 @@ from service.arvo.event import ArvoEvent, create_timestamp
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
 from service.arvo.factory import error_data
 from service.arvo.memory import InstanceStatus, Lease, LeaseGrant, LeaseLostError, Memory, StateReadError
+from service.arvo.orchestration.cancellation import (
+    OrchestrationCancelledError,
+    cancel_reason,
+    cancellation_message,
+    child_cancel_events,
+    is_cancel_event,
+    push_children,
+)
 from service.arvo.orchestration.emittables import EmissionContext, RawEvent, create_emittables
 from service.arvo.orchestration.record import (
     DEFAULT_HISTORY_BYTES,
@@ -68,6 +83,7 @@ from service.arvo.telemetry import (
 __all__ = [
     "CONSUMED_RING_SIZE",
     "RECORD_SCHEMA_VERSION",
+    "Cancel",
     "CoreRequest",
     "CoreResult",
     "Decision",
@@ -222,7 +238,28 @@ class Proceed:
     init_event_id: str
 
 
-Decision = Replay | DropDuplicate | Ignore | VersionMismatch | Proceed
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """A cancel event for an active instance: stop it (see :mod:`~service.arvo.orchestration.cancellation`).
+
+    Attributes:
+        parent_subject: The stored parent orchestration's subject (``None`` for a root).
+        init_event_id: The stored id of the instance's init event.
+        reason: The cancel event's reason.
+
+    """
+
+    parent_subject: str | None
+    init_event_id: str
+    reason: str
+
+    @property
+    def outcome(self) -> ExecutionOutcome:
+        """:attr:`ExecutionOutcome.CANCELLED`."""
+        return ExecutionOutcome.CANCELLED
+
+
+Decision = Replay | DropDuplicate | Ignore | VersionMismatch | Cancel | Proceed
 """What the pipeline does with one event, decided by :func:`decide` from the event and the record."""
 
 
@@ -246,12 +283,14 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
     1. The subject names another orchestrator → :class:`Ignore` (foreign subject).
     2. With a stored ``record``: the event is the last consumed one → :class:`Replay`; consumed
        earlier → :class:`DropDuplicate`; the subject's version differs from the stored one →
-       :class:`VersionMismatch`; the instance failed → :class:`Ignore` (failed); else
-       :class:`Proceed` with the stored parent subject and init event id (this event's id when none
-       is stored).
-    3. Without a record: an event other than the init event (type ``source``) → :class:`Ignore` (no
-       state); the init event → :class:`Proceed` with its ``parentSubject$$`` (a non-empty string,
-       else ``None``) and its own id.
+       :class:`VersionMismatch`; the instance was cancelled → :class:`Ignore` (cancelled; a cancel
+       event: nothing to cancel); the instance failed → :class:`Ignore` (failed; a cancel event:
+       nothing to cancel); a cancel event → :class:`Ignore` (nothing to cancel) when the instance
+       completed, else :class:`Cancel`; else :class:`Proceed` with the stored parent subject and init
+       event id (this event's id when none is stored).
+    3. Without a record: a cancel event → :class:`Ignore` (nothing to cancel); another event than
+       the init event (type ``source``) → :class:`Ignore` (no state); the init event →
+       :class:`Proceed` with its ``parentSubject$$`` (a non-empty string, else ``None``) and its own id.
 
     Args:
         parsed: The event's parsed orchestration subject.
@@ -263,7 +302,10 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
     foreign = foreign_subject(parsed, source)
     if foreign is not None:
         return foreign
+    cancel = is_cancel_event(event)
     if record is None:
+        if cancel:
+            return _nothing_to_cancel(parsed, event, "does not exist")
         if event.type != source:
             return Ignore(
                 ExecutionOutcome.IGNORED_NO_STATE,
@@ -290,15 +332,36 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
             f"Subject version '{parsed.version}' does not match the version '{stored_version}' "
             f"of instance {parsed.instance_key} (event id={event.id})"
         )
+    if record.get("executionStatus") == "cancelled" or record.get("status") == "cancelled":
+        if cancel:
+            return _nothing_to_cancel(parsed, event, "was already cancelled")
+        return Ignore(
+            ExecutionOutcome.IGNORED_CANCELLED,
+            "The orchestration was cancelled. Ignoring event id: "
+            f"{event.id} (type {event.type}) with event subject: {event.subject}",
+        )
     if record.get("executionStatus") == "failure":
+        if cancel:
+            return _nothing_to_cancel(parsed, event, "has already failed")
         return Ignore(
             ExecutionOutcome.IGNORED_FAILED,
             "The orchestration has failed in a previous event. Ignoring event id: "
             f"{event.id} with event subject: {event.subject}",
         )
-    return Proceed(
-        parent_subject=record.get("parentSubject"),
-        init_event_id=record.get("initEventId") or event.id,
+    parent_subject = record.get("parentSubject")
+    init_event_id = record.get("initEventId") or event.id
+    if cancel:
+        if record.get("completed") or record.get("status") == "done":
+            return _nothing_to_cancel(parsed, event, "is already done")
+        return Cancel(parent_subject=parent_subject, init_event_id=init_event_id, reason=cancel_reason(event))
+    return Proceed(parent_subject=parent_subject, init_event_id=init_event_id)
+
+
+def _nothing_to_cancel(parsed: ParsedSubject, event: ArvoEvent, state: str) -> Ignore:
+    return Ignore(
+        ExecutionOutcome.NOTHING_TO_CANCEL,
+        f"Nothing to cancel: instance {parsed.instance_key} {state} (cancel event id={event.id} "
+        f"from {event.source})",
     )
 
 
@@ -554,6 +617,10 @@ class OrchestrationPipeline:
         """Act on the :func:`decide` of ``event``: a result without a write, or the record to commit."""
         decision = decide(parsed, self.source, event, record)
         match decision:
+            case Cancel():
+                return self._cancel(
+                    event, parsed=parsed, record=record, decision=decision, span=span, headers=headers
+                )
             case Proceed():
                 return await self._proceed(
                     event,
@@ -584,6 +651,85 @@ class OrchestrationPipeline:
         else:
             log_to_span(span, "WARNING", decision.reason)
         return ExecutionResult([], decision.outcome)
+
+    def _cancel(
+        self,
+        event: ArvoEvent,
+        *,
+        parsed: ParsedSubject,
+        record: InstanceRecord | None,
+        decision: Cancel,
+        span: Span,
+        headers: TraceHeaders,
+    ) -> _Write:
+        """Stop the instance: system errors to the initiator, cancel events to the children, the record."""
+        assert record is not None  # decide() cancels stored instances only
+        traceparent, tracestate = headers
+        errors = create_system_error_events(
+            error=OrchestrationCancelledError(cancellation_message(self.source, event)),
+            event=event,
+            source=self.source,
+            self_contract=self.error_contract,
+            kind=self.kind,
+            domains=self.domains.system_error,
+            parent_subject=decision.parent_subject,
+            init_event_id=decision.init_event_id,
+            executionunits=self._executionunits,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            include_stack=False,  # nothing was raised: there is no stack to show
+        )
+        children = child_cancel_events(
+            record.get("children") or [],
+            source=self.source,
+            consumed=event,
+            executionunits=self._executionunits,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        produced = [*errors, *children]
+        if span.is_recording():
+            span.set_attribute("arvo.orchestration.status", "cancelled")
+            log_to_span(
+                span,
+                "WARNING",
+                f"Orchestration cancelled by {event.source}: {decision.reason}"
+                f" ({len(children)} child orchestrations cancelled in turn)",
+            )
+        now = create_timestamp()
+        # The record before, where it stopped (kind-specific fields kept for `arvo inspect`), without
+        # what belongs to a live or parked instance.
+        kept = {
+            name: value
+            for name, value in record.items()
+            if name not in ("history", "previous", "parkedReason", "statusReason")
+        }
+        cancelled = cast("InstanceRecord", kept)
+        cancelled["executionStatus"] = "cancelled"
+        cancelled["status"] = "cancelled"
+        cancelled["subject"] = event.subject
+        cancelled["cancellation"] = {
+            "reason": decision.reason,
+            "by": event.source,
+            "eventId": event.id,
+            "at": now,
+        }
+        cancelled["events"] = {
+            "consumed": event.to_dict(),
+            "produced": [item.to_dict() for item in produced],
+        }
+        cancelled["consumedIds"] = _push_ring(record, consumed_key(event))
+        cancelled["updatedAt"] = now
+        if self.history_events > 0:
+            cancelled["history"] = push_history(
+                record,
+                event,
+                produced,
+                ExecutionOutcome.CANCELLED.value,
+                max_events=self.history_events,
+                max_bytes=self.history_bytes,
+            )
+        return _Write(cancelled, InstanceStatus.CANCELLED, ExecutionResult(produced, decision.outcome))
 
     async def _proceed(
         self,
@@ -696,6 +842,11 @@ class OrchestrationPipeline:
                 max_events=self.history_events,
                 max_bytes=self.history_bytes,
             )
+        children = push_children(
+            record, events, subject=event.subject, complete_type=result.self_contract.complete_event_type
+        )
+        if children:
+            new_record["children"] = children
         status = InstanceStatus.DONE if result.status == "done" else InstanceStatus.ACTIVE
         return _Write(new_record, status, ExecutionResult(events, result.outcome))
 

@@ -21,6 +21,17 @@ A normal record (``executionStatus: "normal"``)::
 A failure record (``executionStatus: "failure"``, ``status: "failed"``) has the same common keys plus
 ``error`` and ``previous`` (the record before the failure, without its own ``previous``), and no
 kind-specific fields; its ``events.produced`` are the system error events.
+
+A record of an instance that started child orchestrations also has ``children`` (their subjects,
+newest last, bounded). A cancelled record (``executionStatus`` and ``status`` ``"cancelled"``) is the
+record before the cancellation (its kind-specific fields kept: where it stopped) plus
+``cancellation`` (``{reason, by, eventId, at}``); its ``events`` are the cancel event and what it
+produced (the system error events and the cancel events of the children)::
+
+    {..., "executionStatus": "cancelled", "status": "cancelled", "value": ..., "state": {...},
+     "children": ["<child subject>", ...],
+     "cancellation": {"reason": "...", "by": "com.arvo.cli", "eventId": "...", "at": "..."},
+     "events": {"consumed": {<the arvo.instance.cancel event>}, "produced": [...]}, ...}
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from service.arvo.event import ArvoEvent
 __all__ = [
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_HISTORY_EVENTS",
+    "Cancellation",
     "EventsFields",
     "ExecutionStatus",
     "HistoryEntry",
@@ -49,10 +61,11 @@ __all__ = [
 RecordKind = Literal["orchestrator", "resumable"]
 """Which kind of handler owns the instance."""
 
-ExecutionStatus = Literal["normal", "failure"]
-"""``failure`` once a core raised a non-violation error: later events are ignored."""
+ExecutionStatus = Literal["normal", "failure", "cancelled"]
+"""``failure`` once a core raised a non-violation error, ``cancelled`` once a cancel event stopped the
+instance: later events are ignored."""
 
-RecordStatus = Literal["active", "done", "failed"]
+RecordStatus = Literal["active", "done", "failed", "cancelled"]
 """The lifecycle status written with the record (as :class:`~service.arvo.memory.InstanceStatus`)."""
 
 # ``state$$`` is not an identifier: only the functional syntax can declare it.
@@ -81,6 +94,19 @@ class EventsFields(TypedDict, total=False):
     """Resumables: replies collected so far per emitted event id (``None`` before any emission)."""
 
 
+class Cancellation(TypedDict):
+    """Cancelled records: who cancelled the instance, when and why."""
+
+    reason: str
+    """The cancel event's ``data.reason`` (bounded), or a placeholder when it gave none."""
+    by: str
+    """The cancel event's ``source``."""
+    eventId: str
+    """The cancel event's ``id``."""
+    at: str
+    """When the cancellation was committed (RFC 3339)."""
+
+
 class RecordEvents(EventsFields):
     """The record's ``events``: an outbox of the last consumed event and what it produced."""
 
@@ -103,9 +129,9 @@ class InstanceRecord(KindFields, total=False):
     kind: Required[RecordKind]
     """``orchestrator`` or ``resumable``."""
     executionStatus: Required[ExecutionStatus]  # noqa: N815 - wire name
-    """``normal``, or ``failure`` once a core failed."""
+    """``normal``, ``failure`` once a core failed, ``cancelled`` once a cancel event stopped it."""
     status: Required[RecordStatus]
-    """``active``, ``done`` or ``failed``."""
+    """``active``, ``done``, ``failed`` or ``cancelled``."""
     completed: Required[bool]
     """Whether the completion was emitted (a failure record keeps the previous flag)."""
     subject: Required[str]
@@ -128,6 +154,11 @@ class InstanceRecord(KindFields, total=False):
     """Failure records: ``{errorName, errorMessage, errorStack}`` of the error (stack always kept)."""
     previous: InstanceRecord | None
     """Failure records: the record before the failure (without its own ``previous``), or ``None``."""
+    children: list[str]
+    """The subjects of the child orchestrations this instance started (their init events), newest
+    last, at most ``MAX_CHILDREN``; absent when it started none. A cancellation cancels them."""
+    cancellation: Cancellation
+    """Cancelled records: who cancelled the instance, when and why."""
     parkedReason: str  # noqa: N815 - wire name
     """Why an operator or the consumer parked the instance."""
     statusReason: str  # noqa: N815 - wire name
