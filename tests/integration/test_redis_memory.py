@@ -20,7 +20,7 @@ import redis
 import redis.asyncio
 from redis.crc import key_slot
 
-from service.arvo.memory import InstanceStatus, LeaseLostError, Memory, MemoryError, StateReadError
+from service.arvo.memory import InstanceStatus, LeaseLostError, Memory, MemoryStoreError, StateReadError
 from service.runtime.redis_memory import (
     _LEASE_AND_READ_LUA,
     DEFAULT_SOCKET_TIMEOUT_S,
@@ -223,7 +223,7 @@ async def test_unreachable_redis_raises_memory_errors_and_ping_is_false() -> Non
         assert not await memory.ping()
         with pytest.raises(RedisUnavailableError) as caught:
             await memory.lease_and_read(KEY, ttl_ms=TTL_MS)
-        assert isinstance(caught.value, MemoryError)
+        assert isinstance(caught.value, MemoryStoreError)
         assert caught.value.operation == "lease_and_read"
         assert caught.value.key == KEY
         assert KEY in str(caught.value)
