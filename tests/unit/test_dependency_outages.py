@@ -201,3 +201,8 @@ def test_an_outage_restarts_the_lease_wait_budget() -> None:
     assert isinstance(decision, RetryLater)
     assert decision.counted is False
     assert budget.attempts == 0
+
+
+def test_a_master_refusing_writes_for_want_of_replicas_is_an_outage() -> None:
+    mapped = redis_failure(ResponseError("NOREPLICAS Not enough good replicas to write."), "commit", "o:1")
+    assert isinstance(mapped, RedisUnavailableError)
