@@ -164,15 +164,31 @@ contract's accepted type; a child orchestration's is its name). ``off``: any sou
 """
 
 
+_SOURCES_CACHE: dict[tuple[int, str], tuple[Mapping[str, VersionedArvoContract], frozenset[str]]] = {}
+_SOURCES_CACHE_LIMIT = 4_096
+
+
 def addressed_sources(
     event: ArvoEvent, service_contracts: Mapping[str, VersionedArvoContract]
 ) -> frozenset[str]:
-    """The sources a reply of ``event``'s type may come from: the handlers of the contracts emitting it."""
-    return frozenset(
+    """The sources a reply of ``event``'s type may come from: the handlers of the contracts emitting it.
+
+    Cached per contract mapping and event type (a machine's mapping lives as long as the machine; the
+    cache holds it, so its id cannot be reused while cached).
+    """
+    key = (id(service_contracts), event.type)
+    cached = _SOURCES_CACHE.get(key)
+    if cached is not None and cached[0] is service_contracts:
+        return cached[1]
+    sources = frozenset(
         contract.accepts.type
         for contract in service_contracts.values()
         if event.type in contract.emits or event.type == contract.system_error.type
     )
+    if len(_SOURCES_CACHE) >= _SOURCES_CACHE_LIMIT:
+        _SOURCES_CACHE.clear()
+    _SOURCES_CACHE[key] = (service_contracts, sources)
+    return sources
 
 
 def raise_for_foreign_source(

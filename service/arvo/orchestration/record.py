@@ -223,6 +223,9 @@ def push_history(
         *(_entry(e, "produced", "emitted") for e in produced),
     ]
     entries = entries[-max_events:]
-    while len(entries) > 1 and len(orjson.dumps(entries)) > max_bytes:
-        entries.pop(0)
-    return entries
+    size = len(orjson.dumps(entries))
+    first = 0
+    while size > max_bytes and len(entries) - first > 1:
+        size -= len(orjson.dumps(entries[first])) + 1  # the entry and its comma
+        first += 1
+    return entries[first:]
