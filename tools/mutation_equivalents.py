@@ -22,5 +22,20 @@ class Equivalent:
     reason: str
 
 
-EQUIVALENT: dict[str, Equivalent] = {}
+_TYPE_CHECKED = (
+    "is_violation_error() already requires a non-empty str `type`: the getattr default is never used"
+)
+
+EQUIVALENT: dict[str, Equivalent] = {
+    # service/runtime/consumer/decisions.py
+    "service.runtime.consumer.decisions.x_classify_error__mutmut_6": Equivalent(
+        'return _PERMANENT_VIOLATIONS.get(str(getattr(error, "type", None)))', _TYPE_CHECKED
+    ),
+    "service.runtime.consumer.decisions.x_classify_error__mutmut_9": Equivalent(
+        'return _PERMANENT_VIOLATIONS.get(str(getattr(error, "type", )))', _TYPE_CHECKED
+    ),
+    "service.runtime.consumer.decisions.x_classify_error__mutmut_12": Equivalent(
+        'return _PERMANENT_VIOLATIONS.get(str(getattr(error, "type", "XXXX")))', _TYPE_CHECKED
+    ),
+}
 """Mutant name → the line it adds and why it is equivalent."""
