@@ -37,5 +37,10 @@ EQUIVALENT: dict[str, Equivalent] = {
     "service.runtime.consumer.decisions.x_classify_error__mutmut_12": Equivalent(
         'return _PERMANENT_VIOLATIONS.get(str(getattr(error, "type", "XXXX")))', _TYPE_CHECKED
     ),
+    # service/runtime/consumer/offsets.py
+    "service.runtime.consumer.offsets.xǁOffsetTrackerǁ__init____mutmut_5": Equivalent(
+        'self._committed: int | None = ""',
+        "_committed is only compared (!=) with a non-None int position: None and '' both differ from it",
+    ),
 }
 """Mutant name → the line it adds and why it is equivalent."""
