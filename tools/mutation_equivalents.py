@@ -42,5 +42,21 @@ EQUIVALENT: dict[str, Equivalent] = {
         'self._committed: int | None = ""',
         "_committed is only compared (!=) with a non-None int position: None and '' both differ from it",
     ),
+    # service/runtime/consumer/lanes.py
+    "service.runtime.consumer.lanes.xǁLaneǁ__init____mutmut_6": Equivalent(
+        "self.busy = None", "busy is only read as a truth value (idle, size): None and False are both false"
+    ),
+    "service.runtime.consumer.lanes.xǁLaneǁ__init____mutmut_8": Equivalent(
+        "self.paused = None",
+        "paused is only read as a truth value (should_pause/should_resume feed an if): None is false too",
+    ),
+    "service.runtime.consumer.lanes.xǁLaneǁ__init____mutmut_10": Equivalent(
+        'self.task: asyncio.Task[None] | None = ""',
+        "the loop assigns lane.task right after building every Lane, before anything reads it",
+    ),
+    "service.runtime.consumer.lanes.xǁLaneǁ__init____mutmut_12": Equivalent(
+        "self.progress_at = None",
+        "read only by stalled_for of a lane with work, and enqueue (the only way work arrives) sets it first",
+    ),
 }
 """Mutant name → the line it adds and why it is equivalent."""
