@@ -61,10 +61,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
-@pytest.fixture(params=["first use", "cached"])
+@pytest.fixture(params=["first_use", "cached"])
 def log_vars(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both ways RecordScope binds the log fields: the first ``bind_contextvars``, then the cached vars."""
-    if request.param == "first use":
+    if request.param == "first_use":
         monkeypatch.setattr(RecordScope, "log_vars", ())
     else:
         with RecordScope(Rec(), None):
@@ -159,7 +159,7 @@ async def test_an_event_without_traceparent_falls_back_to_the_header_and_its_tra
     assert span.context.trace_state.get("h") == "1"
 
 
-@pytest.mark.parametrize("raw", [b"", b"\xff\xfe not utf-8"])
+@pytest.mark.parametrize("raw", [b"", b"\xff\xfe"], ids=["empty", "not_utf8"])
 async def test_an_empty_or_undecodable_traceparent_header_starts_a_new_trace(
     spans: InMemorySpanExporter, raw: bytes
 ) -> None:
