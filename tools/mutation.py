@@ -164,13 +164,13 @@ def _added_lines(diff: str) -> set[str]:
 
 
 def mark_equivalents(result: ModuleResult) -> None:
-    """Relabel survivors listed in :data:`EQUIVALENT` whose change still matches the listed one."""
+    """Relabel survivors listed in :data:`EQUIVALENT` whose added line still contains the listed change."""
     for mutant in result.mutants:
         entry = EQUIVALENT.get(mutant["name"])
         if entry is None:
             continue
         diff = mutant["diff"] or ""
-        if mutant["status"] == "survived" and entry.change.strip() in _added_lines(diff):
+        if mutant["status"] == "survived" and any(entry.change in line for line in _added_lines(diff)):
             mutant["status"] = "equivalent"
             mutant["reason"] = entry.reason
         else:

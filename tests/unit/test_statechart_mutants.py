@@ -23,6 +23,7 @@ from service.arvo.machine.statechart import (
     MachineLoopError,
     Statechart,
     assign,
+    state_in,
 )
 
 
@@ -91,7 +92,9 @@ def test_a_malformed_event_names_its_type() -> None:
     chart = Statechart(NESTED)
     with pytest.raises(ValueError, match=r"^event must be a mapping with a 'type', got list$"):
         chart.send(chart.start().snapshot, ["NEXT"])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=re.escape("An event cannot have the wildcard type ('*')")):
+    with pytest.raises(
+        ValueError, match="^" + re.escape("An event cannot have the wildcard type ('*')") + "$"
+    ):
         chart.send(chart.start().snapshot, {"type": "*"})
 
 
@@ -208,6 +211,26 @@ def test_guards_in_every_parallel_region_see_the_context_and_the_event() -> None
     start = chart.start().snapshot
     assert chart.send(start, {"type": "E", "go": True}).snapshot["value"] == {"A": "a2", "B": "b2"}
     assert chart.send(start, {"type": "E", "go": False}).snapshot["value"] == {"A": "a1", "B": "b1"}
+
+
+def test_state_in_guards_in_parallel_regions_see_the_other_regions_states() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "type": "parallel",
+            "states": {
+                "A": {
+                    "initial": "a1",
+                    "states": {"a1": {"on": {"E": {"target": "a2", "guard": state_in("B.b1")}}}, "a2": {}},
+                },
+                "B": {
+                    "initial": "b1",
+                    "states": {"b1": {"on": {"E": {"target": "b2", "guard": state_in("#m.A.a1")}}}, "b2": {}},
+                },
+            },
+        }
+    )
+    assert chart.send(chart.start().snapshot, {"type": "E"}).snapshot["value"] == {"A": "a2", "B": "b2"}
 
 
 def test_a_targetless_transition_in_one_region_does_not_stop_another_region_from_leaving_its_state() -> None:
@@ -478,3 +501,125 @@ def test_sending_does_not_modify_the_given_snapshot() -> None:
     before = copy.deepcopy(snapshot)
     chart.send(snapshot, {"type": "NEXT"})
     assert snapshot == before
+
+
+# -------------------------------------------------------------------------------------- delayed events
+
+TIMED: dict[str, Any] = {
+    "id": "m",
+    "initial": "a",
+    "states": {"a": {"after": {"1000": "b"}, "on": {"LEAVE": "c"}}, "b": {"after": {"500": "c"}}, "c": {}},
+}
+A_EVENT = "xstate.after.1000.m.a"
+
+
+def timer(seq: int, due: float, **extra: Any) -> dict[str, Any]:
+    return {"id": f"{A_EVENT}#{seq}", "event": A_EVENT, "due": due, "delay": 1000, "seq": seq, **extra}
+
+
+def test_a_fired_timer_arms_the_next_states_timer_from_the_time_it_was_fired() -> None:
+    chart = Statechart(TIMED)
+    start = chart.start(now_ms=0)
+    step = chart.fire_timer(start.snapshot, start.timers[0].id, now_ms=1200)
+    assert step.fired == (f"{A_EVENT}#0",)
+    assert step.snapshot["value"] == "b"
+    assert step.snapshot["timers"] == [
+        {"id": "xstate.after.500.m.b#1", "event": "xstate.after.500.m.b", "due": 1700, "delay": 500, "seq": 1}
+    ]
+    advanced = chart.advance(start.snapshot, now_ms=1000)
+    assert advanced.snapshot["timers"][0]["due"] == 1500
+
+
+def test_now_ms_is_required_by_a_machine_with_delays_and_by_fire_timer_and_advance_of_any_machine() -> None:
+    with pytest.raises(ValueError) as caught:
+        Statechart(TIMED).start()
+    assert str(caught.value) == (
+        "now_ms is required: machine 'm' has delayed transitions ('after'), whose timers are due at now_ms + delay"
+    )
+    plain = Statechart(NESTED)
+    snapshot = plain.start().snapshot
+    with pytest.raises(ValueError, match=r"^now_ms is required"):
+        plain.advance(snapshot, now_ms=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^now_ms is required"):
+        plain.fire_timer(snapshot, "any", now_ms=None)  # type: ignore[arg-type]
+
+
+def test_a_given_now_ms_must_be_finite_even_for_a_machine_without_delays() -> None:
+    plain = Statechart(NESTED)
+    with pytest.raises(ValueError, match=r"^now_ms must be a finite number of milliseconds, got nan$"):
+        plain.send(plain.start().snapshot, {"type": "NEXT"}, now_ms=float("nan"))
+
+
+def test_advance_fires_at_most_max_firings_timers() -> None:
+    chart = Statechart(
+        {
+            "id": "m",
+            "initial": "a",
+            "states": {"a": {"after": {"0": "b"}}, "b": {"after": {"0": "c"}}, "c": {}},
+        }
+    )
+    start = chart.start(now_ms=0).snapshot
+    assert chart.advance(start, now_ms=0, max_firings=2).snapshot["value"] == "c"
+    with pytest.raises(MachineLoopError) as caught:
+        chart.advance(start, now_ms=0, max_firings=1)
+    assert str(caught.value) == (
+        "Machine 'm' still had timers due after firing 1 in one advance: "
+        "a delayed transition re-arms itself with a zero delay"
+    )
+
+
+def test_a_done_snapshot_of_a_machine_with_delays_has_no_timers_and_keeps_its_counter() -> None:
+    chart = Statechart(TIMED)
+    done = {"status": "done", "value": "c", "context": {}, "output": None}
+    assert chart.send(done, {"type": "X"}, now_ms=0).snapshot == {**done, "timers": [], "timerSeq": 0}
+    assert chart.send({**done, "timerSeq": 7}, {"type": "X"}, now_ms=0).snapshot["timerSeq"] == 7
+
+
+def test_a_machine_without_delays_ignores_timers_in_a_snapshot() -> None:
+    plain = Statechart(NESTED)
+    snapshot = {**active({"a": "a1"}), "timers": "not a list"}
+    assert plain.send(snapshot, {"type": "NEXT"}).snapshot["value"] == {"a": "a2"}
+
+
+@pytest.mark.parametrize(
+    ("timers", "extra", "message"),
+    [
+        ("x", {}, "snapshot.timers must be a list, got str"),
+        ([{**timer(0, 1000), "seq": -1}], {}, "snapshot.timers: malformed or duplicate timer"),
+        ([{**timer(0, 1000), "id": 5}], {}, "snapshot.timers: malformed or duplicate timer"),
+        ([timer(0, 1000)], {"timerSeq": "x"}, "snapshot.timerSeq must be an integer >= 1, got 'x'"),
+        ([timer(0, 1000)], {"timerSeq": 0}, "snapshot.timerSeq must be an integer >= 1, got 0"),
+    ],
+)
+def test_malformed_timers_in_a_snapshot_are_rejected(
+    timers: Any, extra: dict[str, Any], message: str
+) -> None:
+    chart = Statechart(TIMED)
+    snapshot = {**active("a", context={}), "timers": timers, **extra}
+    with pytest.raises(InvalidSnapshotError) as caught:
+        chart.send(snapshot, {"type": "X"}, now_ms=0)
+    assert str(caught.value).startswith(message)
+
+
+def test_firing_a_timer_leaves_an_older_timer_of_the_same_event_running_and_uncancellable() -> None:
+    # XState keys timers by event type: once one fires, another pending timer of that type is an
+    # orphan that leaving the state does not cancel.
+    chart = Statechart(TIMED)
+    snapshot = {**active("a", context={}), "timers": [timer(0, 1000), timer(1, 2000)], "timerSeq": 2}
+    step = chart.fire_timer(snapshot, f"{A_EVENT}#0", now_ms=1000)
+    assert step.snapshot["value"] == "b"
+    assert timer(1, 2000, orphan=True) in step.snapshot["timers"]
+    assert step.cancelled == ()
+
+
+def test_an_orphan_timer_stays_an_orphan_across_a_snapshot_round_trip() -> None:
+    chart = Statechart(TIMED)
+    snapshot = {
+        **active("a", context={}),
+        "timers": [timer(0, 5000, orphan=True), timer(1, 1000)],
+        "timerSeq": 2,
+    }
+    step = chart.send(snapshot, {"type": "LEAVE"}, now_ms=10)
+    assert step.snapshot["value"] == "c"
+    assert step.snapshot["timers"] == [timer(0, 5000, orphan=True)]
+    assert step.cancelled == (f"{A_EVENT}#1",)
