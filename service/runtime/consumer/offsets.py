@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from service.runtime.consumer.ratelimit import WarningLimiter
+
 if TYPE_CHECKING:
     from aiokafka import TopicPartition
 
@@ -26,6 +28,12 @@ __all__ = ["OffsetCommitter", "OffsetTracker"]
 
 _log = structlog.get_logger("arvo.runtime.consumer")
 _WARN_INTERVAL_S: Final = 60.0
+_COMMIT_FAILED: Final = "offset commit failed; will retry"
+
+
+def _monotonic() -> float:
+    """``time.monotonic()``, looked up at each call (tests replace this module's ``time``)."""
+    return time.monotonic()
 
 
 class OffsetTracker:
@@ -108,8 +116,7 @@ class OffsetCommitter:
         """``time.monotonic()`` of the first failure of the current run of failed commits."""
         self.last_error: str | None = None
         """The last commit error (class and message), while commits fail."""
-        self._warned_at: float | None = None
-        self._suppressed = 0
+        self._warnings = WarningLimiter(_WARN_INTERVAL_S, clock=_monotonic)
 
     async def run(self, lanes: Callable[[], Iterable[Lane]]) -> None:
         """Every ``interval_s``, commit what the current lanes completed (until cancelled)."""
@@ -135,14 +142,14 @@ class OffsetCommitter:
             except Exception as exc:  # a failed commit only means re-delivery later
                 self._failed(exc, len(offsets))
                 return False
+            held_back = self._warnings.clear(_COMMIT_FAILED)
             if self.failing_since is not None:
                 _log.warning(
                     "offset commits succeed again",
                     failed_for_s=round(time.monotonic() - self.failing_since, 1),
-                    suppressed_warnings=self._suppressed,
+                    suppressed_warnings=held_back,
                 )
-            self.failing_since = self.last_error = self._warned_at = None
-            self._suppressed = 0
+            self.failing_since = self.last_error = None
             for lane in lanes:
                 offset = offsets.get(lane.tp)
                 if offset is not None:
@@ -160,15 +167,13 @@ class OffsetCommitter:
         self.last_error = f"{type(error).__name__}: {error}"[:300]
         if self.failing_since is None:
             self.failing_since = now
-        if self._warned_at is not None and now - self._warned_at < _WARN_INTERVAL_S:
-            self._suppressed += 1
+        held_back = self._warnings.allow(_COMMIT_FAILED)
+        if held_back is None:
             return
         _log.warning(
-            "offset commit failed; will retry",
+            _COMMIT_FAILED,
             error=repr(error),
             partitions=partitions,
             failing_for_s=round(now - self.failing_since, 1),
-            suppressed_since_last=self._suppressed,
+            suppressed_since_last=held_back,
         )
-        self._warned_at = now
-        self._suppressed = 0

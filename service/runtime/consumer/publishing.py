@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -25,6 +24,7 @@ import structlog
 
 from service.arvo.execution import ExecutionOutcome
 from service.runtime.consumer.lanes import LaneStopping
+from service.runtime.consumer.ratelimit import WarningLimiter
 from service.runtime.dlq import DeadLetter
 from service.runtime.producer import PublishFailure, classify_publish_error
 
@@ -144,7 +144,7 @@ class EmissionPublisher:
         self._give_up_attempts = give_up_attempts
         self.on_gave_up: Callable[[Any, ArvoEvent, str, GiveUp], Awaitable[None]] | None = None
         """Called after a record whose emissions can never be published was dead-lettered."""
-        self._warned: dict[str, tuple[float | None, int]] = {}
+        self._warnings = WarningLimiter(_WARN_INTERVAL_S)
 
     async def wait_for_instance(self, lane: Lane, instance: str) -> None:
         """Wait until ``instance`` has no unacknowledged emissions and the lane has room for one more.
@@ -359,13 +359,9 @@ class EmissionPublisher:
 
     def _warn(self, message: str, **fields: Any) -> None:
         """A WARNING line, at most one per ``message`` every ``_WARN_INTERVAL_S`` (with the count)."""
-        now = time.monotonic()
-        last, suppressed = self._warned.get(message, (None, 0))
-        if last is not None and now - last < _WARN_INTERVAL_S:
-            self._warned[message] = (last, suppressed + 1)
-            return
-        self._warned[message] = (now, 0)
-        _log.warning(message, **fields, suppressed_since_last=suppressed)
+        held_back = self._warnings.allow(message)
+        if held_back is not None:
+            _log.warning(message, **fields, suppressed_since_last=held_back)
 
     def _broker_trouble(self, error: BaseException) -> None:
         self._stats.publish_retries += 1
