@@ -32,12 +32,12 @@ from service.runtime.dlq import DeadLetterPublisher
 from service.runtime.health import HealthServer, Readiness
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.metrics import ServiceMetrics
-from service.runtime.otel import configure_tracing, flush_tracing, shutdown_tracing, untraced
+from service.runtime.otel import configure_tracing, flush_tracing, shutdown_tracing
 from service.runtime.outbox import EmissionOutbox, OutboxedHandler
 from service.runtime.producer import EventProducer
 from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings
-from service.runtime.stores import open_stores
+from service.runtime.stores import memory_answers, open_stores
 from service.runtime.watchdog import LoopWatchdog
 from service.tuning import tune_gc
 
@@ -164,7 +164,7 @@ class ArvoService:
         interval = self.settings.dependency_probe_interval_ms / 1000
         waited_since: float | None = None
         last_line = 0.0
-        while not await self._ping_untraced():
+        while not await memory_answers(self.memory, timeout_s=None):
             now = time.monotonic()
             if waited_since is None or now - last_line >= _STILL_WAITING_S:
                 _log.warning(
@@ -185,10 +185,6 @@ class ArvoService:
         if waited_since is not None:
             _log.info("Redis answers; consuming", waited_s=round(time.monotonic() - waited_since, 1))
         return True
-
-    async def _ping_untraced(self) -> bool:
-        with untraced():  # a readiness probe is not worth a trace of its own
-            return await self.memory.ping()
 
     async def start(self) -> None:
         """Start the health server, wait for Redis, create topics, start the producer and the loop."""

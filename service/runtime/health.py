@@ -34,7 +34,7 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.runtime.otel import untraced
+from service.runtime.stores import memory_answers
 
 if TYPE_CHECKING:
     from service.arvo.memory import Memory
@@ -148,12 +148,7 @@ class Readiness:
         return report
 
     async def _redis_answers(self) -> bool:
-        try:
-            with untraced():  # a probe every few seconds is not worth a trace each
-                async with asyncio.timeout(self._timeout_s):
-                    return await self._memory.ping()
-        except TimeoutError:
-            return False
+        return await memory_answers(self._memory, timeout_s=self._timeout_s)
 
 
 class HealthServer:

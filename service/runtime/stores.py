@@ -8,6 +8,7 @@ modules the only one allowed to import them (an import-linter contract checks it
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from service.arvo.memory import Memory
     from service.runtime.settings import ServiceSettings
 
-__all__ = ["Stores", "open_memory", "open_stores"]
+__all__ = ["Stores", "memory_answers", "open_memory", "open_stores"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,22 @@ class Stores:
 
     memory: Memory
     outbox: EmissionOutbox | None
+
+
+async def memory_answers(memory: Memory, *, timeout_s: float | None) -> bool:
+    """Whether ``memory`` answers its ``ping`` within ``timeout_s`` (``None``: its own timeouts).
+
+    Untraced: a probe (readiness, start-up, a timed-out execution's check) is not worth a trace of its
+    own. Never raises.
+    """
+    from service.runtime.otel import untraced
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            with untraced():
+                return await memory.ping()
+    except TimeoutError:
+        return False
 
 
 def open_memory(settings: ServiceSettings) -> Memory:

@@ -42,7 +42,7 @@ from service.runtime.consumer.scope import (
     record_fields,
     record_scope_layer,
 )
-from service.runtime.otel import untraced
+from service.runtime.stores import memory_answers
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
@@ -277,12 +277,7 @@ class RecordProcessor:
         """Whether the memory store answers now (``True`` without one); bounded, untraced."""
         if self._memory is None:
             return True
-        try:
-            async with asyncio.timeout(_STORE_CHECK_S):
-                with untraced():
-                    return await self._memory.ping()
-        except TimeoutError:
-            return False
+        return await memory_answers(self._memory, timeout_s=_STORE_CHECK_S)
 
     async def _wait_for_dependency(
         self, lane: Lane, record: Any, event: ArvoEvent, error: Exception, decision: WaitForDependency
