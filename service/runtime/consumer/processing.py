@@ -24,7 +24,6 @@ import structlog
 from service.arvo.availability import DependencyUnavailableError
 from service.arvo.execution import ExecutionOutcome
 from service.arvo.memory import InstanceStatus
-from service.arvo.subject import ArvoOrchestrationSubject
 from service.runtime.binding import RecordDecodeError, decode_record
 from service.runtime.consumer.decisions import (
     DeadLetterNow,
@@ -39,6 +38,7 @@ from service.runtime.consumer.scope import (
     RecordLayer,
     compose,
     fail_span,
+    orchestration_subject,
     record_fields,
     record_scope_layer,
 )
@@ -373,12 +373,11 @@ class RecordProcessor:
         """
         if self._memory is None:
             return
-        key = owned_instance_key(event.subject, handler_source)
-        owned = key is not None
-        if key is None:
-            key = orchestration_instance_key(event.subject)
-        if key is None:
+        parsed = orchestration_subject(event.subject)
+        if parsed is None:
             return
+        key = parsed.instance_key
+        owned = parsed.name == handler_source
         tries = f"after {attempts} attempts; " if attempts is not None else ""
         coordinates = f"{record.topic}/{record.partition}@{record.offset}"
         text = (
@@ -414,18 +413,8 @@ class RecordFinisher:
 
 def instance_key(subject: str) -> str:
     """What orders a lane's records: the orchestration instance of ``subject``, else the subject."""
-    try:
-        return ArvoOrchestrationSubject.parse(subject).instance_key
-    except Exception:  # not an orchestration subject (stateless handlers): the subject itself
-        return subject
-
-
-def orchestration_instance_key(subject: str) -> str | None:
-    """The instance key of an orchestration subject, else ``None``."""
-    try:
-        return ArvoOrchestrationSubject.parse(subject).instance_key
-    except Exception:  # not an orchestration subject
-        return None
+    parsed = orchestration_subject(subject)
+    return subject if parsed is None else parsed.instance_key
 
 
 def _log_system_error(handler_source: str, event: ArvoEvent, emitted: Sequence[ArvoEvent]) -> None:
@@ -454,10 +443,7 @@ def owned_instance_key(subject: str, handler_source: str) -> str | None:
     Only the orchestrator/resumable named in the subject owns the instance; a stateless service
     handler failing on an orchestration's subject does not park the orchestration.
     """
-    try:
-        parsed = ArvoOrchestrationSubject.parse(subject)
-    except Exception:  # not an orchestration subject: nothing to park
-        return None
-    if parsed.name != handler_source:
+    parsed = orchestration_subject(subject)
+    if parsed is None or parsed.name != handler_source:
         return None
     return parsed.instance_key

@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from service.arvo.subject import ArvoOrchestrationSubject
+from service.arvo.subject import ArvoOrchestrationSubject, ParsedSubject
 from service.arvo.telemetry import not_sampled, parent_context_for
 from service.runtime.binding import TRACEPARENT_HEADER, TRACESTATE_HEADER, header_value
 from service.runtime.otel import runtime_tracer, tracing_enabled, untraced
@@ -40,6 +40,7 @@ __all__ = [
     "RecordStep",
     "compose",
     "fail_span",
+    "orchestration_subject",
     "record_fields",
     "record_scope_layer",
     "short_subject",
@@ -187,12 +188,20 @@ def fail_span(span: Span, error: BaseException, *, record_exception: bool = Fals
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {str(error)[:200]}"))
 
 
+def orchestration_subject(subject: str) -> ParsedSubject | None:
+    """``subject`` parsed as an orchestration subject (parses are cached), else ``None``."""
+    try:
+        return ArvoOrchestrationSubject.parse(subject)
+    except Exception:  # not an orchestration subject (stateless handlers' subjects are free text)
+        return None
+
+
 def short_subject(subject: str) -> str:
     """The instance key of an orchestration subject (``<orchestrator>:<execution id>``), else a prefix."""
-    try:
-        return ArvoOrchestrationSubject.parse(subject).instance_key
-    except Exception:  # not an orchestration subject
-        return subject if len(subject) <= _SHORT_SUBJECT_CHARS else f"{subject[:_SHORT_SUBJECT_CHARS]}…"
+    parsed = orchestration_subject(subject)
+    if parsed is not None:
+        return parsed.instance_key
+    return subject if len(subject) <= _SHORT_SUBJECT_CHARS else f"{subject[:_SHORT_SUBJECT_CHARS]}…"
 
 
 LOG_FIELDS: Final = ("topic", "partition", "offset", "event_id", "event_type", "subject")
