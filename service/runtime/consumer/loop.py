@@ -337,10 +337,7 @@ class ConsumerLoop:
         for tp in assigned:
             if tp in self._lanes or tp.topic not in self._handlers:
                 continue
-            lane = Lane(tp)
-            lane.task = asyncio.create_task(self._run_lane(lane), name=f"arvo-lane-{tp.topic}-{tp.partition}")
-            self._lanes[tp] = lane
-            self.stats.in_flight[tp] = 0
+            self._start_lane(tp)
         self._hooks.on_assignment(frozenset(self._lanes))
         _log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
         if self._lanes:
@@ -353,16 +350,7 @@ class ConsumerLoop:
 
     async def _drain(self, partitions: frozenset[TopicPartition]) -> None:
         lanes = [self._lanes[tp] for tp in partitions if tp in self._lanes]
-        for lane in lanes:
-            lane.close()
-        tasks = [lane.task for lane in lanes if lane.task is not None]
-        if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=self._settings.drain_timeout_s)
-            for task in late:
-                task.cancel()
-            if late:
-                _log.warning("drain timed out; abandoning in-flight records", lanes=len(late))
-                await asyncio.wait(late)
+        await self._stop_lanes(lanes)
         await self._committer.commit(lanes)
         for lane in lanes:
             self._lanes.pop(lane.tp, None)
@@ -438,24 +426,36 @@ class ConsumerLoop:
         tp = lane.tp
         abandoned = len(lane.records)
         lane.records.clear()
-        lane.close()
-        if lane.task is not None:
-            _done, late = await asyncio.wait({lane.task}, timeout=self._settings.drain_timeout_s)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
+        await self._stop_lanes([lane])
         _log.warning(
             "partition log replaced (topic deleted and recreated, or truncated); restarting its lane",
             partition=f"{tp.topic}/{tp.partition}",
             detail=why,
             abandoned_records=abandoned,
         )
-        fresh = Lane(tp)
-        fresh.task = asyncio.create_task(self._run_lane(fresh), name=f"arvo-lane-{tp.topic}-{tp.partition}")
-        self._lanes[tp] = fresh
+        return self._start_lane(tp)
+
+    def _start_lane(self, tp: TopicPartition) -> Lane:
+        """A new lane for ``tp`` with its worker task running (replacing any lane ``tp`` had)."""
+        lane = Lane(tp)
+        lane.task = asyncio.create_task(self._run_lane(lane), name=f"arvo-lane-{tp.topic}-{tp.partition}")
+        self._lanes[tp] = lane
         self.stats.in_flight[tp] = 0
-        return fresh
+        return lane
+
+    async def _stop_lanes(self, lanes: list[Lane]) -> None:
+        """Close ``lanes`` and give their in-flight work ``drain_timeout_s``; then abandon (cancel) it."""
+        for lane in lanes:
+            lane.close()
+        tasks = [lane.task for lane in lanes if lane.task is not None]
+        if not tasks:
+            return
+        _done, late = await asyncio.wait(tasks, timeout=self._settings.drain_timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            _log.warning("drain timed out; abandoning in-flight records", lanes=len(late))
+            await asyncio.wait(late)
 
     def _maybe_resume(self, lane: Lane) -> None:
         self.stats.in_flight[lane.tp] = lane.size
