@@ -275,6 +275,31 @@ async def redis_memory(shared_redis_url: str, redis_key_prefix: str) -> AsyncIte
         await memory.close()
 
 
+@contextlib.contextmanager
+def running_single_node_cluster(directory: Path) -> Iterator[PrivateRedisServer]:
+    """A one-node Redis Cluster owning all 16384 slots (cross-slot rules apply as in a real cluster).
+
+    Reaching ``cluster_state:ok`` takes about two seconds; stopped on exit.
+    """
+    server = PrivateRedisServer(
+        directory=directory,
+        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+    )
+    server.start()
+    try:
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 30
+        while admin.cluster("INFO").get("cluster_state") != "ok":
+            if time.monotonic() > deadline:
+                pytest.fail("single-node cluster did not reach cluster_state:ok")
+            time.sleep(0.02)
+        admin.close()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedisServer]:
     """A private, running ``redis-server`` (skips when the binary is missing); stopped afterwards."""

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from service.arvo.execution import ArvoHandler
 from service.arvo.memory import InstanceStatus
@@ -25,7 +24,7 @@ from service.arvo.subject import ArvoOrchestrationSubject
 from service.examples.demo import demo_handlers, order_orchestrator, shipment_resumable
 from service.runtime.redis_memory import RedisMemory
 from tests.integration._kafka import KafkaNames, create_test_topics, kafka_test_settings
-from tests.integration._redis import PrivateRedisServer, unique_prefix
+from tests.integration._redis import PrivateRedisServer, running_single_node_cluster, unique_prefix
 from tests.integration._service import (
     CLIENT,
     TopicTail,
@@ -165,23 +164,8 @@ async def test_arvo_instances_cancel_stops_a_running_order_and_its_child_shipmen
 @pytest.fixture(scope="module")
 def single_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedisServer]:
     """A one-node Redis Cluster owning every slot (cross-slot rules apply as in a real cluster)."""
-    server = PrivateRedisServer(
-        directory=tmp_path_factory.mktemp("cluster"),
-        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-    )
-    server.start()
-    try:
-        admin = redis.Redis.from_url(server.url)
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
-        deadline = time.monotonic() + 30
-        while admin.cluster("INFO").get("cluster_state") != "ok":
-            if time.monotonic() > deadline:
-                pytest.fail("single-node cluster did not reach cluster_state:ok")
-            time.sleep(0.02)
-        admin.close()
+    with running_single_node_cluster(tmp_path_factory.mktemp("cluster")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_cluster_mode_indexes_the_cancelled_status_and_its_retention(

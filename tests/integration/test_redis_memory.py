@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from tests.integration._redis import (
     PrivateRedisServer,
     delete_keys_with_prefix,
     free_port,
+    running_single_node_cluster,
     unique_prefix,
 )
 
@@ -408,23 +408,8 @@ def single_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
     Shared by the module's cluster tests (each uses its own key prefix): reaching
     ``cluster_state:ok`` takes about two seconds.
     """
-    server = PrivateRedisServer(
-        directory=tmp_path_factory.mktemp("cluster"),
-        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-    )
-    server.start()
-    try:
-        admin = redis.Redis.from_url(server.url)
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
-        deadline = time.monotonic() + 30
-        while admin.cluster("INFO").get("cluster_state") != "ok":
-            if time.monotonic() > deadline:
-                pytest.fail("single-node cluster did not reach cluster_state:ok")
-            time.sleep(0.02)
-        admin.close()
+    with running_single_node_cluster(tmp_path_factory.mktemp("cluster")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_cluster_mode_keeps_every_script_in_one_slot(single_node_cluster: PrivateRedisServer) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import redis
 from service.arvo.availability import unavailable_dependency
 from service.arvo.memory import InstanceStatus
 from service.runtime.redis_memory import RedisMemory, RedisUnavailableError
-from tests.integration._redis import PrivateRedisServer, unique_prefix
+from tests.integration._redis import PrivateRedisServer, running_single_node_cluster, unique_prefix
 
 pytestmark = pytest.mark.integration
 TTL_MS = 5_000
@@ -29,23 +28,8 @@ TTL_MS = 5_000
 
 @pytest.fixture
 def cluster_node(tmp_path: Path) -> Iterator[PrivateRedisServer]:
-    server = PrivateRedisServer(
-        directory=tmp_path / "cluster",
-        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-    )
-    server.start()
-    try:
-        admin = redis.Redis.from_url(server.url)
-        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
-        deadline = time.monotonic() + 30
-        while admin.cluster("INFO").get("cluster_state") != "ok":
-            if time.monotonic() > deadline:
-                pytest.fail("single-node cluster did not reach cluster_state:ok")
-            time.sleep(0.02)
-        admin.close()
+    with running_single_node_cluster(tmp_path / "cluster") as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_a_cluster_slot_without_a_master_is_an_outage_and_work_resumes_after_it(
