@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -293,13 +294,31 @@ async def test_domain_copies_of_one_emission_have_distinct_ids() -> None:
     ]
 
 
-async def test_dedupe_key_is_the_id_within_its_domain() -> None:
+@dataclass
+class FanOut:
+    """A fan-out resumable started, and the value reader's reply to its first local read."""
+
+    memory: InMemoryMemory
+    agent: Any
+    reader: Any
+    init: ArvoEvent
+    reply: ArvoEvent
+
+
+async def _fan_out_and_first_reply() -> FanOut:
     memory = InMemoryMemory()
     agent = increment_resumable(memory)
     reader = value_read_handler({"a": 1})
     init = fan_out_init("a")
     reads = [event for event in (await agent.execute(init)).events if event.domain is None]
     reply = (await reader.execute(reads[0])).events[0]
+    return FanOut(memory, agent, reader, init, reply)
+
+
+async def test_dedupe_key_is_the_id_within_its_domain() -> None:
+    run = await _fan_out_and_first_reply()
+    agent = run.agent
+    reply = run.reply
     assert consumed_key(reply) == f"@{reply.source}//{reply.id}"
 
     increments = await agent.execute(reply)
@@ -317,12 +336,9 @@ async def test_dedupe_key_is_the_id_within_its_domain() -> None:
 
 
 async def test_dedupe_key_is_the_cloudevents_identity_and_the_same_id_from_another_source_runs() -> None:
-    memory = InMemoryMemory()
-    agent = increment_resumable(memory)
-    reader = value_read_handler({"a": 1})
-    init = fan_out_init("a")
-    reads = [event for event in (await agent.execute(init)).events if event.domain is None]
-    reply = (await reader.execute(reads[0])).events[0]
+    run = await _fan_out_and_first_reply()
+    agent = run.agent
+    reply = run.reply
     assert (await agent.execute(reply)).outcome is ExecutionOutcome.EXECUTED
     other_source = reply.replace(source="com.other.service")
     assert consumed_key(other_source) != consumed_key(reply)
@@ -334,12 +350,10 @@ async def test_dedupe_key_is_the_cloudevents_identity_and_the_same_id_from_anoth
 
 
 async def test_a_reply_from_a_source_the_orchestration_did_not_address_is_refused() -> None:
-    memory = InMemoryMemory()
-    agent = increment_resumable(memory)
-    reader = value_read_handler({"a": 1})
-    init = fan_out_init("a")
-    reads = [event for event in (await agent.execute(init)).events if event.domain is None]
-    reply = (await reader.execute(reads[0])).events[0]
+    run = await _fan_out_and_first_reply()
+    agent = run.agent
+    reader = run.reader
+    reply = run.reply
     forged = reply.replace(id="forged-1", source="com.evil.actor")
     with pytest.raises(ForeignSourceViolation, match=r"com\.evil\.actor") as refused:
         await agent.execute(forged)
@@ -349,12 +363,11 @@ async def test_a_reply_from_a_source_the_orchestration_did_not_address_is_refuse
 
 
 async def test_entries_written_under_the_legacy_dedupe_key_still_match_after_an_upgrade() -> None:
-    memory = InMemoryMemory()
-    agent = increment_resumable(memory)
-    reader = value_read_handler({"a": 1})
-    init = fan_out_init("a")
-    reads = [event for event in (await agent.execute(init)).events if event.domain is None]
-    reply = (await reader.execute(reads[0])).events[0]
+    run = await _fan_out_and_first_reply()
+    memory = run.memory
+    agent = run.agent
+    init = run.init
+    reply = run.reply
     assert (await agent.execute(reply)).outcome is ExecutionOutcome.EXECUTED
     key = ArvoOrchestrationSubject.parse(init.subject).instance_key
     grant = await memory.lease_and_read(key, ttl_ms=1_000)
