@@ -127,12 +127,6 @@ async def test_run_until_signal_stops_on_a_signal() -> None:
         assert not rig.loop.is_running
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="bug: ConsumerLoop.stop() awaits the failed fetch task and re-raises its error, so"
-    " run_until_signal raises instead of returning it, and the drain, commit and consumer.stop() are skipped",
-)
 async def test_run_until_signal_returns_the_fatal_error_of_the_fetch_task_and_logs_it() -> None:
     async with running(partitions=1) as rig:
         await rig.loop.stop()
@@ -144,8 +138,12 @@ async def test_run_until_signal_returns_the_fatal_error_of_the_fetch_task_and_lo
         with structlog.testing.capture_logs() as logs:
             runner = asyncio.create_task(run_until_signal(rig.loop, signals=[signal.SIGUSR2]))
             await wait_until(lambda: rig.loop._consumer is not None and rig.loop._started)
-            rig.loop._consumer.getmany = fail
+            consumer = rig.loop._consumer
+            consumer.getmany = fail
             assert await asyncio.wait_for(runner, 2) is boom
+        # The failure did not skip the shutdown: the group was left and the dependencies closed.
+        assert consumer.closed
+        assert "consumer stopped" in [entry["event"] for entry in logs]
         [line] = [entry for entry in logs if entry["event"] == "consumer loop failed"]
         assert line["log_level"] == "error"
         assert line["error"] == repr(boom)

@@ -248,8 +248,9 @@ class ConsumerLoop:
         self._stopping = True
         if self._fetch_task is not None:
             self._fetch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._fetch_task
+            # Wait for it without re-raising: a fetch task that failed on its own was reported by
+            # wait_failed(), and its error must not skip the drain, commit and leaving the group.
+            await asyncio.wait({self._fetch_task})
         await self._drain(frozenset(self._lanes))
         if self._commit_task is not None:
             self._commit_task.cancel()
