@@ -51,6 +51,12 @@ class ExecutionOutcome(StrEnum):
     """The instance was cancelled earlier; the event (a late reply) is ignored, not dead-lettered."""
     NOTHING_TO_CANCEL = "nothing_to_cancel"
     """A cancel event for an instance that is finished (done, failed, cancelled) or unknown: a no-op."""
+    TIMED_OUT = "timed_out"
+    """The instance's deadline passed (its deadline timer fired): stopped like a cancellation, status
+    ``timed_out``; ``events`` are the system error events and the children's cancel events."""
+    IGNORED_STALE_TIMER = "ignored_stale_timer"
+    """A timer event for a timer the instance no longer has pending (it fired already, its state was
+    left, the instance finished or expired): ignored without effect."""
     DEAD_LETTERED = "dead_lettered"
     """Sent to the dead-letter topic at once: undecodable, a permanent violation, or no handler."""
     PARKED = "parked"
@@ -63,6 +69,9 @@ class ExecutionResult:
 
     events: list[ArvoEvent] = field(default_factory=list)
     outcome: ExecutionOutcome = ExecutionOutcome.EXECUTED
+    timers: tuple[tuple[str, int], ...] = ()
+    """An orchestration instance's pending timers after the event, as ``(timer id, due ms)``: the
+    consumer schedules them (:mod:`service.arvo.orchestration.timers`). Empty for other handlers."""
 
 
 @runtime_checkable

@@ -63,9 +63,13 @@ class InstanceStatus(StrEnum):
     PARKED = "parked"
     CANCELLED = "cancelled"
     """Stopped by a cancel event (``arvo instances cancel``); finished like ``done`` and ``failed``."""
+    TIMED_OUT = "timed_out"
+    """Stopped by its deadline (``arvodeadline``, ``deadline_s``); finished like ``cancelled``."""
 
 
-FINISHED_STATUSES: Final = frozenset({InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED})
+FINISHED_STATUSES: Final = frozenset(
+    {InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED, InstanceStatus.TIMED_OUT}
+)
 """Statuses of finished instances: kept for the retention, then expired. The others are live."""
 
 

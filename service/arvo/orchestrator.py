@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -9,12 +10,11 @@ from service.arvo.errors import ConfigViolation, ContractViolation
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ExecutionOutcome
 from service.arvo.machine.arvo_machine import ArvoMachine
-from service.arvo.machine.engine import MachineExecutionEngine
+from service.arvo.machine.engine import MachineExecutionEngine, MachineExecutionResult
 from service.arvo.machine.registry import MachineRegistry
 from service.arvo.memory import Memory
 from service.arvo.orchestration.emittables import RawEvent
 from service.arvo.orchestration.input_validation import (
-    ReplySourceCheck,
     raise_for_foreign_source,
     raise_for_invalid_input,
 )
@@ -26,6 +26,7 @@ from service.arvo.orchestration.pipeline import (
     OrchestrationPipeline,
     PipelineHandler,
 )
+from service.arvo.orchestration.timers import TimerEntry
 from service.arvo.telemetry import log_to_span
 
 __all__ = ["ArvoOrchestrator", "create_arvo_orchestrator"]
@@ -88,9 +89,6 @@ class ArvoOrchestrator(PipelineHandler):
             "arvo.handler.source": first.source,
             "arvo.contract.uri": uri,
         }
-        self.reply_source_check: ReplySourceCheck = "addressed"
-        """Whose replies are accepted (:data:`~service.arvo.orchestration.input_validation.ReplySourceCheck`;
-        the service sets it from ``ARVO_REPLY_SOURCE_CHECK``)."""
         self._pipeline = OrchestrationPipeline(
             source=first.source,
             kind="orchestrator",
@@ -115,14 +113,44 @@ class ArvoOrchestrator(PipelineHandler):
                 "Machine resolution failed: No machine found matching orchestrator name="
                 f"'{request.subject.name}' and version='{request.subject.version}'."
             )
+        if request.timer is not None:
+            return self._fire_timer(request, machine)
         raise_for_invalid_input(machine.validate_input(event), owner="machine")
         raise_for_foreign_source(
-            event, service_contracts=machine.services, owner="machine", mode=self.reply_source_check
+            event,
+            service_contracts=machine.services,
+            owner="machine",
+            mode=self.reply_source_check,
+            record=request.record,
         )
         record = request.record
         previous_snapshot = record.get("state") if record is not None else None
         already_completed = bool(record and record.get("completed"))
         result = self._engine.execute(machine=machine, snapshot=previous_snapshot, event=event)
+        return self._core_result(request, machine, result, already_completed=already_completed)
+
+    def _fire_timer(self, request: CoreRequest, machine: ArvoMachine) -> CoreResult:
+        """Deliver a due delayed transition (the pipeline checked that the record has it pending)."""
+        timer = request.timer
+        assert timer is not None
+        snapshot = request.record.get("state") if request.record is not None else None
+        if snapshot is None:
+            raise ConfigViolation(f"Timer {timer['id']} of {request.subject.instance_key} has no snapshot")
+        log_to_span(request.span, "INFO", f"Firing timer {timer['id']} (due {timer['dueMs']})")
+        result = self._engine.execute_timer(
+            machine=machine, snapshot=snapshot, timer_id=timer["id"], now_ms=float(timer["dueMs"])
+        )
+        return self._core_result(request, machine, result, already_completed=False)
+
+    def _core_result(
+        self,
+        request: CoreRequest,
+        machine: ArvoMachine,
+        result: MachineExecutionResult,
+        *,
+        already_completed: bool,
+    ) -> CoreResult:
+        span = request.span
         raw_events: list[RawEvent] = list(result.events)
         status: Literal["active", "done"] = "done" if result.snapshot.get("status") == "done" else "active"
         outcome = ExecutionOutcome.EXECUTED
@@ -161,6 +189,10 @@ class ArvoOrchestrator(PipelineHandler):
             completed=already_completed or status == "done",
             fields={"value": result.snapshot.get("value"), "state": result.snapshot, "machineId": machine.id},
             outcome=outcome,
+            timers=[
+                TimerEntry(id=timer.id, dueMs=math.ceil(timer.due_ms), kind="machine")
+                for timer in result.timers
+            ],
         )
 
 
@@ -174,8 +206,13 @@ def create_arvo_orchestrator(
     lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
     include_error_stack: bool = False,
     requires_resource_locking: bool | None = None,
+    deadline_s: float | None = None,
 ) -> ArvoOrchestrator:
     """Build an orchestrator from machine versions of one orchestrator contract (spec 6.1).
+
+    ``deadline_s`` bounds every new instance whose init event carries no deadline of its own
+    (``arvodeadline``): counted from the init event's ``time``, it then stops with status
+    ``timed_out`` (docs/timers-deadlines-cancellation.md).
 
     Raises:
         ValueError: no machines.
@@ -200,7 +237,7 @@ def create_arvo_orchestrator(
         if requires_resource_locking is not None
         else any(machine.requires_resource_locking for machine in machines)
     )
-    return ArvoOrchestrator(
+    orchestrator = ArvoOrchestrator(
         executionunits=executionunits,
         memory=memory,
         registry=MachineRegistry(*machines),
@@ -210,3 +247,5 @@ def create_arvo_orchestrator(
         include_error_stack=include_error_stack,
         requires_resource_locking=locking,
     )
+    orchestrator.default_deadline_s = deadline_s
+    return orchestrator

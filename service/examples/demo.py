@@ -41,6 +41,10 @@ DEFAULT_STOCK: Mapping[str, int] = {"sku-widget": 1000, "sku-gadget": 500, "sku-
 PAYMENT_LIMIT_CENTS = 50_000
 SHIPPING_COUNTRIES = frozenset({"NL", "DE", "FR", "GB", "US"})
 KG_PER_UNIT = 0.5
+PAYMENT_TIMEOUT_MS = 30_000
+"""How long the order waits for the payment service before it treats the payment as declined."""
+ORDER_DEADLINE_S = 300.0
+"""Every order's deadline (unless its init event names one, ``arvodeadline``): it then times out."""
 
 
 class OrderEscalationError(RuntimeError):
@@ -149,6 +153,7 @@ order_machine: ArvoMachine = setup_arvo_machine(
     },
     actions={"escalate": _escalate},
     guards={"payment_declined": lambda args: bool(args.context["paymentDeclined"])},
+    delays={"PAYMENT_TIMEOUT": PAYMENT_TIMEOUT_MS},
 ).create_machine(
     {
         "id": "order",
@@ -219,6 +224,20 @@ order_machine: ArvoMachine = setup_arvo_machine(
                                         ),
                                     },
                                 },
+                                # No answer from payment in time: treated as declined, so the
+                                # reservation is released (compensation) and the order ends.
+                                "after": {
+                                    "PAYMENT_TIMEOUT": {
+                                        "target": "declined",
+                                        "actions": assign(
+                                            {
+                                                "paymentDeclined": True,
+                                                "reason": "payment did not answer within "
+                                                f"{PAYMENT_TIMEOUT_MS // 1000} s",
+                                            }
+                                        ),
+                                    }
+                                },
                             },
                             "charged": {"type": "final"},
                             "declined": {"type": "final"},
@@ -279,9 +298,13 @@ order_machine: ArvoMachine = setup_arvo_machine(
 
 
 def order_orchestrator(memory: Memory, *, include_error_stack: bool = False) -> ArvoOrchestrator:
-    """The ``arvo.orc.order`` orchestrator."""
+    """The ``arvo.orc.order`` orchestrator: an order not finished within ``ORDER_DEADLINE_S`` times out."""
     return create_arvo_orchestrator(
-        executionunits=5, memory=memory, machines=[order_machine], include_error_stack=include_error_stack
+        executionunits=5,
+        memory=memory,
+        machines=[order_machine],
+        include_error_stack=include_error_stack,
+        deadline_s=ORDER_DEADLINE_S,
     )
 
 

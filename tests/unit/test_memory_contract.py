@@ -849,6 +849,7 @@ async def test_the_cancelled_status_is_indexed_listed_and_left_like_any_other(ha
         "failed": [],
         "parked": [],
         "cancelled": [b"a"],
+        "timed_out": [],
     }, "a commit moves the instance out of every other index, the cancelled one included"
 
     await harness.commit("o1:a", {"n": 3}, InstanceStatus.ACTIVE)

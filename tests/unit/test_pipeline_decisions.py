@@ -301,6 +301,8 @@ def test_outcome_values_are_stable_metric_labels() -> None:
         "CANCELLED": "cancelled",
         "IGNORED_CANCELLED": "ignored_cancelled",
         "NOTHING_TO_CANCEL": "nothing_to_cancel",
+        "TIMED_OUT": "timed_out",
+        "IGNORED_STALE_TIMER": "ignored_stale_timer",
         "DEAD_LETTERED": "dead_lettered",
         "PARKED": "parked",
     }

@@ -58,9 +58,9 @@ async def commit(memory: InMemoryMemory, status: InstanceStatus, key: str = KEY)
 # --- the setting and the stores ---------------------------------------------------------------------
 
 
-def test_finished_statuses_are_done_failed_and_cancelled() -> None:
-    assert (
-        frozenset({InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED}) == FINISHED_STATUSES
+def test_finished_statuses_are_done_failed_cancelled_and_timed_out() -> None:
+    assert FINISHED_STATUSES == frozenset(
+        {InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED, InstanceStatus.TIMED_OUT}
     )
 
 

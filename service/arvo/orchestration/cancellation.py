@@ -141,13 +141,15 @@ def child_cancel_events(
     executionunits: float,
     traceparent: str | None,
     tracestate: str | None,
+    reason: str | None = None,
 ) -> list[ArvoEvent]:
     """The cancel events of ``children`` (subjects), sent by ``source`` because ``consumed`` cancelled it.
 
     Each id is derived from ``consumed`` and the child's subject; a subject that does not parse (a
-    hand-edited record) is skipped.
+    hand-edited record) is skipped. ``reason`` defaults to ``parent <source> cancelled: <reason>``.
     """
-    reason = f"parent {source} cancelled: {cancel_reason(consumed)}"
+    if reason is None:
+        reason = f"parent {source} cancelled: {cancel_reason(consumed)}"
     events: list[ArvoEvent] = []
     for child in children:
         try:

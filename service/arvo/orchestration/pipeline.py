@@ -33,8 +33,10 @@ Improvements over the original (documented in ``docs/differences.md``):
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, assert_never, cast
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -62,15 +64,31 @@ from service.arvo.orchestration.cancellation import (
     push_children,
 )
 from service.arvo.orchestration.emittables import EmissionContext, RawEvent, create_emittables
+from service.arvo.orchestration.input_validation import ReplySourceCheck, validate_reply_source_check
 from service.arvo.orchestration.record import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_EVENTS,
     EventsFields,
     InstanceRecord,
     KindFields,
+    push_emitted_ids,
     push_history,
 )
 from service.arvo.orchestration.system_errors import create_system_error_events
+from service.arvo.orchestration.timers import (
+    DEADLINE_EXTENSION,
+    OrchestrationTimedOutError,
+    TimerEntry,
+    deadline_entry,
+    deadline_ms_of,
+    format_time_ms,
+    is_timer_event,
+    merge_timers,
+    pending_timer,
+    record_timers,
+    stored_deadline,
+    timer_of,
+)
 from service.arvo.subject import ArvoOrchestrationSubject, ParsedSubject
 from service.arvo.telemetry import (
     TraceHeaders,
@@ -231,11 +249,13 @@ class Proceed:
         parent_subject: The parent orchestration's subject (stored, or from the init event's
             ``parentSubject$$``), ``None`` for a root orchestration.
         init_event_id: The id of the instance's init event (stored, or this event's).
+        timer: The pending timer a timer event fires (``None`` for other events).
 
     """
 
     parent_subject: str | None
     init_event_id: str
+    timer: TimerEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,18 +265,20 @@ class Cancel:
     Attributes:
         parent_subject: The stored parent orchestration's subject (``None`` for a root).
         init_event_id: The stored id of the instance's init event.
-        reason: The cancel event's reason.
+        reason: The cancel event's reason (the deadline, for a timeout).
+        timed_out: Stopped by the instance's deadline timer, not by a cancel event.
 
     """
 
     parent_subject: str | None
     init_event_id: str
     reason: str
+    timed_out: bool = False
 
     @property
     def outcome(self) -> ExecutionOutcome:
-        """:attr:`ExecutionOutcome.CANCELLED`."""
-        return ExecutionOutcome.CANCELLED
+        """:attr:`ExecutionOutcome.CANCELLED`, or :attr:`ExecutionOutcome.TIMED_OUT` for a deadline."""
+        return ExecutionOutcome.TIMED_OUT if self.timed_out else ExecutionOutcome.CANCELLED
 
 
 Decision = Replay | DropDuplicate | Ignore | VersionMismatch | Cancel | Proceed
@@ -283,12 +305,16 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
     1. The subject names another orchestrator → :class:`Ignore` (foreign subject).
     2. With a stored ``record``: the event is the last consumed one → :class:`Replay`; consumed
        earlier → :class:`DropDuplicate`; the subject's version differs from the stored one →
-       :class:`VersionMismatch`; the instance was cancelled → :class:`Ignore` (cancelled; a cancel
+       :class:`VersionMismatch`; a timer event (``arvo.instance.timer``) → :class:`Ignore` (stale timer)
+       unless the live instance's record still lists that timer with that due time, then
+       :class:`Cancel` (timed out) for the deadline timer, else :class:`Proceed` with the timer;
+       the instance was cancelled → :class:`Ignore` (cancelled; a cancel
        event: nothing to cancel); the instance failed → :class:`Ignore` (failed; a cancel event:
        nothing to cancel); a cancel event → :class:`Ignore` (nothing to cancel) when the instance
        completed, else :class:`Cancel`; else :class:`Proceed` with the stored parent subject and init
        event id (this event's id when none is stored).
-    3. Without a record: a cancel event → :class:`Ignore` (nothing to cancel); another event than
+    3. Without a record: a timer event → :class:`Ignore` (stale timer); a cancel event →
+       :class:`Ignore` (nothing to cancel); another event than
        the init event (type ``source``) → :class:`Ignore` (no state); the init event →
        :class:`Proceed` with its ``parentSubject$$`` (a non-empty string, else ``None``) and its own id.
 
@@ -303,7 +329,10 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
     if foreign is not None:
         return foreign
     cancel = is_cancel_event(event)
+    timer = is_timer_event(event)
     if record is None:
+        if timer:
+            return _stale_timer(parsed, event, "the instance does not exist (or expired)")
         if cancel:
             return _nothing_to_cancel(parsed, event, "does not exist")
         if event.type != source:
@@ -332,7 +361,11 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
             f"Subject version '{parsed.version}' does not match the version '{stored_version}' "
             f"of instance {parsed.instance_key} (event id={event.id})"
         )
-    if record.get("executionStatus") == "cancelled" or record.get("status") == "cancelled":
+    if timer:
+        return _decide_timer(
+            parsed, event, record, record.get("parentSubject"), record.get("initEventId") or event.id
+        )
+    if record.get("executionStatus") == "cancelled" or record.get("status") in ("cancelled", "timed_out"):
         if cancel:
             return _nothing_to_cancel(parsed, event, "was already cancelled")
         return Ignore(
@@ -355,6 +388,43 @@ def decide(parsed: ParsedSubject, source: str, event: ArvoEvent, record: Instanc
             return _nothing_to_cancel(parsed, event, "is already done")
         return Cancel(parent_subject=parent_subject, init_event_id=init_event_id, reason=cancel_reason(event))
     return Proceed(parent_subject=parent_subject, init_event_id=init_event_id)
+
+
+def _decide_timer(
+    parsed: ParsedSubject,
+    event: ArvoEvent,
+    record: InstanceRecord,
+    parent_subject: str | None,
+    init_event_id: str,
+) -> Decision:
+    """A timer event for a stored instance: fire it when the record still has it pending, else stale."""
+    if record.get("executionStatus") not in (None, "normal") or record.get("status") not in (
+        None,
+        "active",
+        "parked",
+    ):
+        return _stale_timer(parsed, event, f"the instance is {record.get('status')}")
+    if record.get("completed"):
+        return _stale_timer(parsed, event, "the instance is done")
+    fired = timer_of(event)
+    entry = pending_timer(record, *fired) if fired is not None else None
+    if entry is None:
+        return _stale_timer(parsed, event, "the timer is not pending (fired already, or its state was left)")
+    if entry["kind"] == "deadline":
+        return Cancel(
+            parent_subject=parent_subject,
+            init_event_id=init_event_id,
+            reason=f"deadline {format_time_ms(entry['dueMs'])} passed",
+            timed_out=True,
+        )
+    return Proceed(parent_subject=parent_subject, init_event_id=init_event_id, timer=entry)
+
+
+def _stale_timer(parsed: ParsedSubject, event: ArvoEvent, why: str) -> Ignore:
+    return Ignore(
+        ExecutionOutcome.IGNORED_STALE_TIMER,
+        f"Stale timer event id={event.id} for instance {parsed.instance_key}: {why}",
+    )
 
 
 def _nothing_to_cancel(parsed: ParsedSubject, event: ArvoEvent, state: str) -> Ignore:
@@ -393,6 +463,8 @@ class CoreRequest:
     parent_subject: str | None
     init_event_id: str
     span: Span
+    timer: TimerEntry | None = None
+    """The pending timer this event fires (a timer event), ``None`` for any other event."""
 
 
 @dataclass(slots=True)
@@ -411,6 +483,8 @@ class CoreResult:
     outcome: ExecutionOutcome = ExecutionOutcome.EXECUTED
     finalize_events_fields: Callable[[list[ArvoEvent]], EventsFields] | None = None
     """Computes further ``events.*`` record fields from the created events (resumables: expected ids)."""
+    timers: list[TimerEntry] = field(default_factory=list)
+    """The kind's pending timers after the step (a statechart's delayed transitions), any order."""
 
 
 CoreFunction = Callable[[CoreRequest], Awaitable[CoreResult]]
@@ -455,6 +529,11 @@ class OrchestrationPipeline:
         """Entries of consumed/produced history kept in each record (0: none)."""
         self.history_bytes = DEFAULT_HISTORY_BYTES
         """Bytes of JSON history kept in each record."""
+        self.reply_source_check: ReplySourceCheck = "addressed"
+        """Whose replies the core accepts; ``strict`` also keeps the emitted ids in each record."""
+        self.default_deadline_ms: int | None = None
+        """A new instance's deadline, counted from its init event's ``time``, when the init event
+        names none (``arvodeadline``); ``None``: no deadline."""
 
     @property
     def lease_ttl_ms(self) -> int:
@@ -632,7 +711,11 @@ class OrchestrationPipeline:
                     headers=headers,
                 )
             case Replay(produced=produced):
-                return ExecutionResult([ArvoEvent.from_json(item) for item in produced], decision.outcome)
+                return ExecutionResult(
+                    [ArvoEvent.from_json(item) for item in produced],
+                    decision.outcome,
+                    timers=_timer_pairs(record_timers(record)),
+                )
             case DropDuplicate():
                 return ExecutionResult([], decision.outcome)
             case VersionMismatch():
@@ -665,8 +748,13 @@ class OrchestrationPipeline:
         """Stop the instance: system errors to the initiator, cancel events to the children, the record."""
         assert record is not None  # decide() cancels stored instances only
         traceparent, tracestate = headers
+        stop_error: Exception = (
+            OrchestrationTimedOutError(f"{self.source} timed out: {decision.reason}")
+            if decision.timed_out
+            else OrchestrationCancelledError(cancellation_message(self.source, event))
+        )
         errors = create_system_error_events(
-            error=OrchestrationCancelledError(cancellation_message(self.source, event)),
+            error=stop_error,
             event=event,
             source=self.source,
             self_contract=self.error_contract,
@@ -683,18 +771,24 @@ class OrchestrationPipeline:
             record.get("children") or [],
             source=self.source,
             consumed=event,
+            reason=f"parent {self.source} timed out: {decision.reason}" if decision.timed_out else None,
             executionunits=self._executionunits,
             traceparent=traceparent,
             tracestate=tracestate,
         )
         produced = [*errors, *children]
+        stopped = InstanceStatus.TIMED_OUT if decision.timed_out else InstanceStatus.CANCELLED
         if span.is_recording():
-            span.set_attribute("arvo.orchestration.status", "cancelled")
+            span.set_attribute("arvo.orchestration.status", stopped.value)
             log_to_span(
                 span,
                 "WARNING",
-                f"Orchestration cancelled by {event.source}: {decision.reason}"
-                f" ({len(children)} child orchestrations cancelled in turn)",
+                (
+                    f"Orchestration timed out: {decision.reason}"
+                    if decision.timed_out
+                    else f"Orchestration cancelled by {event.source}: {decision.reason}"
+                )
+                + f" ({len(children)} child orchestrations cancelled in turn)",
             )
         now = create_timestamp()
         # The record before, where it stopped (kind-specific fields kept for `arvo inspect`), without
@@ -702,15 +796,15 @@ class OrchestrationPipeline:
         kept = {
             name: value
             for name, value in record.items()
-            if name not in ("history", "previous", "parkedReason", "statusReason")
+            if name not in ("history", "previous", "parkedReason", "statusReason", "timers")
         }
         cancelled = cast("InstanceRecord", kept)
         cancelled["executionStatus"] = "cancelled"
-        cancelled["status"] = "cancelled"
+        cancelled["status"] = "timed_out" if decision.timed_out else "cancelled"
         cancelled["subject"] = event.subject
         cancelled["cancellation"] = {
             "reason": decision.reason,
-            "by": event.source,
+            "by": "deadline" if decision.timed_out else event.source,
             "eventId": event.id,
             "at": now,
         }
@@ -729,7 +823,7 @@ class OrchestrationPipeline:
                 max_events=self.history_events,
                 max_bytes=self.history_bytes,
             )
-        return _Write(cancelled, InstanceStatus.CANCELLED, ExecutionResult(produced, decision.outcome))
+        return _Write(cancelled, stopped, ExecutionResult(produced, decision.outcome))
 
     async def _proceed(
         self,
@@ -752,9 +846,11 @@ class OrchestrationPipeline:
             parent_subject=parent_subject,
             init_event_id=init_event_id,
             span=span,
+            timer=decision.timer,
         )
         traceparent, tracestate = headers
         try:
+            deadline = self._deadline(event, record)
             result = await self._run_core(request, lease)
             events = create_emittables(
                 result.raw_events,
@@ -807,6 +903,9 @@ class OrchestrationPipeline:
             )
         if span.is_recording():
             span.set_attribute("arvo.orchestration.status", result.status)
+        if deadline is not None:
+            events = _carry_deadline(events, deadline["dueMs"], own_subject=event.subject)
+        timers = [] if result.status == "done" else merge_timers(result.timers, deadline)
         finalized: EventsFields = (
             result.finalize_events_fields(events) if result.finalize_events_fields is not None else {}
         )
@@ -847,8 +946,30 @@ class OrchestrationPipeline:
         )
         if children:
             new_record["children"] = children
+        if timers:
+            new_record["timers"] = timers
+        if self.reply_source_check == "strict":
+            new_record["emittedIds"] = push_emitted_ids(record, events)
         status = InstanceStatus.DONE if result.status == "done" else InstanceStatus.ACTIVE
-        return _Write(new_record, status, ExecutionResult(events, result.outcome))
+        written = ExecutionResult(events, result.outcome, timers=_timer_pairs(timers))
+        return _Write(new_record, status, written)
+
+    def _deadline(self, event: ArvoEvent, record: InstanceRecord | None) -> TimerEntry | None:
+        """The instance's deadline timer: stored, else (a new instance) the init event's or the default.
+
+        Raises:
+            TypeError, ValueError: the init event's ``arvodeadline`` is not an RFC 3339 time string
+                (the instance fails: a system error to its initiator).
+
+        """
+        if record is not None:
+            return stored_deadline(record)
+        requested = deadline_ms_of(event)
+        if requested is not None:
+            return deadline_entry(requested)
+        if self.default_deadline_ms is not None:
+            return deadline_entry(_event_time_ms(event) + self.default_deadline_ms)
+        return None
 
     def _failure_record(
         self,
@@ -944,6 +1065,35 @@ class PipelineHandler:
         self._pipeline.history_events = events
         self._pipeline.history_bytes = max_bytes
 
+    @property
+    def reply_source_check(self) -> ReplySourceCheck:
+        """Whose replies are accepted (:data:`~service.arvo.orchestration.input_validation.ReplySourceCheck`;
+        the service sets it from ``ARVO_REPLY_SOURCE_CHECK``). ``strict`` also keeps the ids of the
+        instance's emitted events in its record (``emittedIds``, the newest ``EMITTED_IDS_KEPT``)."""
+        return self._pipeline.reply_source_check
+
+    @reply_source_check.setter
+    def reply_source_check(self, mode: ReplySourceCheck) -> None:
+        self._pipeline.reply_source_check = validate_reply_source_check(mode)
+
+    @property
+    def default_deadline_s(self) -> float | None:
+        """Deadline of a new instance in seconds from its init event's ``time`` (``None``: none).
+
+        Applies when the init event carries no deadline of its own (``arvodeadline``).
+        """
+        ms = self._pipeline.default_deadline_ms
+        return None if ms is None else ms / 1000
+
+    @default_deadline_s.setter
+    def default_deadline_s(self, seconds: float | None) -> None:
+        if seconds is None:
+            self._pipeline.default_deadline_ms = None
+            return
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ValueError(f"deadline_s must be a positive number of seconds or None, got {seconds!r}")
+        self._pipeline.default_deadline_ms = math.ceil(seconds * 1000)
+
     async def execute(self, event: ArvoEvent, *, inherit_from: InheritFrom = "EVENT") -> ExecutionResult:
         """Process one event of an orchestration (see :mod:`service.arvo.orchestration.pipeline`)."""
         return await self._pipeline.execute(event, inherit_from=inherit_from)
@@ -1008,6 +1158,46 @@ class _LeaseRenewals:
                     self._held.pop(lease, None)
                 elif lease in self._held:
                     self._held[lease] = self._now(loop)
+
+
+def _timer_pairs(timers: Sequence[TimerEntry]) -> tuple[tuple[str, int], ...]:
+    return tuple((entry["id"], entry["dueMs"]) for entry in timers)
+
+
+def _event_time_ms(event: ArvoEvent) -> int:
+    return int(datetime.fromisoformat(event.time).timestamp() * 1000)
+
+
+def _carry_deadline(events: list[ArvoEvent], deadline_ms: int, *, own_subject: str) -> list[ArvoEvent]:
+    """``events`` with the deadline carried on to child orchestrations' init events (the earlier one wins).
+
+    A child init event is an emission on another subject than the instance's own that is not addressed
+    back (a completion or a system error to the parent has ``parentSubject``-less routing but the
+    parent's subject: those are not orchestrator inits, so their type is checked too).
+    """
+    carried: list[ArvoEvent] = []
+    for emitted in events:
+        existing = _deadline_or_none(emitted)
+        if (
+            emitted.subject != own_subject
+            and emitted.type.startswith("arvo.orc.")
+            and not emitted.type.endswith(".done")
+            and (existing is None or existing > deadline_ms)
+        ):
+            extensions = dict(emitted.extensions)
+            extensions[DEADLINE_EXTENSION] = format_time_ms(deadline_ms)
+            carried.append(emitted.replace(extensions=extensions))
+        else:
+            carried.append(emitted)
+    return carried
+
+
+def _deadline_or_none(event: ArvoEvent) -> int | None:
+    # The event's ``arvodeadline`` in ms; ``None`` when it has none or it does not parse.
+    try:
+        return deadline_ms_of(event)
+    except (TypeError, ValueError):
+        return None
 
 
 def _push_ring(record: InstanceRecord | None, key: str) -> list[str]:

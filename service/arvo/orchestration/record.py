@@ -42,10 +42,12 @@ from typing import Any, Final, Literal, Required, TypedDict
 import orjson
 
 from service.arvo.event import ArvoEvent
+from service.arvo.orchestration.timers import TimerEntry
 
 __all__ = [
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_HISTORY_EVENTS",
+    "EMITTED_IDS_KEPT",
     "Cancellation",
     "EventsFields",
     "ExecutionStatus",
@@ -55,6 +57,7 @@ __all__ = [
     "RecordEvents",
     "RecordKind",
     "RecordStatus",
+    "push_emitted_ids",
     "push_history",
 ]
 
@@ -65,7 +68,7 @@ ExecutionStatus = Literal["normal", "failure", "cancelled"]
 """``failure`` once a core raised a non-violation error, ``cancelled`` once a cancel event stopped the
 instance: later events are ignored."""
 
-RecordStatus = Literal["active", "done", "failed", "cancelled"]
+RecordStatus = Literal["active", "done", "failed", "cancelled", "timed_out"]
 """The lifecycle status written with the record (as :class:`~service.arvo.memory.InstanceStatus`)."""
 
 # ``state$$`` is not an identifier: only the functional syntax can declare it.
@@ -131,7 +134,7 @@ class InstanceRecord(KindFields, total=False):
     executionStatus: Required[ExecutionStatus]  # noqa: N815 - wire name
     """``normal``, ``failure`` once a core failed, ``cancelled`` once a cancel event stopped it."""
     status: Required[RecordStatus]
-    """``active``, ``done``, ``failed`` or ``cancelled``."""
+    """``active``, ``done``, ``failed``, ``cancelled`` or ``timed_out`` (its deadline passed)."""
     completed: Required[bool]
     """Whether the completion was emitted (a failure record keeps the previous flag)."""
     subject: Required[str]
@@ -158,7 +161,11 @@ class InstanceRecord(KindFields, total=False):
     """The subjects of the child orchestrations this instance started (their init events), newest
     last, at most ``MAX_CHILDREN``; absent when it started none. A cancellation cancels them."""
     cancellation: Cancellation
-    """Cancelled records: who cancelled the instance, when and why."""
+    """Cancelled and timed-out records: who cancelled the instance (``deadline`` for a timeout), when
+    and why."""
+    timers: list[TimerEntry]
+    """The instance's pending timers (its delayed transitions and its deadline), by due time: the
+    truth the scheduler's hints are checked against; absent when none is pending."""
     parkedReason: str  # noqa: N815 - wire name
     """Why an operator or the consumer parked the instance."""
     statusReason: str  # noqa: N815 - wire name
@@ -166,6 +173,10 @@ class InstanceRecord(KindFields, total=False):
     history: list[HistoryEntry]
     """The instance's recent consumed and produced events, oldest first (``arvo inspect --history``);
     bounded by count and bytes, absent when history is off."""
+    emittedIds: list[str]  # noqa: N815 - wire name
+    """The ids of the events the instance emitted, oldest first, at most ``EMITTED_IDS_KEPT`` (the
+    newest); written only with ``ARVO_REPLY_SOURCE_CHECK=strict``, where a reply is accepted only when
+    its ``parentid`` is one of them. Absent: the record was written without strict mode."""
 
 
 DEFAULT_HISTORY_EVENTS: Final = 20
@@ -173,6 +184,10 @@ DEFAULT_HISTORY_EVENTS: Final = 20
 
 DEFAULT_HISTORY_BYTES: Final = 4_096
 """Bytes of JSON history kept per instance by default (``ARVO_INSTANCE_HISTORY_BYTES``)."""
+
+EMITTED_IDS_KEPT: Final = 256
+"""Most emitted event ids a record keeps for the strict reply-source check (the newest): a reply to
+an event emitted longer ago than the last 256 emissions of its instance is refused in strict mode."""
 
 
 class HistoryEntry(TypedDict):
@@ -229,3 +244,13 @@ def push_history(
         size -= len(orjson.dumps(entries[first])) + 1  # the entry and its comma
         first += 1
     return entries[first:]
+
+
+def push_emitted_ids(record: InstanceRecord | None, emitted: Sequence[ArvoEvent]) -> list[str]:
+    """The emitted ids of ``record`` plus those of ``emitted``, the newest :data:`EMITTED_IDS_KEPT`.
+
+    A record written without strict mode has none: the list starts with this step's emissions.
+    """
+    previous = record.get("emittedIds") or [] if record is not None else []
+    ids = [*previous, *(event.id for event in emitted)]
+    return ids[-EMITTED_IDS_KEPT:]

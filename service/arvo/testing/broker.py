@@ -10,12 +10,15 @@ naming why nothing came back instead of returning ``None``.
 
 from __future__ import annotations
 
+import heapq
 import inspect
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Literal, overload
 
 from service.arvo.execution import ArvoHandler
+from service.arvo.orchestration.timers import create_timer_event
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
@@ -76,6 +79,12 @@ class InMemoryBroker:
             kept in ``domained_events``.
         on_publish: Called with every published event, before it is processed (demo output, tests).
 
+    **Virtual time.** Orchestrations' timers (statecharts' ``after``, deadlines) are scheduled here as
+    the service's scheduler does it, and fired by :meth:`advance`: ``await broker.advance(seconds=30)``
+    moves the broker's clock (:attr:`now_ms`: the wall clock plus every advance so far) and delivers
+    every timer due by then, in due order, each as the timer event the service would publish; timers
+    armed meanwhile that fall due fire in the same advance. Nothing fires by itself.
+
     """
 
     def __init__(
@@ -98,6 +107,12 @@ class InMemoryBroker:
         self.errors: list[tuple[BaseException, ArvoEvent]] = []
         self.unrouted: list[ArvoEvent] = []
         self.domained_events: list[ArvoEvent] = []
+        self.fired_timers: list[ArvoEvent] = []
+        """The timer events :meth:`advance` delivered, in order."""
+        self._offset_ms = 0.0
+        self._timers: list[tuple[int, int, str, str, str]] = []  # (due, seq, topic, subject, timer id)
+        self._scheduled: set[tuple[str, str, str, int]] = set()
+        self._timer_seq = 0
         for handler in handlers:
             self.register(handler)
 
@@ -105,6 +120,53 @@ class InMemoryBroker:
     def topics(self) -> list[str]:
         """Subscribed topics (``to`` values)."""
         return sorted({topic for topic, _domain in self._subscribers})
+
+    @property
+    def now_ms(self) -> float:
+        """The broker's clock: the wall clock plus every :meth:`advance`, in ms since the epoch."""
+        return time.time() * 1000 + self._offset_ms
+
+    @property
+    def pending_timers(self) -> list[tuple[str, str, int]]:
+        """Scheduled timers not fired yet, ``(subject, timer id, due ms)``, by due time.
+
+        Some may be stale: the instance drops those when they fire.
+        """
+        return [(subject, timer_id, due) for due, _seq, _topic, subject, timer_id in sorted(self._timers)]
+
+    def _schedule(self, topic: str, subject: str, timer_id: str, due_ms: int) -> None:
+        key = (topic, subject, timer_id, due_ms)
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (due_ms, self._timer_seq, topic, subject, timer_id))
+
+    async def advance(self, *, seconds: float = 0.0, ms: float = 0.0) -> list[ArvoEvent]:
+        """Move the clock by ``seconds`` + ``ms`` and deliver every timer due by then (see the class).
+
+        Returns:
+            The timer events delivered, in order.
+
+        Raises:
+            ValueError: a negative amount (time does not go back).
+
+        """
+        amount = seconds * 1000 + ms
+        if amount < 0:
+            raise ValueError(f"advance() cannot go back in time, got {amount} ms")
+        self._offset_ms += amount
+        fired: list[ArvoEvent] = []
+        while self._timers and self._timers[0][0] <= self.now_ms:
+            due, _seq, topic, subject, timer_id = heapq.heappop(self._timers)
+            self._scheduled.discard((topic, subject, timer_id, due))
+            timer_event = create_timer_event(
+                subject=subject, orchestrator=topic, timer_id=timer_id, due_ms=due
+            )
+            fired.append(timer_event)
+            self.fired_timers.append(timer_event)
+            await self.publish(timer_event)
+        return fired
 
     @property
     def queue_length(self) -> int:
@@ -137,6 +199,8 @@ class InMemoryBroker:
 
         async def run_handler(event: ArvoEvent, broker: InMemoryBroker) -> None:
             result = await handler.execute(event, inherit_from="EVENT")
+            for timer_id, due_ms in result.timers:
+                broker._schedule(handler.source, event.subject, timer_id, due_ms)
             for emitted in result.events:
                 await broker.publish(emitted)
 

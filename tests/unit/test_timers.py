@@ -1,0 +1,171 @@
+"""Durable timers and deadlines through the pipeline, on the in-memory broker's virtual time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.demo import order_contract
+from service.arvo.event import ArvoEvent
+from service.arvo.execution import ExecutionOutcome
+from service.arvo.factory import create_arvo_orchestrator_event_factory
+from service.arvo.memory import InMemoryMemory, InstanceStatus
+from service.arvo.orchestration.timers import (
+    DEADLINE_EXTENSION,
+    DEADLINE_TIMER_ID,
+    TIMER_EVENT_TYPE,
+    create_timer_event,
+    format_time_ms,
+    timer_event_id,
+)
+from service.arvo.subject import ArvoOrchestrationSubject
+from service.arvo.testing import InMemoryBroker
+from service.examples.demo import (
+    ORDER_DEADLINE_S,
+    PAYMENT_TIMEOUT_MS,
+    demo_handlers,
+    order_orchestrator,
+    shipment_resumable,
+)
+
+SHOP = "com.example.shop"
+
+
+def order(order_id: str, **extensions: Any) -> ArvoEvent:
+    event = create_arvo_orchestrator_event_factory(order_contract.version("1.0.0")).init(
+        source=SHOP,
+        data={
+            "parentSubject$$": None,
+            "orderId": order_id,
+            "customerId": "c-1",
+            "country": "NL",
+            "items": [{"sku": "sku-widget", "quantity": 1, "unitPriceCents": 250}],
+        },
+    )
+    return event.replace(extensions=extensions) if extensions else event
+
+
+def without(*prefixes: str) -> list[Any]:
+    return [handler for handler in demo_handlers() if not handler.source.startswith(prefixes)]
+
+
+async def record_of(memory: InMemoryMemory, subject: str) -> dict[str, Any]:
+    record = await memory.inspect(ArvoOrchestrationSubject.parse(subject).instance_key)
+    assert record is not None
+    return record
+
+
+async def test_an_unanswered_payment_times_out_and_the_order_is_compensated() -> None:
+    memory = InMemoryMemory()
+    broker = InMemoryBroker(
+        [*without("com.payment."), order_orchestrator(memory), shipment_resumable(memory)]
+    )
+    init = order("o-1")
+    assert await broker.resolve(init) is None  # payment never answers: the order waits
+    record = await record_of(memory, init.subject)
+    [payment_timer] = [entry for entry in record["timers"] if entry["kind"] == "machine"]
+    assert payment_timer["id"].startswith("xstate.after.PAYMENT_TIMEOUT.")
+
+    # Not yet due: nothing fires.
+    assert await broker.advance(seconds=PAYMENT_TIMEOUT_MS / 1000 - 1) == []
+    fired = await broker.advance(seconds=1)
+    assert [event.data["timerId"] for event in fired] == [payment_timer["id"]]
+    [completion] = [event for event in broker.events if event.type == "arvo.orc.order.done"]
+    assert completion.data["status"] == "payment_declined"
+    assert completion.data["reason"] == "payment did not answer within 30 s"
+    # The compensation ran: the reservation was released.
+    assert [event.type for event in broker.events].count("com.inventory.release") == 1
+    record = await record_of(memory, init.subject)
+    assert record["status"] == "done"
+    assert "timers" not in record  # done: nothing pending, the deadline included
+
+
+async def test_a_payment_answered_in_time_leaves_a_stale_timer_that_fires_without_effect() -> None:
+    memory = InMemoryMemory()
+    orchestrator = order_orchestrator(memory)
+    broker = InMemoryBroker([*demo_handlers(), orchestrator, shipment_resumable(memory)])
+    init = order("o-2")
+    reply = await broker.resolve(init, require_reply=True)
+    assert reply.data["status"] == "fulfilled"
+    # The payment timer was scheduled when the order started; it is stale now.
+    assert broker.pending_timers
+    subject, timer_id, due = broker.pending_timers[0]
+    result = await orchestrator.execute(
+        create_timer_event(subject=subject, orchestrator="arvo.orc.order", timer_id=timer_id, due_ms=due)
+    )
+    assert result.outcome is ExecutionOutcome.IGNORED_STALE_TIMER
+    assert result.events == []
+
+
+async def test_the_deadline_times_the_order_out_and_cancels_its_shipment() -> None:
+    memory = InMemoryMemory()
+    broker = InMemoryBroker(
+        [*without("com.shipping."), order_orchestrator(memory), shipment_resumable(memory)]
+    )
+    init = order("o-3")
+    assert await broker.resolve(init) is None  # shipping never quotes: the order waits in shipping
+    record = await record_of(memory, init.subject)
+    [deadline] = [entry for entry in record["timers"] if entry["id"] == DEADLINE_TIMER_ID]
+    [child_init] = [event for event in broker.events if event.type == "arvo.orc.shipment"]
+    # The child inherits the parent's deadline.
+    assert child_init.extensions[DEADLINE_EXTENSION] == format_time_ms(deadline["dueMs"])
+
+    received: list[ArvoEvent] = []
+
+    async def initiator(event: ArvoEvent, _broker: InMemoryBroker) -> None:
+        received.append(event)
+
+    broker.subscribe(SHOP, initiator)
+    await broker.advance(seconds=ORDER_DEADLINE_S)
+    [error] = received
+    assert error.type == "sys.arvo.orc.order.error"
+    assert error.data["errorName"] == "OrchestrationTimedOutError"
+    assert "timed out: deadline" in error.data["errorMessage"]
+    statuses = {row.key.split(":")[0]: row.status for row in await memory.list_instances()}
+    assert statuses == {
+        "arvo.orc.order": InstanceStatus.TIMED_OUT,
+        "arvo.orc.shipment": InstanceStatus.CANCELLED,
+    }
+    record = await record_of(memory, init.subject)
+    assert record["cancellation"]["by"] == "deadline"
+
+
+async def test_an_init_event_names_its_own_deadline() -> None:
+    memory = InMemoryMemory()
+    broker = InMemoryBroker(
+        [*without("com.shipping."), order_orchestrator(memory), shipment_resumable(memory)]
+    )
+    init = order("o-4", arvodeadline=format_time_ms(broker.now_ms + 5_000))
+    await broker.resolve(init)
+    assert await broker.advance(seconds=4) == []
+    fired = await broker.advance(seconds=1)
+    # The order's deadline and its shipment's (inherited: the same time) fire; the order's first.
+    assert [(event.subject, event.data["timerId"]) for event in fired] == [
+        (init.subject, DEADLINE_TIMER_ID),
+        (
+            next(event for event in broker.events if event.type == "arvo.orc.shipment").subject,
+            DEADLINE_TIMER_ID,
+        ),
+    ]
+    record = await record_of(memory, init.subject)
+    assert record["status"] == "timed_out"
+
+
+async def test_a_timer_event_is_deterministic_and_a_redelivery_is_replayed() -> None:
+    memory = InMemoryMemory()
+    orchestrator = order_orchestrator(memory)
+    broker = InMemoryBroker([*without("com.payment."), orchestrator, shipment_resumable(memory)])
+    init = order("o-5")
+    await broker.resolve(init)
+    [fired] = await broker.advance(seconds=PAYMENT_TIMEOUT_MS / 1000)
+    assert fired.type == TIMER_EVENT_TYPE
+    assert fired.id == timer_event_id(init.subject, fired.data["timerId"])
+    again = create_timer_event(
+        subject=init.subject,
+        orchestrator="arvo.orc.order",
+        timer_id=fired.data["timerId"],
+        due_ms=fired.data["dueMs"],
+    )
+    assert again.to_dict() == fired.to_dict()
+    # The instance went on (the release was answered) after the timer: the redelivery is old news.
+    result = await orchestrator.execute(again)
+    assert result.outcome in (ExecutionOutcome.DUPLICATE_DROPPED, ExecutionOutcome.REPLAYED)
