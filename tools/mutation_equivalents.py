@@ -325,5 +325,11 @@ EQUIVALENT: dict[str, Equivalent] = {
         "self.progress_at = None",
         "read only by stalled_for of a lane with work, and enqueue (the only way work arrives) sets it first",
     ),
+    # service/runtime/consumer/publishing.py
+    "service.runtime.consumer.publishing.xǁEmissionPublisherǁ_publish_and_finish__mutmut_42": Equivalent(
+        "return True",
+        "LaneStopping only comes from a closed lane, and wait_for_instance (the only reader of the result)"
+        " raises LaneStopping for a closed lane anyway",
+    ),
 }
 """Mutant name → the line it adds and why it is equivalent."""
