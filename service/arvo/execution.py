@@ -70,8 +70,10 @@ class ExecutionResult:
     events: list[ArvoEvent] = field(default_factory=list)
     outcome: ExecutionOutcome = ExecutionOutcome.EXECUTED
     timers: tuple[tuple[str, int], ...] = ()
-    """An orchestration instance's pending timers after the event, as ``(timer id, due ms)``: the
-    consumer schedules them (:mod:`service.arvo.orchestration.timers`). Empty for other handlers."""
+    """Timers of an orchestration instance to schedule, as ``(timer id, due ms)``: those the event
+    armed (all the instance's pending timers when it was a redelivery, replayed), which the consumer
+    adds to its partition's schedule (:mod:`service.arvo.orchestration.timers`). Empty for other
+    handlers."""
 
 
 @runtime_checkable

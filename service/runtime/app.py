@@ -112,6 +112,7 @@ class ArvoService:
             dlq=DeadLetterPublisher(producer=producer, topic=settings.dead_letter_topic_name),
             metrics_hooks=CombinedHooks(metrics, hooks) if hooks is not None else metrics,
             memory=stores.memory,
+            timers=stores.timers,
         )
         metrics.bind(
             loop=loop,
@@ -268,40 +269,8 @@ class ArvoService:
                 await asyncio.to_thread(flush_tracing)
 
 
-class TimersNotSupportedError(ValueError):
-    """An app's machine uses ``after``, which the running service cannot fire yet."""
-
-
-def refuse_delayed_transitions(handlers: Sequence[ArvoHandler]) -> None:
-    """Refuse machines with ``after``: the service has no durable timer scheduler yet.
-
-    The statechart interpreter and the in-memory tools support delayed transitions, and a machine
-    records its pending timers; but nothing fires them in the running service, so a workflow that
-    waits for a timer would wait forever — silently. Refused at start-up instead, with the reason.
-
-    Raises:
-        TimersNotSupportedError: naming the orchestrator and machine versions concerned.
-
-    """
-    uses = sorted(
-        f"{machine.source}@{machine.version}"
-        for handler in handlers
-        if isinstance(handler, ArvoOrchestrator)
-        for machine in handler.registry.machines
-        if machine.has_delayed_transitions
-    )
-    if uses:
-        raise TimersNotSupportedError(
-            f"machine(s) {', '.join(uses)} use delayed transitions ('after'), which the service cannot"
-            " fire yet (there is no durable timer scheduler): such a workflow would wait forever. Test"
-            " them in memory (Statechart.advance / MachineExecutionEngine.execute_timer); deploy them"
-            " once durable timers are available (docs/timers-deadlines-cancellation.md)."
-        )
-
-
 def _build(settings: ServiceSettings, memory: Memory) -> list[ArvoHandler]:
     handlers = build_handlers(settings.app, memory, include_error_stack=settings.include_error_stack)
-    refuse_delayed_transitions(handlers)
     # The deployment's lease TTL applies to the app's orchestrators and resumables: the settings check
     # it against the handler timeout, and a crashed worker's leases block instances at most this long.
     for handler in handlers:

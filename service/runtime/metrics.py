@@ -205,6 +205,18 @@ class ServiceMetrics(LoopHooks):
             buckets=LOOP_LAG_BUCKETS_S,
             registry=self.registry,
         )
+        self._timers_fired = Counter(
+            "arvo_timers_fired",
+            "Timer events (delayed transitions, deadlines) the scheduler published, stale ones included.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self._timer_lateness = Histogram(
+            "arvo_timer_lateness_seconds",
+            "How long after its due time a timer event was published (poll interval, backlog, outages).",
+            buckets=DURATION_BUCKETS_S,
+            registry=self.registry,
+        )
         # prometheus_client validates labels on every .labels() call: keep the children.
         self._consumed_children: dict[tuple[str, str, str], Any] = {}
         self._produced_children: dict[tuple[str, str], Any] = {}
@@ -268,6 +280,12 @@ class ServiceMetrics(LoopHooks):
         self._dependency_up.labels(dependency).set(1 if available else 0)
         if not available:
             self._dependency_outages.labels(dependency).inc()
+
+    def on_timers_fired(self, topic: str, lateness_s: list[float]) -> None:
+        """Count published timer events and observe how late each was."""
+        self._timers_fired.labels(topic).inc(len(lateness_s))
+        for seconds in lateness_s:
+            self._timer_lateness.observe(seconds)
 
     def observe_loop_lag(self, seconds: float) -> None:
         """Observe one lateness of the event loop (the loop watchdog's samples)."""

@@ -157,6 +157,13 @@ class ServiceSettings(BaseSettings):
     """First segment of every Redis key."""
     redis_cluster: bool = False
     """Connect with the Redis Cluster client."""
+    redis_wait_replicas: int = Field(default=0, ge=0, le=100)
+    """After each state commit, wait until this many Redis replicas acknowledged it (``WAIT``, sent
+    behind the commit in the same round trip); fewer within ``ARVO_REDIS_WAIT_TIMEOUT_MS`` is a Redis
+    outage: the record waits (nothing published, no retry budget spent) and is replayed once the
+    replicas caught up. ``0`` does not wait. Standalone Redis only (not with ``ARVO_REDIS_CLUSTER``)."""
+    redis_wait_timeout_ms: int = Field(default=500, ge=1, le=60_000)
+    """How long each ``WAIT`` of ``ARVO_REDIS_WAIT_REPLICAS`` blocks at most."""
     lease_ttl_ms: int = Field(default=30_000, ge=100)
     """TTL of an instance lease; a crashed holder blocks its instance at most this long."""
     handler_timeout_s: float = Field(default=20.0, gt=0)
@@ -183,6 +190,12 @@ class ServiceSettings(BaseSettings):
     """How long a record waits for Redis (or another dependency) that is down — unreachable, refusing
     the credentials, a cluster slot without master — before its failures count towards parking like
     any other; ``0`` waits without bound (an outage is never the event's fault)."""
+    timer_poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    """How often each member looks for due timers (delayed transitions, deadlines) in the schedules
+    of the orchestrator partitions it owns: a timer fires up to this much after its due time (plus
+    one hop through the broker)."""
+    timer_batch_size: int = Field(default=500, ge=1, le=100_000)
+    """Most due timers one partition publishes per round trip (more are fired at once in batches)."""
     stall_timeout_s: float = Field(default=300.0, gt=0)
     """A partition whose lane has records waiting but finished none for this long is reported
     stalled: ``/readyz`` 503 naming it, the ``arvo_stalled_partitions`` gauge; offset commits failing
@@ -196,11 +209,13 @@ class ServiceSettings(BaseSettings):
     written in the same commit as the state; 0 keeps none."""
     instance_history_bytes: int = Field(default=4_096, ge=0)
     """Bytes of JSON history kept per instance at most (the newest entries that fit)."""
-    reply_source_check: Literal["off", "addressed"] = "addressed"
+    reply_source_check: Literal["off", "addressed", "strict"] = "addressed"
     """Whose replies an orchestrator or resumable accepts: ``addressed`` — only from the handler of a
     service contract that emits the reply's type (a service's source is its contract's type, a child
     orchestration's its name); others are dropped, counted, logged and dead-lettered as
-    ``foreign_source``. ``off`` accepts any source. Kafka ACLs are what keeps producers off a topic."""
+    ``foreign_source``. ``strict`` — as ``addressed``, and the reply's ``parentid`` must be the id of
+    an event the instance emitted (its record keeps the ids of its last 256 emissions). ``off``
+    accepts any source. Kafka ACLs are what keeps producers off a topic."""
     dead_letter_no_state: bool = True
     """Write an event that is not an init, for an instance with no state, to the dead-letter topic
     with reason ``no_state`` (it is always counted and logged at WARNING): its state was lost (Redis
@@ -363,6 +378,17 @@ class ServiceSettings(BaseSettings):
                     "idem": env_var_name("producer_idempotence"),
                     "acks": env_var_name("producer_acks"),
                     "value": repr(self.producer_acks),
+                },
+            )
+        if self.redis_wait_replicas and self.redis_cluster:
+            raise PydanticCustomError(
+                "wait_cluster",
+                "{wait}={value} needs a standalone Redis, not {cluster}=true (use min-replicas-to-write"
+                " on the cluster's masters)",
+                {
+                    "wait": env_var_name("redis_wait_replicas"),
+                    "value": self.redis_wait_replicas,
+                    "cluster": env_var_name("redis_cluster"),
                 },
             )
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:

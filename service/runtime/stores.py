@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.runtime.outbox import EmissionOutbox
+from service.runtime.timer_index import InMemoryTimerIndex, TimerIndex
 
 if TYPE_CHECKING:
     from service.arvo.memory import Memory
@@ -33,6 +34,8 @@ class Stores:
 
     memory: Memory
     outbox: EmissionOutbox | None
+    timers: TimerIndex
+    """Per-partition schedules of orchestrations' timers (hints; the records hold the truth)."""
 
 
 async def memory_answers(memory: Memory, *, timeout_s: float | None) -> bool:
@@ -52,7 +55,8 @@ async def memory_answers(memory: Memory, *, timeout_s: float | None) -> bool:
 
 
 def open_memory(settings: ServiceSettings) -> Memory:
-    """The Redis memory of ``settings`` (URL, key prefix, cluster mode, retention); the caller closes it."""
+    """The Redis memory of ``settings`` (URL, key prefix, cluster mode, retention, replica
+    acknowledgements); the caller closes it."""
     from service.runtime.redis_memory import RedisMemory
 
     return RedisMemory.from_url(
@@ -60,6 +64,8 @@ def open_memory(settings: ServiceSettings) -> Memory:
         key_prefix=settings.redis_key_prefix,
         cluster_mode=settings.redis_cluster,
         instance_retention_s=settings.instance_retention_s,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
 
 
@@ -67,8 +73,8 @@ def open_stores(settings: ServiceSettings, *, memory: Memory | None = None) -> S
     """Build the service's stores from ``settings``; ``memory`` replaces the Redis memory when given.
 
     With tracing on, redis-py's calls are instrumented here; the lean hot-path client traces its own.
-    The outbox shares the memory's Redis connections when the memory is a
-    :class:`~service.runtime.redis_memory.RedisMemory`, and lives in process memory otherwise
+    The outbox and the timer schedules share the memory's Redis connections when the memory is a
+    :class:`~service.runtime.redis_memory.RedisMemory`, and live in process memory otherwise
     (tests that pass an in-memory memory).
     """
     from service.runtime.outbox import InMemoryOutbox
@@ -76,11 +82,14 @@ def open_stores(settings: ServiceSettings, *, memory: Memory | None = None) -> S
 
     chosen = memory if memory is not None else open_memory(settings)
     outbox: EmissionOutbox | None = None
+    timers: TimerIndex = InMemoryTimerIndex()
     if isinstance(chosen, RedisMemory):
         from service.runtime.otel import instrument_redis
         from service.runtime.redis_outbox import RedisOutbox
+        from service.runtime.redis_timer_index import RedisTimerIndex
 
         instrument_redis(chosen.client, scripts=chosen.script_operations)
+        timers = RedisTimerIndex(client=chosen.client, key_prefix=settings.redis_key_prefix)
         if settings.stateless_outbox_ttl_s > 0:
             outbox = RedisOutbox(
                 client=chosen.client,
@@ -90,4 +99,4 @@ def open_stores(settings: ServiceSettings, *, memory: Memory | None = None) -> S
             )
     elif settings.stateless_outbox_ttl_s > 0:
         outbox = InMemoryOutbox(ttl_s=settings.stateless_outbox_ttl_s)
-    return Stores(memory=chosen, outbox=outbox)
+    return Stores(memory=chosen, outbox=outbox, timers=timers)

@@ -951,7 +951,10 @@ class OrchestrationPipeline:
         if self.reply_source_check == "strict":
             new_record["emittedIds"] = push_emitted_ids(record, events)
         status = InstanceStatus.DONE if result.status == "done" else InstanceStatus.ACTIVE
-        written = ExecutionResult(events, result.outcome, timers=_timer_pairs(timers))
+        # Only the timers this step armed: the earlier ones were scheduled by the steps that armed them.
+        armed_before = set(_timer_pairs(record_timers(record)))
+        armed = tuple(pair for pair in _timer_pairs(timers) if pair not in armed_before)
+        written = ExecutionResult(events, result.outcome, timers=armed)
         return _Write(new_record, status, written)
 
     def _deadline(self, event: ArvoEvent, record: InstanceRecord | None) -> TimerEntry | None:

@@ -44,6 +44,8 @@ class LoopStats:
     """Partitions currently paused by backpressure."""
     dependency_waits: Counter[str] = field(default_factory=Counter)
     """Waits of records for a dependency that was down, by dependency (no retry budget spent)."""
+    timers_fired: int = 0
+    """Timer events the scheduler published (stale ones included: the instances drop those)."""
 
 
 class LoopHooks:
@@ -70,6 +72,9 @@ class LoopHooks:
 
     def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
         """The set of assigned partitions changed."""
+
+    def on_timers_fired(self, topic: str, lateness_s: list[float]) -> None:
+        """The scheduler published timer events of ``topic``, each ``lateness_s`` after its due time."""
 
     def on_dependency(self, dependency: str, available: bool) -> None:
         """A dependency (``redis``, ``kafka``) became unavailable, or available again."""
@@ -114,6 +119,10 @@ class CombinedHooks(LoopHooks):
     def on_assignment(self, partitions: frozenset[TopicPartition]) -> None:
         """Forward to every hook."""
         self._call("on_assignment", partitions)
+
+    def on_timers_fired(self, topic: str, lateness_s: list[float]) -> None:
+        """Forward to every hook."""
+        self._call("on_timers_fired", topic, lateness_s)
 
     def on_dependency(self, dependency: str, available: bool) -> None:
         """Forward to every hook."""

@@ -30,6 +30,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
+from service.arvo.orchestration.pipeline import PipelineHandler
 from service.runtime.consumer.decisions import FailureBudget
 from service.runtime.consumer.dependencies import DependencyMonitor
 from service.runtime.consumer.hooks import CombinedHooks, LoopHooks, LoopStats
@@ -38,8 +39,10 @@ from service.runtime.consumer.offsets import OffsetCommitter
 from service.runtime.consumer.processing import RecordFinisher, RecordProcessor
 from service.runtime.consumer.publishing import EmissionPublisher
 from service.runtime.consumer.scope import RecordLayer, record_scope_layer
+from service.runtime.consumer.timers import TimerScheduler
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.retry import RetryPolicy
+from service.runtime.timer_index import TimerIndex
 
 if TYPE_CHECKING:
     from service.arvo.execution import ArvoHandler
@@ -87,6 +90,8 @@ class ConsumerLoop:
             ``assignment``/``highwater``/``topics`` methods — tests plug a fake in here); from
             ``settings`` when omitted.
         layers: Middleware around each record (default: its log context and span).
+        timers: The per-partition timer schedules: orchestrations' timers are scheduled there and
+            the owned partitions' due timers fired (``None``: timers are neither scheduled nor fired).
 
     """
 
@@ -103,6 +108,7 @@ class ConsumerLoop:
         retry_policy: RetryPolicy | None = None,
         consumer_factory: Callable[[], Any] | None = None,
         layers: Sequence[RecordLayer] = (record_scope_layer,),
+        timers: TimerIndex | None = None,
     ) -> None:
         if not handlers:
             raise ValueError("ConsumerLoop needs at least one handler (handlers is empty)")
@@ -176,7 +182,25 @@ class ConsumerLoop:
             memory=memory,
             dead_letter_no_state=settings.dead_letter_no_state,
             layers=layers,
+            timers=timers,
         )
+        self._timer_task: asyncio.Task[None] | None = None
+        self._scheduler: TimerScheduler | None = None
+        if timers is not None:
+            self._scheduler = TimerScheduler(
+                index=timers,
+                publish=producer.publish,
+                partitions=self._lanes.keys,
+                orchestrators={
+                    topic: handler.source
+                    for topic, handler in self._handlers.items()
+                    if isinstance(handler, PipelineHandler)
+                },
+                interval_s=settings.timer_poll_interval_ms / 1000,
+                batch=settings.timer_batch_size,
+                stats=self.stats,
+                hooks=self._hooks,
+            )
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -233,6 +257,8 @@ class ConsumerLoop:
         self._commit_task = asyncio.create_task(
             self._committer.run(self._lanes.values), name="arvo-consumer-commit"
         )
+        if self._scheduler is not None and self._scheduler.active:
+            self._timer_task = asyncio.create_task(self._scheduler.run(), name="arvo-timer-scheduler")
         _log.info("consumer started", topics=self.topics, group=self._settings.consumer_group)
 
     async def wait_assigned(self, timeout_s: float | None = None) -> frozenset[TopicPartition]:
@@ -246,6 +272,9 @@ class ConsumerLoop:
         if not self._started or self._stopping:
             return
         self._stopping = True
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+            await asyncio.wait({self._timer_task})
         if self._fetch_task is not None:
             self._fetch_task.cancel()
             # Wait for it without re-raising: a fetch task that failed on its own was reported by

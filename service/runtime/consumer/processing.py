@@ -43,6 +43,7 @@ from service.runtime.consumer.scope import (
     record_scope_layer,
 )
 from service.runtime.stores import memory_answers
+from service.runtime.timer_index import ScheduledTimer, TimerIndex, partition_key
 
 if TYPE_CHECKING:
     from service.arvo.event import ArvoEvent
@@ -107,6 +108,8 @@ class RecordProcessor:
         memory: When given, parked records mark their orchestration instance ``parked``.
         dead_letter_no_state: Dead-letter (reason ``no_state``) events for instances without state.
         layers: The middleware around each record (default: log context and span).
+        timers: Where the timers an execution armed are scheduled (its partition's schedule), after
+            its commit and before the record is done; ``None``: not scheduled.
 
     """
 
@@ -125,8 +128,10 @@ class RecordProcessor:
         memory: Memory | None = None,
         dead_letter_no_state: bool = True,
         layers: Sequence[RecordLayer] = (record_scope_layer,),
+        timers: TimerIndex | None = None,
     ) -> None:
         self._handlers = handlers
+        self._timers = timers
         self.finish = finish
         self._dependencies = dependencies
         self._publisher = publisher
@@ -197,6 +202,8 @@ class RecordProcessor:
             budget.begin_attempt()
             try:
                 result = await self._execute(handler, event)
+                if result.timers and self._timers is not None:
+                    await self._schedule(record, event, result.timers)
             except Exception as exc:  # decided below; the loop never dies on input
                 if span.is_recording():
                     span.record_exception(exc)
@@ -272,6 +279,18 @@ class RecordProcessor:
             raise HandlerCancelledError(
                 f"handler {handler.source!r} raised CancelledError without being cancelled"
             ) from None
+
+    async def _schedule(self, record: Any, event: ArvoEvent, timers: Sequence[tuple[str, int]]) -> None:
+        """Add the hints of the timers an execution armed to its partition's schedule.
+
+        After the commit, before the record is done: if this fails the record is retried, and the
+        re-execution (a replay of the committed step) returns the instance's pending timers again.
+        """
+        assert self._timers is not None
+        await self._timers.schedule(
+            partition_key(record.topic, record.partition),
+            [ScheduledTimer(event.subject, timer_id, due_ms) for timer_id, due_ms in timers],
+        )
 
     async def _store_answers(self) -> bool:
         """Whether the memory store answers now (``True`` without one); bounded, untraced."""
