@@ -10,7 +10,9 @@ __all__ = [
     "add_contract",
     "bench_machine_contract",
     "bench_resumable_contract",
+    "bench_timeout_contract",
     "double_contract",
+    "maybe_add_contract",
 ]
 
 
@@ -83,3 +85,35 @@ bench_resumable_contract = create_arvo_orchestrator_contract(
     description="The bench workflow as a resumable.",
 )
 """``arvo.orc.bench.resumable`` → ``arvo.orc.bench.resumable.done``."""
+
+
+class TimeoutInit(BaseModel):
+    """The timer workflow's input: two numbers and how long to wait for their sum."""
+
+    a: int
+    b: int
+    timeoutMs: int  # noqa: N815 - wire name
+
+
+class TimeoutComplete(BaseModel):
+    """The sum, or ``-1`` when the service did not answer within ``timeoutMs``."""
+
+    result: int
+    timedOut: bool  # noqa: N815 - wire name
+
+
+maybe_add_contract = create_simple_arvo_contract(
+    uri="#/bench/maybe",
+    type="bench.maybe",
+    versions={"1.0.0": {"accepts": AddInput, "emits": AddOutput}},
+    description="Adds two integers when b is odd; never answers when b is even (a lost reply).",
+)
+"""``com.bench.maybe`` → ``evt.bench.maybe.success`` (only for an odd ``b``)."""
+
+bench_timeout_contract = create_arvo_orchestrator_contract(
+    uri="#/bench/timeout",
+    name="bench.timeout",
+    versions={"1.0.0": {"init": TimeoutInit, "complete": TimeoutComplete}},
+    description="Asks com.bench.maybe and gives up after timeoutMs (a delayed transition).",
+)
+"""``arvo.orc.bench.timeout`` → ``arvo.orc.bench.timeout.done``."""
