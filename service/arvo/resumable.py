@@ -15,8 +15,9 @@ while it awaits I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict, cast
 
 from opentelemetry.trace import Span
@@ -26,10 +27,10 @@ from service.arvo.errors import ConfigViolation
 from service.arvo.event import ArvoEvent
 from service.arvo.execution import ExecutionOutcome
 from service.arvo.machine.arvo_machine import validate_service_contracts
+from service.arvo.machine.engine import event_time_ms
 from service.arvo.memory import Memory
 from service.arvo.orchestration.emittables import RawEvent
 from service.arvo.orchestration.input_validation import (
-    ReplySourceCheck,
     raise_for_foreign_source,
     raise_for_invalid_input,
     validate_input_event,
@@ -43,6 +44,7 @@ from service.arvo.orchestration.pipeline import (
     PipelineHandler,
 )
 from service.arvo.orchestration.record import EventsFields
+from service.arvo.orchestration.timers import TimerEntry, record_timers
 from service.arvo.orchestrator import completion_raw_event
 
 __all__ = [
@@ -63,6 +65,11 @@ class ResumableResult(TypedDict, total=False):
     """Completion data; returning it (even ``{}``) completes the orchestration; ``None`` does not."""
     services: list[RawEvent]
     """Raw events to emit to services (``type``, ``data``, optional ``domain``, ``id``, …)."""
+    timers: Mapping[str, float | None]
+    """Named timers to arm: name → delay in ms from the consumed event's ``time`` (arming a name again
+    replaces its timer; ``None`` cancels it). A due timer resumes the handler with
+    :attr:`ResumableContext.timer` set to its name. Every timer is dropped when the instance completes.
+    "Call X, give up after 30 s" is ``{"services": [call], "timers": {"x": 30_000}}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,8 @@ class ResumableContext:
         domain: ``{"event": event.domain, "self": self contract domain}``.
         contracts: ``{"self": versioned self contract, "services": {key: versioned contract}}``.
         span: The resumable's span.
+        timer: The name of the timer (``ResumableResult.timers``) whose firing this is, else ``None``.
+        timers: The instance's pending timers: name → due time (ms since the epoch).
 
     """
 
@@ -91,6 +100,8 @@ class ResumableContext:
     domain: dict[str, str | None]
     contracts: dict[str, Any]
     span: Span
+    timer: str | None = None
+    timers: Mapping[str, int] = field(default_factory=dict)
 
 
 ResumableHandler = Callable[[ResumableContext], Awaitable[ResumableResult | None]]
@@ -135,9 +146,6 @@ class ArvoResumable(PipelineHandler):
             "arvo.handler.source": contract.type,
             "arvo.contract.uri": contract.uri,
         }
-        self.reply_source_check: ReplySourceCheck = "addressed"
-        """Whose replies are accepted (:data:`~service.arvo.orchestration.input_validation.ReplySourceCheck`;
-        the service sets it from ``ARVO_REPLY_SOURCE_CHECK``)."""
         self._pipeline = OrchestrationPipeline(
             source=contract.type,
             kind="resumable",
@@ -162,11 +170,18 @@ class ArvoResumable(PipelineHandler):
                 "Handler resolution failed: No handler found matching orchestrator name="
                 f"'{request.subject.name}' and version='{version}'."
             )
-        validation = validate_input_event(event, self_contract=self.contract, service_contracts=self.services)
-        raise_for_invalid_input(validation, owner="resumable")
-        raise_for_foreign_source(
-            event, service_contracts=self.services, owner="resumable", mode=self.reply_source_check
-        )
+        if request.timer is None:
+            validation = validate_input_event(
+                event, self_contract=self.contract, service_contracts=self.services
+            )
+            raise_for_invalid_input(validation, owner="resumable")
+            raise_for_foreign_source(
+                event,
+                service_contracts=self.services,
+                owner="resumable",
+                mode=self.reply_source_check,
+                record=request.record,
+            )
         try:
             self_contract = self.contract.version(version)
         except ValueError as error:
@@ -200,6 +215,11 @@ class ArvoResumable(PipelineHandler):
             for reply in replies:
                 collected.setdefault(str(reply.get("type")), []).append(reply)
         is_init = event.type == self.source
+        pending = _resumable_timers(record)
+        fired: str | None = None
+        if request.timer is not None:
+            fired = request.timer["id"].removeprefix(_TIMER_PREFIX)
+            pending.pop(fired, None)
         result = (
             await handler(
                 ResumableContext(
@@ -213,10 +233,13 @@ class ArvoResumable(PipelineHandler):
                     domain={"event": event.domain, "self": self.contract.domain},
                     contracts={"self": self_contract, "services": dict(self.services)},
                     span=request.span,
+                    timer=fired,
+                    timers=dict(pending),
                 )
             )
             or ResumableResult()
         )
+        _arm(pending, result.get("timers"), event)
         raw_events: list[RawEvent] = list(result.get("services") or [])
         # ``None`` means "not given" (the original's ``??``); ``{}`` is a real, completing output.
         output = result.get("output")
@@ -249,7 +272,50 @@ class ArvoResumable(PipelineHandler):
             completed=done,
             fields={"state$$": new_state},
             finalize_events_fields=expected_after,
+            timers=[
+                TimerEntry(id=_TIMER_PREFIX + name, dueMs=due, kind="resumable")
+                for name, due in pending.items()
+            ],
         )
+
+
+_TIMER_PREFIX = "timer."
+"""Ids of a resumable's timers in its record: ``timer.<name>``."""
+
+
+def _resumable_timers(record: Mapping[str, Any] | None) -> dict[str, int]:
+    """The resumable's pending timers of ``record``: name → due ms."""
+    return {
+        entry["id"].removeprefix(_TIMER_PREFIX): entry["dueMs"]
+        for entry in record_timers(record)
+        if entry["kind"] == "resumable"
+    }
+
+
+def _arm(pending: dict[str, int], requested: Mapping[str, float | None] | None, event: ArvoEvent) -> None:
+    """Apply a handler's ``timers`` to ``pending``: arm (from the event's ``time``) or cancel (``None``).
+
+    Raises:
+        TypeError: not a mapping, a name that is not a non-empty string, or a delay that is not a
+            finite number (the instance fails with a system error naming it).
+
+    """
+    if not requested:
+        return
+    if not isinstance(requested, Mapping):
+        raise TypeError(
+            f"ResumableResult 'timers' must be a mapping of name to delay in ms, got {requested!r}"
+        )
+    now_ms = event_time_ms(event)
+    for name, delay in requested.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a timer name must be a non-empty string, got {name!r}")
+        if delay is None:
+            pending.pop(name, None)
+            continue
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay):
+            raise TypeError(f"timer {name!r}: the delay must be a finite number of ms, got {delay!r}")
+        pending[name] = math.ceil(now_ms + max(0.0, float(delay)))
 
 
 def create_arvo_resumable(
@@ -263,9 +329,14 @@ def create_arvo_resumable(
     lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
     include_error_stack: bool = False,
     requires_resource_locking: bool | None = None,
+    deadline_s: float | None = None,
 ) -> ArvoResumable:
-    """Build a resumable (spec 7.1); see :class:`ArvoResumable`."""
-    return ArvoResumable(
+    """Build a resumable (spec 7.1); see :class:`ArvoResumable`.
+
+    ``deadline_s`` bounds every new instance whose init event carries no deadline of its own
+    (``arvodeadline``), counted from the init event's ``time``.
+    """
+    resumable = ArvoResumable(
         contract=contract,
         services=services,
         memory=memory,
@@ -276,3 +347,5 @@ def create_arvo_resumable(
         include_error_stack=include_error_stack,
         requires_resource_locking=requires_resource_locking,
     )
+    resumable.default_deadline_s = deadline_s
+    return resumable

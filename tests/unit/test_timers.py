@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import Any
+
+import pytest
 
 from contracts.demo import order_contract
 from service.arvo.event import ArvoEvent
@@ -169,3 +173,90 @@ async def test_a_timer_event_is_deterministic_and_a_redelivery_is_replayed() -> 
     # The instance went on (the release was answered) after the timer: the redelivery is old news.
     result = await orchestrator.execute(again)
     assert result.outcome in (ExecutionOutcome.DUPLICATE_DROPPED, ExecutionOutcome.REPLAYED)
+
+
+# --- resumables ---------------------------------------------------------------------------------------
+
+
+def patient_resumable(memory: InMemoryMemory) -> Any:
+    """Calls ``add`` and gives up after 1 s: the one-line timer of a resumable."""
+    from contracts.bench import add_contract, bench_resumable_contract
+    from service.arvo.resumable import ResumableContext, ResumableResult, create_arvo_resumable
+
+    async def handler(context: ResumableContext) -> ResumableResult | None:
+        if context.input is not None:
+            data = context.input["data"]
+            return {
+                "services": [{"type": "com.bench.add", "data": {"a": data["a"], "b": data["b"]}}],
+                "timers": {"add": 1_000},
+            }
+        if context.timer == "add":
+            return {"output": {"result": -1}}
+        if context.service is not None and context.service["type"] == "evt.bench.add.success":
+            assert "add" in context.timers  # still pending while the reply is handled
+            return {"output": {"result": context.service["data"]["sum"]}}
+        return None
+
+    return create_arvo_resumable(
+        contract=bench_resumable_contract,
+        services={"add": add_contract.version("1.0.0")},
+        memory=memory,
+        handler={"1.0.0": handler},
+    )
+
+
+def resumable_init(a: int = 1, b: int = 2) -> ArvoEvent:
+    from contracts.bench import bench_resumable_contract
+
+    return create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")).init(
+        source=SHOP, data={"parentSubject$$": None, "a": a, "b": b}
+    )
+
+
+async def test_a_resumable_gives_up_when_its_timer_fires_first() -> None:
+    memory = InMemoryMemory()
+    broker = InMemoryBroker([patient_resumable(memory)])  # nobody serves com.bench.add
+    init = resumable_init()
+    assert await broker.resolve(init) is None
+    [(subject, timer_id, _due)] = broker.pending_timers
+    assert (subject, timer_id) == (init.subject, "timer.add")
+    completions: list[ArvoEvent] = []
+
+    async def initiator(event: ArvoEvent, _broker: InMemoryBroker) -> None:
+        completions.append(event)
+
+    broker.subscribe(SHOP, initiator)
+    await broker.advance(seconds=1)
+    assert [event.data for event in completions] == [{"result": -1}]
+    record = await record_of(memory, init.subject)
+    assert record["status"] == "done"
+    assert "timers" not in record
+
+
+async def test_a_resumable_answered_in_time_drops_its_timer() -> None:
+    from service.examples.bench import bench_add_handler
+
+    memory = InMemoryMemory()
+    resumable = patient_resumable(memory)
+    broker = InMemoryBroker([bench_add_handler(), resumable])
+    init = resumable_init(2, 3)
+    reply = await broker.resolve(init, require_reply=True)
+    assert reply.data == {"result": 5}
+    [fired] = await broker.advance(seconds=1)
+    assert fired.data["timerId"] == "timer.add"
+    # Completed first: the timer is stale, its firing has no effect.
+    assert [event.type for event in broker.events].count("arvo.orc.bench.resumable.done") == 1
+
+
+async def test_a_resumable_timer_armed_again_replaces_the_earlier_one_and_none_cancels_it() -> None:
+    from service.arvo.resumable import _arm
+
+    pending: dict[str, int] = {}
+    event = resumable_init()
+    now = int(datetime.fromisoformat(event.time).timestamp() * 1000)
+    _arm(pending, {"a": 100, "b": 200.5}, event)
+    assert pending == {"a": now + 100, "b": math.ceil(now + 200.5)}
+    _arm(pending, {"a": 300, "b": None}, event)
+    assert pending == {"a": now + 300}
+    with pytest.raises(TypeError, match="finite number of ms"):
+        _arm(pending, {"a": float("nan")}, event)
