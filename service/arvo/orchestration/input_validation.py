@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 import pydantic
 
@@ -18,8 +18,10 @@ from service.arvo.contract import (
 from service.arvo.errors import ConfigViolation, ContractViolation, ForeignSourceViolation
 from service.arvo.event import ArvoEvent
 from service.arvo.orchestration.emittables import validation_details
+from service.arvo.orchestration.record import EMITTED_IDS_KEPT, InstanceRecord
 
 __all__ = [
+    "REPLY_SOURCE_CHECKS",
     "EventValidationKind",
     "EventValidationResult",
     "ReplySourceCheck",
@@ -27,6 +29,7 @@ __all__ = [
     "raise_for_foreign_source",
     "raise_for_invalid_input",
     "validate_input_event",
+    "validate_reply_source_check",
 ]
 
 
@@ -155,13 +158,27 @@ def raise_for_invalid_input(result: EventValidationResult, *, owner: str) -> Non
         )
 
 
-ReplySourceCheck = Literal["off", "addressed"]
+ReplySourceCheck = Literal["off", "addressed", "strict"]
 """How an orchestration checks the ``source`` of replies (``ARVO_REPLY_SOURCE_CHECK``).
 
 ``addressed`` (the default): a reply — an event of a type some service contract emits, or its system
 error — is accepted only from the handler of such a contract (a service handler's source is its
-contract's accepted type; a child orchestration's is its name). ``off``: any source.
+contract's accepted type; a child orchestration's is its name). ``strict``: as ``addressed``, and its
+``parentid`` must also be the id of an event the instance emitted (one of the newest
+:data:`~service.arvo.orchestration.record.EMITTED_IDS_KEPT` its record keeps; a record written without
+strict mode keeps none and is checked as ``addressed``). ``off``: any source.
 """
+
+REPLY_SOURCE_CHECKS: Final[tuple[ReplySourceCheck, ...]] = ("off", "addressed", "strict")
+"""The values of :data:`ReplySourceCheck`."""
+
+
+def validate_reply_source_check(mode: object) -> ReplySourceCheck:
+    """Return ``mode`` if it is a :data:`ReplySourceCheck`, else raise ``ValueError`` naming the values."""
+    for known in REPLY_SOURCE_CHECKS:
+        if mode == known:
+            return known
+    raise ValueError(f"reply source check must be one of {', '.join(REPLY_SOURCE_CHECKS)}, got {mode!r}")
 
 
 _SOURCES_CACHE: dict[tuple[int, str], tuple[Mapping[str, VersionedArvoContract], frozenset[str]]] = {}
@@ -197,18 +214,36 @@ def raise_for_foreign_source(
     service_contracts: Mapping[str, VersionedArvoContract],
     owner: str,
     mode: ReplySourceCheck,
+    record: InstanceRecord | None = None,
 ) -> None:
     """Raise :class:`ForeignSourceViolation` for a reply from a source ``owner`` did not address.
 
-    Events that are no reply (the init event, events of no service contract) are not checked here.
+    In ``strict`` mode also for a reply whose ``parentid`` is not among the ids of the events the
+    instance emitted (``record``'s ``emittedIds``; a record without them — written without strict
+    mode — is checked as in ``addressed`` mode). Events that are no reply (the init event, events of
+    no service contract) are not checked here.
     """
     if mode == "off":
         return
     expected = addressed_sources(event, service_contracts)
-    if expected and event.source not in expected:
+    if not expected:
+        return
+    if event.source not in expected:
         raise ForeignSourceViolation(
             f"Reply {event.type} (id={event.id}) from source '{event.source}' is not from a handler the "
             f"{owner} addressed for that type (expected {', '.join(sorted(expected))}); dropped. Set "
             "ARVO_REPLY_SOURCE_CHECK=off only if a legitimate service answers under another source.",
+            expected=expected,
+        )
+    if mode != "strict" or record is None:
+        return
+    emitted = record.get("emittedIds")
+    if emitted is not None and event.parentid not in emitted:
+        raise ForeignSourceViolation(
+            f"Reply {event.type} (id={event.id}) from source '{event.source}' answers parentid="
+            f"{event.parentid!r}, which is not an event this {owner} instance emitted (its last "
+            f"{EMITTED_IDS_KEPT} emissions); dropped. ARVO_REPLY_SOURCE_CHECK=strict accepts only "
+            "replies that carry the id of the event they answer; set it to addressed if a legitimate "
+            "service replies without that parentid.",
             expected=expected,
         )

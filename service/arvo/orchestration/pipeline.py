@@ -1070,9 +1070,12 @@ class PipelineHandler:
 
     @property
     def reply_source_check(self) -> ReplySourceCheck:
-        """Whose replies are accepted (:data:`~service.arvo.orchestration.input_validation.ReplySourceCheck`;
-        the service sets it from ``ARVO_REPLY_SOURCE_CHECK``). ``strict`` also keeps the ids of the
-        instance's emitted events in its record (``emittedIds``, the newest ``EMITTED_IDS_KEPT``)."""
+        """Whose replies are accepted (``ARVO_REPLY_SOURCE_CHECK``).
+
+        See :data:`~service.arvo.orchestration.input_validation.ReplySourceCheck`. ``strict`` also keeps
+        the ids of the instance's emitted events in its record (``emittedIds``, the newest
+        ``EMITTED_IDS_KEPT``). Setting an unknown mode raises ``ValueError``.
+        """
         return self._pipeline.reply_source_check
 
     @reply_source_check.setter
