@@ -78,10 +78,20 @@ so the consumer waits for Redis without spending the record's retry budget) or
 The clients made by :meth:`RedisMemory.from_url` therefore do not retry on timeouts (a timed-out
 commit may have been applied; the caller's retry plus event-id dedupe handles it) and retry a
 ``ConnectionError`` once immediately, which re-opens a pooled connection that died with a Redis restart.
+
+Replica acknowledgements (``wait_replicas``, ``ARVO_REDIS_WAIT_REPLICAS``; standalone only): each
+:meth:`RedisMemory.commit_and_release` sends ``WAIT <n> <timeout>`` right behind the commit script on
+the same connection (one round trip; on the lean client it holds up the requests pipelined behind it
+for the replication round trip). Fewer acknowledgements raise :class:`RedisReplicationError` (an
+outage: the record waits, nothing is published), and the memory remembers that its writes are
+unconfirmed: the next :meth:`RedisMemory.lease_and_read` or :meth:`RedisMemory.ping` first writes
+``<prefix>:replication-check`` (a timestamp, 60 s TTL) with ``WAIT`` behind it, and fails the same way
+until the replicas acknowledge it — so no step acts on, or replays, a record its replicas may not have.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -90,7 +100,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 
 import orjson
 import structlog
@@ -130,10 +140,12 @@ from service.runtime.resp_client import LuaScript, PipelinedRedis, RespReplyErro
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_SOCKET_TIMEOUT_S",
+    "DEFAULT_WAIT_TIMEOUT_MS",
     "PRUNE_BATCH",
     "InstanceKeys",
     "RedisMemory",
     "RedisMemoryError",
+    "RedisReplicationError",
     "RedisUnavailableError",
     "redis_failure",
 ]
@@ -169,6 +181,12 @@ DEFAULT_SOCKET_TIMEOUT_S: Final = 2.0
 
 DEFAULT_CONNECT_TIMEOUT_S: Final = 2.0
 """Connect timeout of clients made by :meth:`RedisMemory.from_url`."""
+
+DEFAULT_WAIT_TIMEOUT_MS: Final = 500
+"""How long a commit waits for its replica acknowledgements by default (``ARVO_REDIS_WAIT_TIMEOUT_MS``)."""
+
+_REPLICATION_CHECK_TTL_MS: Final = 60_000
+"""TTL of the ``<prefix>:replication-check`` key written by the replication check."""
 
 _STATUSES: Final = tuple(InstanceStatus)
 """Fixed order of the status index keys handed to the scripts (position 1.. :data:`_STATUS_COUNT`;
@@ -401,6 +419,15 @@ class RedisUnavailableError(RedisMemoryError, DependencyUnavailableError):
     dependency = "redis"
 
 
+class RedisReplicationError(RedisUnavailableError):
+    """Fewer replicas than ``wait_replicas`` acknowledged a commit (or the writes since) in time.
+
+    The commit is on the master, but a failover now could lose it: an outage like any other (the
+    record waits, its emissions are not published), and the memory confirms the replication before
+    it serves the next lease or answers a ping (see :class:`RedisMemory`, ``wait_replicas``).
+    """
+
+
 _UNAVAILABLE_REPLY_PREFIXES: Final = (
     "LOADING",
     "MASTERDOWN",
@@ -482,9 +509,30 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _hot_failure(exc: OSError | RespReplyError, operation: str, key: str) -> RedisMemoryError:
+def _hot_failure(exc: OSError | RespReplyError, operation: str, key: str | None) -> RedisMemoryError:
     """The :class:`RedisMemoryError` for a failure of the lean client (see :func:`redis_failure`)."""
     return redis_failure(exc, operation, key)
+
+
+def _check_wait(wait_replicas: int, wait_timeout_ms: int, *, cluster_mode: bool) -> None:
+    if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
+        raise ValueError(f"wait_replicas must be a non-negative integer, got {wait_replicas!r}")
+    if isinstance(wait_timeout_ms, bool) or not isinstance(wait_timeout_ms, int) or wait_timeout_ms <= 0:
+        raise ValueError(
+            f"wait_timeout_ms must be a positive integer of milliseconds (WAIT with 0 blocks forever),"
+            f" got {wait_timeout_ms!r}"
+        )
+    if wait_replicas and cluster_mode:
+        raise ValueError(
+            "wait_replicas needs a standalone Redis (with replicas): in cluster mode the WAIT cannot"
+            " follow each commit on its connection; use min-replicas-to-write on the cluster's masters"
+        )
+
+
+def _retrieve_failure(future: asyncio.Future[None]) -> None:
+    """Mark a shared check's failure as retrieved (its callers may all have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_ttl(ttl_ms: int) -> None:
@@ -514,6 +562,19 @@ class RedisMemory:
             the per-event calls (:meth:`lease_and_read`, :meth:`commit_and_release`, :meth:`release`,
             :meth:`renew`); :meth:`from_url` makes one in standalone mode. ``None``: redis-py for
             everything. Ignored in cluster mode. :meth:`close` closes it.
+        wait_replicas: After each :meth:`commit_and_release`, wait until this many replicas
+            acknowledged it (``WAIT``, sent behind the commit script in the same round trip); ``0``
+            (the default) does not wait. Fewer acknowledgements within ``wait_timeout_ms`` raise
+            :class:`RedisReplicationError` (an outage: the consumer waits and retries the record,
+            whose redelivery replays the stored commit), and until a later check (a write and
+            ``WAIT`` behind it) sees the replicas caught up, :meth:`lease_and_read` and :meth:`ping`
+            run that check first and fail the same way. Standalone Redis only.
+        wait_timeout_ms: How long each ``WAIT`` blocks at most (positive: ``WAIT`` with 0 would
+            block forever). It holds up the requests pipelined behind it on the same connection.
+
+    Raises:
+        ValueError: an invalid ``key_prefix``, ``wait_replicas`` or ``wait_timeout_ms``, or
+            ``wait_replicas`` in cluster mode.
 
     """
 
@@ -525,11 +586,19 @@ class RedisMemory:
         cluster_mode: bool = False,
         instance_retention_s: float = 0,
         hot_client: PipelinedRedis | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
     ) -> None:
         if not key_prefix or any(ch in key_prefix for ch in "{} \t\r\n"):
             raise ValueError(
                 f"key_prefix must be non-empty without braces or whitespace, got {key_prefix[:80]!r}"
             )
+        _check_wait(wait_replicas, wait_timeout_ms, cluster_mode=cluster_mode)
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
+        self._unconfirmed = False
+        """Whether writes may be on the master without ``wait_replicas`` replicas having them."""
+        self._replication_check: asyncio.Future[None] | None = None
         self._retention_ms = instance_retention_ms(instance_retention_s)
         self._client = client
         self._prefix = key_prefix
@@ -556,6 +625,8 @@ class RedisMemory:
         key_prefix: str = "arvo",
         cluster_mode: bool = False,
         instance_retention_s: float = 0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
         **kwargs: Any,
     ) -> RedisMemory:
         """Connect to ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; ACL user in the URL).
@@ -565,6 +636,9 @@ class RedisMemory:
             key_prefix: See :class:`RedisMemory`.
             cluster_mode: Build a ``RedisCluster`` client and keep scripts within one slot.
             instance_retention_s: See :class:`RedisMemory` (``0``: finished instances kept forever).
+            wait_replicas: See :class:`RedisMemory` (``0``: commits do not wait for replicas).
+            wait_timeout_ms: See :class:`RedisMemory`; added to the default socket timeout, so a
+                ``WAIT`` that runs its full time never times out the connection.
             **kwargs: Passed to ``Redis.from_url`` / ``RedisCluster.from_url`` (query arguments in
                 ``url`` win over them); they override the defaults here (2 s socket and connect
                 timeouts, no retry on timeout, one immediate
@@ -574,8 +648,9 @@ class RedisMemory:
             A memory owning the new client (:meth:`close` closes it).
 
         """
+        _check_wait(wait_replicas, wait_timeout_ms, cluster_mode=cluster_mode)
         options: dict[str, Any] = {
-            "socket_timeout": DEFAULT_SOCKET_TIMEOUT_S,
+            "socket_timeout": DEFAULT_SOCKET_TIMEOUT_S + (wait_timeout_ms / 1000 if wait_replicas else 0),
             "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT_S,
         }
         client: Redis | RedisCluster
@@ -592,6 +667,8 @@ class RedisMemory:
                 key_prefix=key_prefix,
                 instance_retention_s=instance_retention_s,
                 hot_client=hot,
+                wait_replicas=wait_replicas,
+                wait_timeout_ms=wait_timeout_ms,
             )
         return cls(
             client=client,
@@ -691,6 +768,9 @@ class RedisMemory:
         """
         keys = self.instance_keys(key)
         _check_ttl(ttl_ms)
+        if self._unconfirmed:
+            # The record read now may be a commit its replicas never acknowledged: never act on it.
+            await self._confirm_replication("lease_and_read", key)
         token = _new_lease_token()
         # With retention, the fence of an instance without a record expires too (see the script).
         orphan_ttl = max(ttl_ms, self._retention_ms) if self._retention_ms else 0
@@ -758,7 +838,10 @@ class RedisMemory:
             self._prune_before(score, status),
         ]
         hot = self._hot
-        if hot is not None:
+        acks: int | None = None
+        if self._wait_replicas:
+            outcome, acks = await self._commit_and_wait(lease.key, script_keys, args)
+        elif hot is not None:
             try:
                 outcome = int(await hot.evalsha(self._hot_commit, script_keys, args))
             except (OSError, RespReplyError) as exc:
@@ -775,6 +858,16 @@ class RedisMemory:
             raise LeaseLostError(
                 f"lease on {lease.key!r} (fence {lease.fence}) was fenced out by a newer writer;"
                 " nothing was written"
+            )
+        if acks is not None and acks < self._wait_replicas:
+            self._unconfirmed = True
+            raise RedisReplicationError(
+                f"redis commit_and_release of {lease.key!r}: written on the master, but only {acks} of"
+                f" wait_replicas={self._wait_replicas} replicas acknowledged it within"
+                f" {self._wait_timeout_ms} ms (ARVO_REDIS_WAIT_REPLICAS, ARVO_REDIS_WAIT_TIMEOUT_MS);"
+                " Redis unavailable: the record waits and is replayed once the replicas caught up",
+                operation="commit_and_release",
+                key=lease.key,
             )
         if self._cluster_mode:
             await self._cluster_index_move(orchestrator, execution_id, status_pos, score, fence=lease.fence)
@@ -974,6 +1067,12 @@ class RedisMemory:
         except (RedisError, RedisClusterException, OSError) as exc:
             self.last_ping_error = f"{type(exc).__name__}: {exc}"
             return False
+        if answered and self._unconfirmed:
+            try:
+                await self._confirm_replication("ping", None)
+            except RedisMemoryError as exc:
+                self.last_ping_error = str(exc)
+                return False
         self.last_ping_error = None if answered else "PING was not answered with PONG"
         return answered
 
@@ -996,6 +1095,73 @@ class RedisMemory:
 
     # ------------------------------------------------------------------------------------------
     # Internals
+
+    async def _commit_and_wait(
+        self, key: str, script_keys: list[str], args: list[str | bytes | int | float]
+    ) -> tuple[int, int]:
+        """The commit script and ``WAIT`` behind it, one round trip: its outcome and the replicas' acks."""
+        wait = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        try:
+            hot = self._hot
+            if hot is not None:
+                try:
+                    outcome, acks = await hot.evalsha_then(self._hot_commit, script_keys, args, wait)
+                except (OSError, RespReplyError) as exc:
+                    raise _hot_failure(exc, "commit_and_release", key) from exc
+            else:
+                async with self._redis_errors("commit_and_release", key):
+                    pipe = cast("Redis", self._client).pipeline(transaction=False)  # standalone only
+                    await self._commit_script(keys=script_keys, args=args, client=pipe)
+                    pipe.execute_command(*wait)
+                    outcome, acks = await pipe.execute()
+        except RedisMemoryError:
+            # Applied or not, the commit may be on the master without its replicas: confirm first.
+            self._unconfirmed = True
+            raise
+        return int(outcome), int(acks)
+
+    async def _confirm_replication(self, operation: str, key: str | None) -> None:
+        """Return once ``wait_replicas`` replicas have every write so far; else raise (shared check).
+
+        Raises:
+            RedisReplicationError: still fewer acknowledgements than ``wait_replicas``.
+            RedisMemoryError: Redis failed (:class:`RedisUnavailableError` when unreachable).
+
+        """
+        check = self._replication_check
+        if check is None or check.done():
+            check = self._replication_check = asyncio.ensure_future(self._check_replication(operation, key))
+            check.add_done_callback(_retrieve_failure)
+        await asyncio.shield(check)
+
+    async def _check_replication(self, operation: str, key: str | None) -> None:
+        # A write and WAIT behind it on one connection: replicas that acknowledge the write have every
+        # write before it too (replication is in order), on any connection of any client.
+        marker = f"{self._prefix}:replication-check"
+        wait = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        hot = self._hot
+        if hot is not None:
+            try:
+                _, acks = await hot.execute_all(
+                    ("SET", marker, _now_ms(), "PX", _REPLICATION_CHECK_TTL_MS), wait
+                )
+            except (OSError, RespReplyError) as exc:
+                raise _hot_failure(exc, operation, key) from exc
+        else:
+            async with self._redis_errors(operation, key):
+                pipe = self._client.pipeline(transaction=False)
+                pipe.set(marker, _now_ms(), px=_REPLICATION_CHECK_TTL_MS)
+                pipe.execute_command(*wait)
+                _, acks = await pipe.execute()
+        if int(acks) < self._wait_replicas:
+            raise RedisReplicationError(
+                f"redis {operation} of {key!r}: an earlier commit is still acknowledged by only {acks}"
+                f" of wait_replicas={self._wait_replicas} replicas (checked with WAIT, timeout"
+                f" {self._wait_timeout_ms} ms); Redis unavailable until they catch up",
+                operation=operation,
+                key=key,
+            )
+        self._unconfirmed = False
 
     def _expire_ms(self, status: InstanceStatus) -> int:
         """TTL (ms) for the keys of an instance moving to ``status``; ``0``: no TTL (persist them)."""

@@ -189,6 +189,22 @@ class _Protocol(asyncio.Protocol):
             self._transport.abort()
 
 
+async def _send_all(protocol: _Protocol, packed: list[bytes]) -> list[Any]:
+    """Send ``packed`` on ``protocol`` in the same loop iteration (one write); all replies, in order.
+
+    Error replies are returned as :class:`RespReplyError` instances, as :meth:`_Protocol.send` gives
+    them; a failed request (connection lost, timeout) raises, once every future is done (so none is
+    left with an unretrieved error).
+    """
+    futures = [protocol.send(item) for item in packed]
+    await asyncio.wait(futures)
+    failures = [future.exception() for future in futures]
+    for failure in failures:
+        if failure is not None:
+            raise failure
+    return [future.result() for future in futures]
+
+
 class PipelinedRedis:
     """One pipelined connection to a standalone Redis for ``EVALSHA`` and ``SET`` on the hot path.
 
@@ -336,6 +352,66 @@ class PipelinedRedis:
                 raise reply
         return reply
 
+    async def evalsha_then(
+        self,
+        script: LuaScript,
+        keys: list[str],
+        args: list[str | bytes | int | float],
+        command: tuple[str | bytes | int | float, ...],
+    ) -> tuple[Any, Any]:
+        """Run ``script`` and ``command`` right behind it on the same connection, in one write.
+
+        One round trip for both (e.g. a commit script and ``WAIT``: Redis runs ``command`` only after
+        the script, on the same connection). ``NOSCRIPT`` loads the script and sends both again.
+        Inside a recording span the pair is one ``CLIENT`` span, as :meth:`evalsha` makes it.
+
+        Returns:
+            The script's reply and ``command``'s reply.
+
+        Raises:
+            RespConnectionError: Redis could not be reached or the connection was lost.
+            RespTimeoutError: no reply in time.
+            RespReplyError: Redis answered either with an error (script errors included).
+
+        """
+        evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        span = self._client_span(evalsha, script.name)
+        if span is not None:
+            with span:
+                return await self._evalsha_then(script, evalsha, command)
+        return await self._evalsha_then(script, evalsha, command)
+
+    async def _evalsha_then(
+        self,
+        script: LuaScript,
+        evalsha: tuple[str | bytes | int | float, ...],
+        command: tuple[str | bytes | int | float, ...],
+    ) -> tuple[Any, Any]:
+        packed = [_pack(evalsha), _pack(command)]
+        first, second = await self._request_all(packed)
+        if isinstance(first, RespReplyError) and str(first).startswith(_NOSCRIPT):
+            await self._execute(("SCRIPT", "LOAD", script.source))
+            first, second = await self._request_all(packed)
+        for reply in (first, second):
+            if isinstance(reply, RespReplyError):
+                raise reply
+        return first, second
+
+    async def execute_all(self, *commands: tuple[str | bytes | int | float, ...]) -> list[Any]:
+        """Send ``commands`` in one write (one round trip) and return their replies, in order.
+
+        Raises:
+            RespConnectionError: Redis could not be reached or the connection was lost.
+            RespTimeoutError: no reply in time.
+            RespReplyError: Redis answered one of them with an error (the first such error).
+
+        """
+        replies = await self._request_all([_pack(command) for command in commands])
+        for reply in replies:
+            if isinstance(reply, RespReplyError):
+                raise reply
+        return replies
+
     def _client_span(
         self, args: tuple[str | bytes | int | float, ...], operation: str | None
     ) -> AbstractContextManager[Span] | None:
@@ -377,6 +453,16 @@ class PipelinedRedis:
             # The connection died before or while this request was sent (e.g. a Redis restart the
             # loop had not noticed yet): one immediate attempt on a fresh connection, as redis-py.
             return await (await self._connect()).send(packed)
+
+    async def _request_all(self, packed: list[bytes]) -> list[Any]:
+        """Several requests in one write, with :meth:`_request`'s one retry on a dead connection."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return await _send_all(await self._connect(), packed)
+        try:
+            return await _send_all(protocol, packed)
+        except RespConnectionError:
+            return await _send_all(await self._connect(), packed)
 
     async def _connect(self) -> _Protocol:
         """The open connection, opening one (once, for all waiting callers) when there is none."""

@@ -55,8 +55,10 @@ async def memory_answers(memory: Memory, *, timeout_s: float | None) -> bool:
 
 
 def open_memory(settings: ServiceSettings) -> Memory:
-    """The Redis memory of ``settings`` (URL, key prefix, cluster mode, retention, replica
-    acknowledgements); the caller closes it."""
+    """The Redis memory of ``settings``; the caller closes it.
+
+    URL, key prefix, cluster mode, retention and replica acknowledgements (``ARVO_REDIS_WAIT_*``).
+    """
     from service.runtime.redis_memory import RedisMemory
 
     return RedisMemory.from_url(
