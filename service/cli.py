@@ -313,6 +313,7 @@ class _StatusChoice(StrEnum):
     failed = "failed"
     parked = "parked"
     cancelled = "cancelled"
+    timed_out = "timed_out"
 
 
 def _service_settings(*, use_dev_state: bool = True, warn: bool = True, **overrides: Any) -> ServiceSettings:
@@ -842,6 +843,22 @@ def _cancellation_text(cancellation: dict[str, Any], limit: int) -> str:
     return f"cancelled by {cancellation.get('by') or '?'} at {cancellation.get('at') or '?'}: {reason}"
 
 
+def _timer_lines(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """``deadline`` and ``timers`` lines: the instance's pending timers with their due times."""
+    from service.arvo.orchestration.timers import DEADLINE_TIMER_ID, format_time_ms, record_timers
+
+    timers = record_timers(record)
+    lines = [
+        ("deadline", format_time_ms(entry["dueMs"])) for entry in timers if entry["id"] == DEADLINE_TIMER_ID
+    ]
+    others = [entry for entry in timers if entry["id"] != DEADLINE_TIMER_ID]
+    lines.append(("timers", str(len(others)) if others else "none"))
+    lines.extend(
+        ("", f"{entry['id']} ({entry['kind']}) due {format_time_ms(entry['dueMs'])}") for entry in others
+    )
+    return lines
+
+
 def _instance_lines(key: str, record: dict[str, Any]) -> list[tuple[str, str]]:
     parked = record.get("parkedReason")
     status = "parked" if parked else str(record.get("status"))
@@ -865,7 +882,9 @@ def _instance_lines(key: str, record: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("parked reason", _shorten(str(parked), 300)))
     cancellation = record.get("cancellation")
     if isinstance(cancellation, dict):
-        lines.append(("cancelled", _cancellation_text(cancellation, 300).removeprefix("cancelled ")))
+        label = "timed out" if record.get("status") == "timed_out" else "cancelled"
+        lines.append((label, _cancellation_text(cancellation, 300).removeprefix("cancelled ")))
+    lines.extend(_timer_lines(record))
     lines.append(("parent subject", str(record.get("parentSubject") or "-")))
     children = record.get("children")
     if isinstance(children, list) and children:
@@ -965,9 +984,11 @@ def instances_list(
 
 
 def _finished_as(record: dict[str, Any]) -> str | None:
-    """``done``, ``failed`` or ``cancelled`` for a finished instance's record, ``None`` for a live one."""
+    """``done``, ``failed``, ``cancelled`` or ``timed out`` for a finished instance, else ``None``."""
     if record.get("executionStatus") == "failure" or record.get("status") == "failed":
         return "failed"
+    if record.get("status") == "timed_out":
+        return "timed out"
     if record.get("executionStatus") == "cancelled" or record.get("status") == "cancelled":
         return "cancelled"
     if record.get("completed") or record.get("status") == "done":

@@ -693,6 +693,51 @@ def test_inspect_prints_status_state_and_the_last_events_of_an_instance(
     assert ClosingMemory.closed == 1
 
 
+def test_inspect_shows_the_deadline_and_the_pending_timers(
+    runner: CliRunner, memory: ClosingMemory, bench_subject: str
+) -> None:
+    key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
+    record = _bench_record(bench_subject) | {"status": "active", "completed": False}
+    record["timers"] = [
+        {"id": "xstate.after.1000.bench.adding#1", "dueMs": 1_767_323_045_000, "kind": "machine"},
+        {"id": "arvo.deadline", "dueMs": 1_767_323_345_000, "kind": "deadline"},
+    ]
+    _run(_store(memory, key, record, InstanceStatus.ACTIVE))
+    result = runner.invoke(app, ["inspect", bench_subject])
+    assert result.exit_code == 0, result.output
+    [deadline] = [line for line in result.stdout.splitlines() if line.startswith("deadline")]
+    assert deadline.endswith("2026-01-02T03:09:05.000+00:00")
+    [timers] = [line for line in result.stdout.splitlines() if line.startswith("timers")]
+    assert timers.endswith("1")
+    assert "xstate.after.1000.bench.adding#1 (machine) due 2026-01-02T03:04:05.000+00:00" in result.stdout
+
+
+def test_inspect_of_a_timed_out_instance_says_so(
+    runner: CliRunner, memory: ClosingMemory, bench_subject: str
+) -> None:
+    key = ArvoOrchestrationSubject.parse(bench_subject).instance_key
+    record = _bench_record(bench_subject) | {
+        "status": "timed_out",
+        "executionStatus": "cancelled",
+        "completed": False,
+        "cancellation": {
+            "reason": "deadline 2026-01-02T03:09:05.000+00:00 passed",
+            "by": "deadline",
+            "eventId": "t",
+            "at": "x",
+        },
+    }
+    _run(_store(memory, key, record, InstanceStatus.TIMED_OUT))
+    result = runner.invoke(app, ["inspect", bench_subject])
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("timed out")]
+    assert "by deadline" in line
+    assert "deadline 2026-01-02T03:09:05.000+00:00 passed" in line
+    listed = runner.invoke(app, ["instances", "list", "--status", "timed_out"])
+    assert listed.exit_code == 0, listed.output
+    assert key in listed.stdout
+
+
 def test_inspect_history_lists_the_recent_events_and_says_when_none_are_kept(
     runner: CliRunner, memory: ClosingMemory, bench_subject: str
 ) -> None:
