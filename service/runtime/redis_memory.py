@@ -714,6 +714,16 @@ class RedisMemory:
         """Whether scripts are kept within one hash slot (see the module docstring)."""
         return self._cluster_mode
 
+    @property
+    def wait_replicas(self) -> int:
+        """Replica acknowledgements each commit waits for (``0``: none; see :class:`RedisMemory`)."""
+        return self._wait_replicas
+
+    @property
+    def wait_timeout_ms(self) -> int:
+        """How long each ``WAIT`` blocks at most."""
+        return self._wait_timeout_ms
+
     def instance_keys(self, key: str) -> InstanceKeys:
         """Return the Redis keys of instance ``key`` (for tooling and tests).
 
