@@ -7,7 +7,7 @@ example is meant to produce.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,12 @@ from contracts.demo import order_contract
 from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory
+from service.arvo.orchestration.cancellation import create_cancel_event
+from service.arvo.orchestration.timers import TIMER_EVENT_TYPE
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.arvo.testing import InMemoryBroker
 from service.examples import default_app
+from service.examples.demo import ORDER_DEADLINE_S, PAYMENT_TIMEOUT_MS, SILENT_BANK_CUSTOMER
 
 __all__ = ["DEMO_CLIENT", "DemoScenario", "demo_scenarios", "run_demo", "short_subject"]
 
@@ -28,14 +31,35 @@ DEMO_CLIENT = "com.arvo.demo.client"
 """The source of the demo's init events: completions and system errors come back to it."""
 
 
+Then = Callable[[InMemoryBroker, ArvoEvent], Awaitable[str]]
+"""What a scenario does once its init event was resolved without a final event (advance the clock,
+cancel the workflow); returns what it did, for the output."""
+
+
 @dataclass(frozen=True, slots=True)
 class DemoScenario:
-    """One workflow run: its init event and a check of the final event."""
+    """One workflow run: its init event, what happens next (optional) and a check of the final event."""
 
     title: str
     init: Callable[[], ArvoEvent]
     expect: Callable[[ArvoEvent | None], bool]
     expectation: str
+    then: Then | None = None
+
+
+def _advance(seconds: float) -> Then:
+    async def advance(broker: InMemoryBroker, _init: ArvoEvent) -> str:
+        fired = await broker.advance(seconds=seconds)
+        return f"the clock moved {seconds:g} s on (virtual time): {len(fired)} timers fired"
+
+    return advance
+
+
+async def _cancel(broker: InMemoryBroker, init: ArvoEvent) -> str:
+    await broker.publish(
+        create_cancel_event(init.subject, source=DEMO_CLIENT, reason="the customer changed their mind")
+    )
+    return "the shop sent arvo.instance.cancel"
 
 
 def short_subject(subject: str) -> str:
@@ -52,11 +76,16 @@ def _init(contract: Any, data: dict[str, Any]) -> Callable[[], ArvoEvent]:
 
 
 def _order(
-    order_id: str, *, country: str = "NL", sku: str = "sku-widget", price: int = 1250
+    order_id: str,
+    *,
+    country: str = "NL",
+    sku: str = "sku-widget",
+    price: int = 1250,
+    customer: str = "cust-42",
 ) -> dict[str, Any]:
     return {
         "orderId": order_id,
-        "customerId": "cust-42",
+        "customerId": customer,
         "country": country,
         "items": [{"sku": sku, "quantity": 2, "unitPriceCents": price}],
     }
@@ -109,7 +138,49 @@ def demo_scenarios() -> list[DemoScenario]:
             lambda final: final is not None and final.type == "sys.arvo.orc.order.error",
             "sys.arvo.orc.order.error",
         ),
+        DemoScenario(
+            f"order: the bank never answers → payment timeout after {PAYMENT_TIMEOUT_MS // 1000} s"
+            " → stock released",
+            _init(order_contract, _order("ord-1005", customer=SILENT_BANK_CUSTOMER)),
+            lambda final: (
+                _data(final).get("status") == "payment_declined"
+                and "did not answer" in str(_data(final).get("reason"))
+            ),
+            "arvo.orc.order.done, status payment_declined, payment did not answer",
+            then=_advance(PAYMENT_TIMEOUT_MS / 1000),
+        ),
+        DemoScenario(
+            f"order: no carrier answers for AQ → the {ORDER_DEADLINE_S:g} s deadline passes → timed out",
+            _init(order_contract, _order("ord-1006", country="AQ")),
+            lambda final: _data(final).get("errorName") == "OrchestrationTimedOutError",
+            "sys.arvo.orc.order.error, OrchestrationTimedOutError (the shipment child cancelled)",
+            then=_advance(ORDER_DEADLINE_S),
+        ),
+        DemoScenario(
+            "order: still waiting for a carrier, the shop cancels it",
+            _init(order_contract, _order("ord-1007", country="AQ")),
+            lambda final: _data(final).get("errorName") == "OrchestrationCancelledError",
+            "sys.arvo.orc.order.error, OrchestrationCancelledError (the shipment child cancelled)",
+            then=_cancel,
+        ),
     ]
+
+
+async def _then(broker: InMemoryBroker, init: ArvoEvent, then: Then, out: Console) -> ArvoEvent | None:
+    """Run a scenario's next step and return the last event it brought back to the demo client."""
+    out.print("  [dim]… waiting: nothing came back yet[/]")
+    received: list[ArvoEvent] = []
+
+    async def collect(event: ArvoEvent, _broker: InMemoryBroker) -> None:
+        received.append(event)
+
+    unsubscribe = broker.subscribe(DEMO_CLIENT, collect)
+    try:
+        out.print(f"  [dim]… {await then(broker, init)}[/]")
+    finally:
+        unsubscribe()
+    mine = [event for event in received if event.subject == init.subject or event.parentid == init.id]
+    return mine[-1] if mine else None
 
 
 async def run_demo(console: Console | None = None) -> bool:
@@ -119,6 +190,13 @@ async def run_demo(console: Console | None = None) -> bool:
 
     def show_hop(event: ArvoEvent) -> None:
         domain = f" [magenta]@{event.domain}[/]" if event.domain else ""
+        if event.type == TIMER_EVENT_TYPE:
+            out.print(
+                f"  [yellow]{event.type:<34}[/] [dim]timer {event.data.get('timerId')} "
+                f"({short_subject(event.subject)})[/]",
+                soft_wrap=True,
+            )
+            return
         colour = (
             "red" if event.type.startswith("sys.") else ("green" if event.type.endswith(".done") else "cyan")
         )
@@ -132,7 +210,10 @@ async def run_demo(console: Console | None = None) -> bool:
     all_ok = True
     for number, scenario in enumerate(demo_scenarios(), start=1):
         out.print(f"\n[bold]{number}. {scenario.title}[/]")
-        final = await broker.resolve(scenario.init())
+        init = scenario.init()
+        final = await broker.resolve(init)
+        if scenario.then is not None and final is None:
+            final = await _then(broker, init, scenario.then, out)
         ok = scenario.expect(final)
         all_ok = all_ok and ok
         verdict = "[green]ok[/]" if ok else f"[red]UNEXPECTED[/] (expected {scenario.expectation})"

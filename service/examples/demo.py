@@ -41,6 +41,10 @@ DEFAULT_STOCK: Mapping[str, int] = {"sku-widget": 1000, "sku-gadget": 500, "sku-
 PAYMENT_LIMIT_CENTS = 50_000
 SHIPPING_COUNTRIES = frozenset({"NL", "DE", "FR", "GB", "US"})
 KG_PER_UNIT = 0.5
+SILENT_BANK_CUSTOMER = "cust-silent-bank"
+"""A customer whose bank never answers a charge (the payment timeout demo)."""
+SILENT_CARRIER_COUNTRIES = frozenset({"AQ"})
+"""Countries whose carriers never answer a quote (the deadline and cancellation demos)."""
 PAYMENT_TIMEOUT_MS = 30_000
 """How long the order waits for the payment service before it treats the payment as declined."""
 ORDER_DEADLINE_S = 300.0
@@ -81,7 +85,9 @@ def demo_handlers(stock: Mapping[str, int] | None = None) -> list[ArvoEventHandl
     async def release(_context: HandlerContext) -> HandlerOutput:
         return {"type": "evt.inventory.release.success", "data": {"released": True}}
 
-    async def charge(context: HandlerContext) -> HandlerOutput:
+    async def charge(context: HandlerContext) -> HandlerOutput | None:
+        if context.data["customerId"] == SILENT_BANK_CUSTOMER:
+            return None  # the bank never answers: the order's payment timeout decides
         if context.data["amountCents"] > PAYMENT_LIMIT_CENTS:
             raise PaymentDeclinedError(
                 f"card declined: {context.data['amountCents']} cents is over the limit of "
@@ -93,8 +99,10 @@ def demo_handlers(stock: Mapping[str, int] | None = None) -> list[ArvoEventHandl
             "data": {"orderId": order_id, "chargeId": f"ch-{order_id}"},
         }
 
-    async def quote(context: HandlerContext) -> HandlerOutput:
+    async def quote(context: HandlerContext) -> HandlerOutput | None:
         country = context.data["country"]
+        if country in SILENT_CARRIER_COUNTRIES:
+            return None  # no carrier answers: the order waits until its deadline (or a cancel)
         if country not in SHIPPING_COUNTRIES:
             raise ShipmentError(f"no carrier ships to {country}")
         price = 495 + int(context.data["weightKg"] * 120)
