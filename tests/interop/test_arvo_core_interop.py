@@ -29,6 +29,9 @@ The npm registry here serves arvo-core up to 2.2.13, while the spec describes 3.
   the same codec as subjects and match ``base64(pako.deflate(JSON.stringify({uuid, value})))`` in Node.
 * JSON text: re-encoding a parsed 2.x event with our ``to_json`` gives 2.x's bytes plus
   ``,"parentid":null,"domain":null`` at the end (non-ASCII unescaped, ``1e+21`` spelled alike).
+* Timers and deadlines (issue 13): the ``arvodeadline`` attribute a child init event carries is a
+  custom extension to 2.x, kept through its parse and re-serialisation; a timer event
+  (``arvo.instance.timer``) is an ordinary event to it.
 * Validation of the 2.x attributes agrees with ours on the invalid inputs below; we are stricter on
   ``domain``/``parentid`` (unknown to 2.x) and on integers beyond 2**53 - 1.
 """
@@ -55,6 +58,7 @@ from service.arvo.event import (
     create_arvo_event_id,
     parse_arvo_event_id,
 )
+from service.arvo.orchestration.timers import DEADLINE_EXTENSION, create_timer_event
 from service.arvo.subject import ArvoOrchestrationSubject
 from tests.interop._node import NODE_MISSING_REASON, ensure_npm_ci, node_available, run_node_json
 
@@ -173,6 +177,24 @@ def _make_python_artefacts() -> PythonMade:
         ),
         "minimal_defaults": create_arvo_event(
             source="com.py.source", type="com.py.event.minimal", subject="plain", data={}
+        ),
+        # A child init event carrying its parent's deadline (issue 13): a plain custom extension to
+        # arvo-core, which must keep it.
+        "deadline_extension": create_arvo_event(
+            source="arvo.orc.py.parent",
+            type="arvo.orc.py.child",
+            subject=parent,
+            data={"parentSubject$$": parent},
+            to="arvo.orc.py.child",
+            extensions={DEADLINE_EXTENSION: "2026-12-05T12:05:00.000+00:00"},
+            time=FIXED_TIME,
+        ),
+        # The event that fires a durable timer (issue 13).
+        "timer_event": create_timer_event(
+            subject=parent,
+            orchestrator="arvo.orc.py.parent",
+            timer_id="arvo.deadline",
+            due_ms=1_764_936_300_000,
         ),
         "encoded_fields": create_arvo_event(
             id=EventIdSpec(deduplication="DEVELOPER_MANAGED", value="  custom-id  "),
