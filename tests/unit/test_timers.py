@@ -260,3 +260,126 @@ async def test_a_resumable_timer_armed_again_replaces_the_earlier_one_and_none_c
     assert pending == {"a": now + 300}
     with pytest.raises(TypeError, match="finite number of ms"):
         _arm(pending, {"a": float("nan")}, event)
+
+
+# --- decide(): the timer rules, pure -------------------------------------------------------------------
+
+SUBJECT = ArvoOrchestrationSubject.new(
+    orchestrator="arvo.orc.order", initiator="com.example.shop", version="1.0.0"
+)
+TIMER = {"id": "xstate.after.500.order.a#0", "dueMs": 1_000, "kind": "machine"}
+DEADLINE = {"id": DEADLINE_TIMER_ID, "dueMs": 9_000, "kind": "deadline"}
+
+
+def stored(**fields: Any) -> Any:
+    record: dict[str, Any] = {
+        "schemaVersion": 1,
+        "kind": "orchestrator",
+        "executionStatus": "normal",
+        "status": "active",
+        "completed": False,
+        "subject": SUBJECT,
+        "parentSubject": None,
+        "initEventId": "init-1",
+        "orchestrator": "arvo.orc.order",
+        "version": "1.0.0",
+        "events": {"consumed": {}, "produced": []},
+        "consumedIds": ["@x//init-1"],
+        "updatedAt": "",
+        "timers": [TIMER, DEADLINE],
+    }
+    record.update(fields)
+    return record
+
+
+def fire(timer_id: str, due_ms: int) -> ArvoEvent:
+    return create_timer_event(
+        subject=SUBJECT, orchestrator="arvo.orc.order", timer_id=timer_id, due_ms=due_ms
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "event", "expected"),
+    [
+        (stored(), fire(TIMER["id"], 1_000), "proceed"),
+        (stored(), fire(DEADLINE_TIMER_ID, 9_000), "timed_out"),
+        (None, fire(TIMER["id"], 1_000), "stale"),
+        (stored(), fire(TIMER["id"], 1_001), "stale"),  # re-armed since: another due time
+        (stored(), fire("xstate.after.500.order.b#1", 1_000), "stale"),  # its state was left
+        (stored(timers=[]), fire(TIMER["id"], 1_000), "stale"),
+        (stored(status="done", completed=True), fire(TIMER["id"], 1_000), "stale"),
+        (stored(executionStatus="failure", status="failed"), fire(TIMER["id"], 1_000), "stale"),
+        (stored(executionStatus="cancelled", status="cancelled"), fire(DEADLINE_TIMER_ID, 9_000), "stale"),
+        (stored(executionStatus="cancelled", status="timed_out"), fire(DEADLINE_TIMER_ID, 9_000), "stale"),
+        (stored(status="parked"), fire(TIMER["id"], 1_000), "proceed"),
+    ],
+    ids=[
+        "pending",
+        "deadline",
+        "no-instance",
+        "other-due-time",
+        "other-timer",
+        "none-pending",
+        "done",
+        "failed",
+        "cancelled",
+        "timed-out",
+        "parked",
+    ],
+)
+def test_decide_fires_only_what_the_record_still_lists(record: Any, event: ArvoEvent, expected: str) -> None:
+    from service.arvo.orchestration.pipeline import Cancel, Ignore, Proceed, decide
+
+    decision = decide(ArvoOrchestrationSubject.parse(SUBJECT), "arvo.orc.order", event, record)
+    if expected == "proceed":
+        assert decision == Proceed(parent_subject=None, init_event_id="init-1", timer=TIMER)
+    elif expected == "timed_out":
+        assert isinstance(decision, Cancel)
+        assert decision.timed_out
+        assert decision.outcome is ExecutionOutcome.TIMED_OUT
+        assert decision.reason == f"deadline {format_time_ms(9_000)} passed"
+    else:
+        assert isinstance(decision, Ignore)
+        assert decision.outcome is ExecutionOutcome.IGNORED_STALE_TIMER
+
+
+def test_a_redelivered_timer_event_is_deduplicated_before_the_timer_rules() -> None:
+    from service.arvo.orchestration.pipeline import DropDuplicate, Replay, consumed_key, decide
+
+    event = fire(TIMER["id"], 1_000)
+    parsed = ArvoOrchestrationSubject.parse(SUBJECT)
+    last = stored(consumedIds=["@x//init-1", consumed_key(event)], timers=[DEADLINE])
+    assert isinstance(decide(parsed, "arvo.orc.order", event, last), Replay)
+    older = stored(consumedIds=[consumed_key(event), "@x//reply-1"], timers=[DEADLINE])
+    assert isinstance(decide(parsed, "arvo.orc.order", event, older), DropDuplicate)
+
+
+async def test_an_init_event_with_a_malformed_deadline_fails_with_a_system_error() -> None:
+    memory = InMemoryMemory()
+    orchestrator = order_orchestrator(memory)
+    result = await orchestrator.execute(order("o-9", arvodeadline="next tuesday"))
+    assert result.outcome is ExecutionOutcome.SYSTEM_ERROR
+    [error] = result.events
+    assert "arvodeadline='next tuesday' is not an RFC 3339 time" in error.data["errorMessage"]
+
+
+async def test_a_child_keeps_its_own_earlier_deadline() -> None:
+    from service.arvo.orchestration.pipeline import _carry_deadline
+
+    parent_subject = SUBJECT
+    child = create_arvo_orchestrator_event_factory(order_contract.version("1.0.0")).init(
+        source="arvo.orc.order",
+        data={
+            "parentSubject$$": parent_subject,
+            "orderId": "c",
+            "customerId": "c-1",
+            "country": "NL",
+            "items": [{"sku": "sku-widget", "quantity": 1, "unitPriceCents": 250}],
+        },
+    )
+    earlier = child.replace(extensions={DEADLINE_EXTENSION: format_time_ms(5_000)})
+    [kept] = _carry_deadline([earlier], 9_000, own_subject=parent_subject)
+    assert kept.extensions[DEADLINE_EXTENSION] == format_time_ms(5_000)
+    [carried] = _carry_deadline([child], 9_000, own_subject=parent_subject)
+    assert carried.extensions[DEADLINE_EXTENSION] == format_time_ms(9_000)
+    assert carried.id == child.id  # the same event, with the attribute
