@@ -1,6 +1,7 @@
 """Test tooling for users: an in-memory broker and scenario tables (a documented feature).
 
-* :class:`InMemoryBroker` runs whole workflows (handlers, orchestrators, resumables) in process.
+* :class:`InMemoryBroker` runs whole workflows (handlers, orchestrators, resumables) in process,
+  with virtual time for timers and deadlines (:meth:`InMemoryBroker.advance`).
 * :func:`run_test_case` runs step tables against one handler.
 * :class:`~service.arvo.memory.InMemoryMemory` is the matching memory.
 """
