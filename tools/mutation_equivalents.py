@@ -331,5 +331,15 @@ EQUIVALENT: dict[str, Equivalent] = {
         "LaneStopping only comes from a closed lane, and wait_for_instance (the only reader of the result)"
         " raises LaneStopping for a closed lane anyway",
     ),
+    # service/runtime/consumer/loop.py
+    "service.runtime.consumer.loop.xǁConsumerLoopǁ__init____mutmut_53": Equivalent(
+        "self._ends_checked_at = 1.0",
+        "time.monotonic() counts from boot and is far past 6 s wherever the loop runs: the first"
+        " partition-end check is due at the first idle poll either way",
+    ),
+    "service.runtime.consumer.loop.xǁConsumerLoopǁstart__mutmut_16": Equivalent(
+        "self._stopping = None",
+        "_stopping is only read as a truth value (is_running, stop, the fetch loop): None is false too",
+    ),
 }
 """Mutant name → the line it adds and why it is equivalent."""
