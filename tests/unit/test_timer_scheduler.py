@@ -181,3 +181,13 @@ async def test_a_failing_schedule_keeps_its_hints_and_is_retried() -> None:
         await rig.index.schedule(partition_key(ORCHESTRATOR, 0), [ScheduledTimer("s", "t#1", 1)])
         await wait_until(lambda: rig.loop.stats.timers_fired == 1)
         assert calls > 3
+
+
+async def test_an_entry_that_is_not_a_valid_timer_is_dropped_without_holding_up_the_others() -> None:
+    async with running() as rig:
+        bad = ScheduledTimer("", "t#0", 1)  # no subject: no event can carry it
+        await rig.index.schedule(partition_key(ORCHESTRATOR, 0), [bad, ScheduledTimer("s", "t#1", 2)])
+        await wait_until(lambda: rig.loop.stats.timers_fired == 1)
+        await wait_until(lambda: rig.index._members[partition_key(ORCHESTRATOR, 0)] == set())
+        fired = [event.data["timerId"] for event in rig.sent(ORCHESTRATOR) if event.type == TIMER_EVENT_TYPE]
+        assert fired == ["t#1"]

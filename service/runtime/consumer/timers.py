@@ -120,14 +120,18 @@ class TimerScheduler:
                 due = await self._index.due(key, now_ms=now_ms, limit=self._batch)
                 if not due:
                     return fired
-                await self._publish([self._event(timer, orchestrator) for timer in due])
+                events = self._events(key, due, orchestrator)
+                if events:
+                    await self._publish(events)
                 await self._index.remove(key, due)
             except Exception as exc:  # the hints stay: tried again at the next poll
                 self._failed(key, exc)
                 return fired
-            fired += len(due)
-            self._stats.timers_fired += len(due)
-            self._hooks.on_timers_fired(tp.topic, [max(0.0, (now_ms - timer.due_ms) / 1000) for timer in due])
+            fired += len(events)
+            self._stats.timers_fired += len(events)
+            self._hooks.on_timers_fired(
+                tp.topic, [max(0.0, (now_ms - event.data["dueMs"]) / 1000) for event in events]
+            )
             if self._failing:
                 self._failing = False
                 _log.warning(
@@ -136,11 +140,32 @@ class TimerScheduler:
             if len(due) < self._batch:
                 return fired
 
-    @staticmethod
-    def _event(timer: ScheduledTimer, orchestrator: str) -> ArvoEvent:
-        return create_timer_event(
-            subject=timer.subject, orchestrator=orchestrator, timer_id=timer.timer_id, due_ms=timer.due_ms
-        )
+    def _events(self, key: str, due: list[ScheduledTimer], orchestrator: str) -> list[ArvoEvent]:
+        """The timer events of ``due``, without the hints that cannot become an event.
+
+        Those are dropped (logged), so that one bad entry (a hand-edited schedule) never holds up the
+        partition's other timers.
+        """
+        events: list[ArvoEvent] = []
+        for timer in due:
+            try:
+                events.append(
+                    create_timer_event(
+                        subject=timer.subject,
+                        orchestrator=orchestrator,
+                        timer_id=timer.timer_id,
+                        due_ms=timer.due_ms,
+                    )
+                )
+            except ValueError as error:
+                _log.error(
+                    "dropping a timer schedule entry that is not a valid timer",
+                    partition=key,
+                    timer_id=timer.timer_id[:200],
+                    subject=timer.subject[:200],
+                    error=str(error)[:500],
+                )
+        return events
 
     def _failed(self, key: str, error: BaseException) -> None:
         self._failing = True
