@@ -341,5 +341,10 @@ EQUIVALENT: dict[str, Equivalent] = {
         "self._stopping = None",
         "_stopping is only read as a truth value (is_running, stop, the fetch loop): None is false too",
     ),
+    # service/runtime/consumer/processing.py
+    "service.runtime.consumer.processing.xǁRecordProcessorǁ_execute_with_retries__mutmut_9": Equivalent(
+        'waited_for: str | None = ""',
+        "report_up of a dependency that is not down does nothing, and no dependency is named ''",
+    ),
 }
 """Mutant name → the line it adds and why it is equivalent."""

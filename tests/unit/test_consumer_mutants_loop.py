@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from service.arvo.memory import InMemoryMemory, Memory
-from service.runtime.consumer import ConsumerLoop, Lane, RecordContext, RecordLayer
+from service.runtime.consumer import ConsumerLoop, Lane, LoopHooks, RecordContext, RecordLayer
 from service.runtime.consumer.scope import RecordStep
 from service.runtime.dlq import DeadLetterPublisher
 from service.runtime.settings import ServiceSettings
@@ -84,6 +84,7 @@ def build(
     memory: Memory | None = None,
     layers: list[RecordLayer] | None = None,
     assign: set[TopicPartition] | None = None,
+    metrics_hooks: LoopHooks | None = None,
 ) -> tuple[ConsumerLoop, Any, list[FakeConsumer]]:
     producer, client = fake_event_producer(kafka, settings)
     consumers: list[FakeConsumer] = []
@@ -104,6 +105,7 @@ def build(
         dlq=DeadLetterPublisher(producer=producer, topic=DLQ),
         memory=memory,
         consumer_factory=factory,
+        metrics_hooks=metrics_hooks,
         **extra,
     )
     return loop, client, consumers
@@ -111,17 +113,22 @@ def build(
 
 @contextlib.asynccontextmanager
 async def rig(
+    handler: Any = None,
     *,
     partitions: int = 1,
     memory: Memory | None = None,
     layers: list[RecordLayer] | None = None,
     assign: set[TopicPartition] | None = None,
+    metrics_hooks: LoopHooks | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Rig]:
+    """The loop over the fake Kafka (``running`` of the loop tests, with layers, hooks and seeks)."""
     kafka = FakeKafka({ECHO: partitions, SINK: 1, DLQ: 1})
     settings = make_settings(**overrides)
-    handler = EchoHandler()
-    loop, client, consumers = build(kafka, settings, handler, memory=memory, layers=layers, assign=assign)
+    handler = handler or EchoHandler()
+    loop, client, consumers = build(
+        kafka, settings, handler, memory=memory, layers=layers, assign=assign, metrics_hooks=metrics_hooks
+    )
     await loop._producer.start()
     try:
         await loop.start()
