@@ -39,7 +39,7 @@ from service.runtime.routing import TopicRouter
 from service.runtime.settings import ServiceSettings
 from service.runtime.stores import memory_answers, open_stores
 from service.runtime.watchdog import LoopWatchdog
-from service.tuning import tune_gc
+from service.tuning import IdleMemoryTrimmer, tune_gc
 
 __all__ = ["ArvoService", "run_service"]
 
@@ -77,6 +77,7 @@ class ArvoService:
     _started: bool = field(default=False, init=False)
     _threads: HandlerThreads | None = field(default=None, init=False)
     _execution_started: bool = field(default=False, init=False)
+    _trim_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def from_settings(
@@ -232,11 +233,23 @@ class ArvoService:
         self._execution_started = True
         if self.watchdog is not None:
             await self.watchdog.start()
+        if self.settings.idle_trim_s > 0:
+            stats = self.loop.stats
+            trimmer = IdleMemoryTrimmer(
+                activity=stats.consumed.total,
+                idle_s=self.settings.idle_trim_s,
+                check_s=min(5.0, self.settings.idle_trim_s),
+            )
+            self._trim_task = asyncio.create_task(trimmer.run(), name="arvo-idle-trim")
 
     async def _stop_execution(self) -> None:
         if not self._execution_started:
             return
         self._execution_started = False
+        if self._trim_task is not None:
+            self._trim_task.cancel()
+            await asyncio.wait({self._trim_task})
+            self._trim_task = None
         if self.watchdog is not None:
             await self.watchdog.stop()
         release_handler_threads(self._threads)

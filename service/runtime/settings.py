@@ -190,6 +190,9 @@ class ServiceSettings(BaseSettings):
     """How long a record waits for Redis (or another dependency) that is down — unreachable, refusing
     the credentials, a cluster slot without master — before its failures count towards parking like
     any other; ``0`` waits without bound (an outage is never the event's fault)."""
+    idle_trim_s: float = Field(default=30.0, ge=0.0)
+    """After work, once no record finished for this long, give the process's free heap back to the
+    kernel once (``malloc_trim``; an overload's peak is not kept for good); ``0`` never does."""
     timer_poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
     """How often each member looks for due timers (delayed transitions, deadlines) in the schedules
     of the orchestrator partitions it owns: a timer fires up to this much after its due time (plus
