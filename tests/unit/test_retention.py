@@ -59,8 +59,11 @@ async def commit(memory: InMemoryMemory, status: InstanceStatus, key: str = KEY)
 
 
 def test_finished_statuses_are_done_failed_cancelled_and_timed_out() -> None:
-    assert FINISHED_STATUSES == frozenset(
-        {InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED, InstanceStatus.TIMED_OUT}
+    assert (
+        frozenset(
+            {InstanceStatus.DONE, InstanceStatus.FAILED, InstanceStatus.CANCELLED, InstanceStatus.TIMED_OUT}
+        )
+        == FINISHED_STATUSES
     )
 
 
