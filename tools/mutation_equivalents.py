@@ -72,6 +72,16 @@ _R30 = (
     "together: the sort never reorders"
 )
 
+_ZIP = "zip is not strict by default and None is false too; the values never outnumber the fields anyway"
+_LOG_VARS = (
+    "the cache of structlog's context variables disabled: every scope binds its fields the first-use way,"
+    " with the same result"
+)
+_SPAN_EXIT = (
+    "the record span is started with record_exception and set_status_on_exception off: it ends the same"
+    " way whatever exception it is told of, and the caller's exception propagates unchanged"
+)
+
 EQUIVALENT: dict[str, Equivalent] = {
     # service/arvo/subject.py
     "service.arvo.subject.x__create_error__mutmut_10": Equivalent('on.OPT_INDENT_2).decode("UTF-8")', _R1),
@@ -345,6 +355,42 @@ EQUIVALENT: dict[str, Equivalent] = {
     "service.runtime.consumer.processing.xǁRecordProcessorǁ_execute_with_retries__mutmut_9": Equivalent(
         'waited_for: str | None = ""',
         "report_up of a dependency that is not down does nothing, and no dependency is named ''",
+    ),
+    # service/runtime/consumer/scope.py
+    "service.runtime.consumer.scope.x__header_text__mutmut_10": Equivalent(
+        'return bytes(raw).decode("UTF-8")', _R1
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__enter____mutmut_13": Equivalent(
+        "zip(LOG_FIELDS, values, strict=None)", _ZIP
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__enter____mutmut_16": Equivalent(
+        "zip(LOG_FIELDS, values, )", _ZIP
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__enter____mutmut_27": Equivalent(
+        "zip(log_vars, values, strict=None)", _ZIP
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__enter____mutmut_30": Equivalent(
+        "zip(log_vars, values, )", _ZIP
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__enter____mutmut_7": Equivalent(
+        "log_vars = None", _LOG_VARS
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__enter____mutmut_19": Equivalent(
+        "RecordScope.log_vars = None", _LOG_VARS
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__exit____mutmut_3": Equivalent(
+        "__exit__(None, exc, tb)", _SPAN_EXIT
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__exit____mutmut_4": Equivalent(
+        "__exit__(exc_type, None, tb)", _SPAN_EXIT
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ__init____mutmut_3": Equivalent(
+        "self._log_tokens: list[contextvars.Token[Any]] = None",
+        "__enter__ sets _log_tokens before it is read",
+    ),
+    "service.runtime.consumer.scope.xǁRecordScopeǁ_reset_log_context__mutmut_3": Equivalent(
+        "self._log_tokens = None",
+        "a scope is left once per entry, and __enter__ sets _log_tokens again before it is read",
     ),
 }
 """Mutant name → the line it adds and why it is equivalent."""
