@@ -116,6 +116,10 @@ class ServiceSettings(BaseSettings):
     """Maximum time between polls before the member is considered stuck (the poll loop never blocks)."""
     partition_buffer_size: int = Field(default=256, ge=1)
     """Records buffered per partition; the partition is paused when full and resumed below half."""
+    partition_concurrency: int = Field(default=1, ge=1, le=1_024)
+    """Records of one partition processed at once, each of another key (orchestration subject):
+    records of one key always run one after the other, in offset order, and offsets are committed
+    only up to the first record not done. ``1`` processes each partition strictly in order."""
     max_inflight_publishes_per_partition: int = Field(default=32, ge=1)
     """Records per partition whose emissions may await the broker's acks while later records run
     (records of one orchestration instance still wait for each other); ``1`` waits for every ack."""

@@ -1,11 +1,14 @@
 """Lanes and backpressure: one ordered queue and worker task per assigned partition.
 
-Records of a partition are processed strictly in order by its lane; partitions run in parallel.
-Events of one orchestration share a key (the subject), hence a partition, hence a lane: they are
-never processed concurrently. A lane buffers at most ``partition_buffer_size`` records (plus one
-poll): :class:`Backpressure` pauses the partition when it is full and resumes it once the lane
-drained below half, while the fetch task keeps polling (heartbeats and ``max_poll_interval_ms`` are
-unaffected by slow handlers).
+Records of a partition are processed in order by its lane; partitions run in parallel. Events of
+one orchestration share a key (the subject), hence a partition, hence a lane: they are never
+processed concurrently. With ``partition_concurrency`` above 1 a lane runs records of *different*
+keys at the same time (key-ordered concurrency, as Confluent's Parallel Consumer): each key's
+records wait in their own queue (:attr:`Lane.keyed`) and run one after the other.
+
+A lane buffers at most ``partition_buffer_size`` records (plus one poll): :class:`Backpressure`
+pauses the partition when it is full and resumes it once the lane drained below half, while the
+fetch task keeps polling (heartbeats and ``max_poll_interval_ms`` are unaffected by slow handlers).
 """
 
 from __future__ import annotations
@@ -42,11 +45,16 @@ class Lane:
             most one per key: an instance's next record waits for its previous acks).
         progress_at: ``time.monotonic()`` of the last finished record, or of the arrival of work
             at an idle lane (stall detection).
+        keyed: Key-ordered concurrency: the records waiting behind the record being processed for
+            their key, per key (a key is here while one of its records runs).
+        keyed_count: Records in :attr:`keyed`.
 
     """
 
     __slots__ = (
         "busy",
+        "keyed",
+        "keyed_count",
         "paused",
         "progress_at",
         "publishing",
@@ -64,7 +72,9 @@ class Lane:
         self.tracker = OffsetTracker()
         self.wakeup = asyncio.Event()
         self.stop_event = asyncio.Event()
-        self.busy = False
+        self.busy = 0
+        self.keyed: dict[Any, deque[Any]] = {}
+        self.keyed_count = 0
         self.paused = False
         self.task: asyncio.Task[None] | None = None
         self.publishing: dict[str, asyncio.Task[bool]] = {}
@@ -73,7 +83,7 @@ class Lane:
     @property
     def idle(self) -> bool:
         """Nothing buffered, nothing being processed, nothing awaiting acks."""
-        return not self.records and not self.busy and not self.publishing
+        return not self.records and not self.busy and not self.publishing and not self.keyed_count
 
     def stalled_for(self, now: float) -> float:
         """Seconds since the lane last finished a record while it had work (``0.0`` when idle)."""
@@ -86,8 +96,8 @@ class Lane:
 
     @property
     def size(self) -> int:
-        """Records buffered plus the one being processed."""
-        return len(self.records) + (1 if self.busy else 0)
+        """Records buffered (also those waiting for their key) plus those being processed."""
+        return len(self.records) + self.keyed_count + int(self.busy)
 
     def enqueue(self, records: Iterable[Any]) -> None:
         """Append fetched records (tracking their offsets) and wake the worker."""

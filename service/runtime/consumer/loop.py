@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -507,21 +508,87 @@ class ConsumerLoop:
             await self._publisher.abandon(lane)
 
     async def _run_lane_records(self, lane: Lane) -> None:
+        if self._settings.partition_concurrency > 1:
+            await self._run_lane_keyed(lane, self._settings.partition_concurrency)
+            return
         while (record := await lane.next_record()) is not None:
-            lane.busy = True
-            try:
-                await self._processor.process(lane, record)
-            except LaneStopping:
+            if not await self._process_one(lane, record, lane.records):
                 return
-            except Exception:
-                # A bug outside the handler (the handler's errors are decided in the processor):
-                # keep the record at the head of the lane and try again after a pause.
-                _log.exception("processing failed unexpectedly; retrying the record", partition=str(lane.tp))
-                lane.records.appendleft(record)
-                try:
-                    await lane.sleep(self._bug_pause_s)
-                except LaneStopping:
+
+    async def _process_one(self, lane: Lane, record: Any, queue: deque[Any]) -> bool:
+        """Process ``record``; ``False`` once the lane is stopping.
+
+        After a failure outside the handler (a bug: the handler's errors are decided in the
+        processor) the record goes back to the head of ``queue`` and is tried again after a pause.
+        """
+        lane.busy += 1
+        try:
+            await self._processor.process(lane, record)
+        except LaneStopping:
+            return False
+        except Exception:
+            _log.exception("processing failed unexpectedly; retrying the record", partition=str(lane.tp))
+            queue.appendleft(record)
+            if queue is not lane.records:
+                lane.keyed_count += 1
+            try:
+                await lane.sleep(self._bug_pause_s)
+            except LaneStopping:
+                return False
+        finally:
+            lane.busy -= 1
+            self._maybe_resume(lane)
+        return True
+
+    async def _run_lane_keyed(self, lane: Lane, concurrency: int) -> None:
+        """Key-ordered concurrency: up to ``concurrency`` keys at once, each key's records in order.
+
+        A record whose key has a record running joins that key's queue; another waits for a free
+        slot (later records wait behind it: the head of the lane is never overtaken by a key that
+        is not running yet).
+        """
+        slots = asyncio.Semaphore(concurrency)
+        workers: set[asyncio.Task[None]] = set()
+        try:
+            while (record := await lane.next_record()) is not None:
+                queue = lane.keyed.get(record.key)
+                if queue is not None:
+                    queue.append(record)
+                    lane.keyed_count += 1
+                    continue
+                await slots.acquire()
+                if lane.closing:
+                    slots.release()
+                    break
+                lane.keyed[record.key] = deque([record])
+                lane.keyed_count += 1
+                worker = asyncio.create_task(
+                    self._run_key(lane, record.key, slots),
+                    name=f"arvo-lane-{lane.tp.topic}-{lane.tp.partition}-key",
+                )
+                workers.add(worker)
+                worker.add_done_callback(workers.discard)
+            # Closing: the records running finish (the drain bounds this wait from outside).
+            if workers:
+                await asyncio.wait(set(workers))
+        except asyncio.CancelledError:
+            # The drain timed out: abandon the records still running (they are redelivered).
+            for worker in workers:
+                worker.cancel()
+            if workers:
+                await asyncio.wait(set(workers))
+            raise
+
+    async def _run_key(self, lane: Lane, key: Any, slots: asyncio.Semaphore) -> None:
+        """Run the records of ``key`` one after the other until its queue is empty."""
+        queue = lane.keyed[key]
+        try:
+            while queue and not lane.closing:
+                record = queue.popleft()
+                lane.keyed_count -= 1
+                if not await self._process_one(lane, record, queue):
                     return
-            finally:
-                lane.busy = False
-                self._maybe_resume(lane)
+        finally:
+            lane.keyed.pop(key, None)
+            lane.keyed_count -= len(queue)
+            slots.release()
