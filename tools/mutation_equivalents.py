@@ -392,5 +392,14 @@ EQUIVALENT: dict[str, Equivalent] = {
         "self._log_tokens = None",
         "a scope is left once per entry, and __enter__ sets _log_tokens again before it is read",
     ),
+    # service/runtime/consumer/dependencies.py
+    "service.runtime.consumer.dependencies.xǁDependencyMonitorǁ_probe_until_up__mutmut_4": Equivalent(
+        "answered = None", "answered is only read as a truth value: None is false like False"
+    ),
+    "service.runtime.consumer.dependencies.xǁDependencyMonitorǁup_event__mutmut_5": Equivalent(
+        "if self.is_up(None):",
+        "report_down creates (and clears) the event first: a new one is only ever made for a dependency"
+        " that is up",
+    ),
 }
 """Mutant name → the line it adds and why it is equivalent."""
