@@ -76,9 +76,12 @@ mutation: install
 
 # The crash test (tests/fault/crash_test.py): 300 bench workflows on two workers, a private broker and a
 # private Redis, while FAULT hits them: worker-kill (kill -9 a worker, 5 times; the default),
-# redis-restart (kill -9 Redis with AOF fsync always, 5 times) or redis-outage (SIGSTOP Redis for longer
-# than a record's retry budget, twice). One summary line; exit 1 unless nothing is lost, divergent,
-# non-identically duplicated, parked or dead-lettered. FAULT_ARGS="--seed 3 --redis-persistence everysec".
+# redis-restart (kill -9 Redis with AOF fsync always, 5 times), redis-outage (SIGSTOP Redis for longer
+# than a record's retry budget, twice) or timers (kill -9 workers, 5 times, under 300 timer workflows of
+# service.examples.timers: the unanswered half must time out, the answered half must not; the summary
+# line adds late_timers_p99_ms, how late the timers fired). One summary line; exit 1 unless nothing is
+# lost, divergent, non-identically duplicated, parked or dead-lettered.
+# FAULT_ARGS="--seed 3 --redis-persistence everysec".
 FAULT ?= worker-kill
 FAULT_ARGS ?=
 fault-test: install

@@ -1,15 +1,17 @@
 """Crash test: bench workflows across two worker processes while a fault hits them, again and again.
 
 ``python -m tests.fault.crash_test --fault worker-kill --workflows 300 --faults 5``
-(``make fault-test``, ``make fault-test FAULT=redis-restart``, ``FAULT=redis-outage``):
+(``make fault-test``, ``make fault-test FAULT=redis-restart``, ``FAULT=redis-outage``, ``FAULT=timers``):
 
 1. starts its own Tansu broker (free port) and a private ``redis-server`` (or, for ``worker-kill``
-   only, uses ``--redis-url`` with a unique key prefix, deleted at the end), creates the topics with
-   4 partitions;
+   and ``timers`` only, uses ``--redis-url`` with a unique key prefix, deleted at the end), creates
+   the topics with 4 partitions;
 2. starts two workers (``python -m tests.fault.worker``: the full bench app — orchestrator,
-   resumable and both services — as ``arvo run`` runs it), one after the other;
+   resumable and both services — as ``arvo run`` runs it; for ``timers`` the timer app,
+   ``service.examples.timers:timers_app``), one after the other;
 3. publishes the bench init events (orchestrator and resumable variants, ``a``/``b`` drawn from the
-   seed) in waves, and during each wave but the last, at a random moment, the fault (``--fault``):
+   seed; for ``timers`` the timer workflows, see below) in waves, and during each wave but the last,
+   at a random moment, the fault (``--fault``):
 
    * ``worker-kill`` (the default): ``kill -9`` a random worker, restart it, wait until it has
      rejoined the group;
@@ -19,6 +21,17 @@
    * ``redis-outage``: ``SIGSTOP`` the private Redis for longer than a record's whole retry budget
      (``--outage-s``, by default the budget computed from the workers' settings + 5 s), then
      ``SIGCONT``: records must wait the outage out, none may be parked or dead-lettered;
+   * ``timers``: ``kill -9`` workers as ``worker-kill`` does, under workflows whose path depends on a
+     durable timer (``arvo.orc.bench.timeout``, ``{a, b, timeoutMs}``: it calls ``com.bench.maybe``,
+     which answers only when ``b`` is odd, and gives up after ``timeoutMs``). Half the workflows have
+     an even ``b`` and a ``timeoutMs`` drawn from ``TIMED_OUT_MS`` (1–8 s after their init event is
+     published, so that their timers come due while workers are killed and partitions move): they
+     must complete ``{result: -1, timedOut: true}``. The other half have an odd ``b`` and a
+     ``timeoutMs`` of ``ANSWERED_MS`` (60–90 s), far beyond any delay the faults cause, so that the
+     answer always wins and the expectation stays deterministic: ``{result: a+b, timedOut: false}``
+     (their timers are cancelled by the answer; their stale hints are left in the schedule and
+     normally come due only after the run — any that fire earlier must be ignored). Each init
+     event's ``time`` — from which its timer counts — is stamped when it is published;
 
 4. waits until every workflow's record is ``done`` (or ``--timeout``, counted without the outages),
    stops the workers, then reads every topic from the beginning (manual assignment) and checks:
@@ -28,7 +41,12 @@
    * **divergent**: a record whose consumed-id ring repeats, whose state or result is wrong
      (``value`` ``done``, result ``2·(a+b)``), whose produced events differ from what is on the topic,
      whose history disagrees with the topics (more than one distinct service call or completion per
-     workflow, consumed ids not those on the orchestrator's topic), and any stray instance record;
+     workflow, consumed ids not those on the orchestrator's topic), and any stray instance record.
+     For ``timers``: a workflow that timed out although answered or the reverse (final state
+     ``answered``/``timed_out``, completion data), a timed-out workflow whose history is not
+     init + one timer event (due at the init's ``time`` + ``timeoutMs``), an answered one whose
+     consumed ids are not init + the answer, a done record still listing pending timers, and any
+     timer event published before its due time;
    * **duplicates**: every event id seen more than once across the topics (dead-letter topic aside);
      **nonidentical_duplicates**: those whose copies' record values are not byte-identical;
    * **parked**: dead letters with reason ``parked`` (a record whose retries ran out);
@@ -38,6 +56,14 @@
 It ends with one line on stdout::
 
     completed=<n> lost=<n> divergent=<n> duplicates=<n> nonidentical_duplicates=<n> parked=<n> dead_lettered=<n>
+
+to which ``timers`` adds `` late_timers_p99_ms=<n>``: how late the timers fired, measured on the
+broker — the Kafka timestamp of a timer event's record (when the scheduler produced it) minus its
+``data.dueMs`` — as the 99th percentile (nearest rank) over the timers of the workflows that timed
+out, each timer counted once, by its first copy (later copies of the same event are republications:
+counted as duplicates, not as lateness). The stale timers of answered workflows are excluded (they
+normally do not come due during the run). The p50, the maximum and how many timers were armed only
+after their due time (their init step was itself delayed by a fault) go to stderr.
 
 and exits 1 unless ``lost``, ``divergent``, ``nonidentical_duplicates``, ``parked`` and
 ``dead_lettered`` are 0 (2 when the set-up itself failed). Progress and diagnostics go to stderr
@@ -51,6 +77,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import random
 import re
@@ -65,17 +92,20 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from contracts.bench import bench_machine_contract, bench_resumable_contract
-from service.arvo.event import ArvoEvent
+from contracts.bench import bench_machine_contract, bench_resumable_contract, bench_timeout_contract
+from service.arvo.event import ArvoEvent, create_timestamp
 from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory
+from service.arvo.orchestration.timers import TIMER_EVENT_TYPE
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.examples import bench_app
+from service.examples.timers import timers_app
 from service.runtime.client import ArvoClient
 from service.runtime.dlq import DeadLetterEntry
 from service.runtime.redis_memory import DEFAULT_SOCKET_TIMEOUT_S, RedisMemory
@@ -100,11 +130,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_LINE = re.compile(
     r"^completed=(?P<completed>\d+) lost=(?P<lost>\d+) divergent=(?P<divergent>\d+) "
     r"duplicates=(?P<duplicates>\d+) nonidentical_duplicates=(?P<nonidentical_duplicates>\d+) "
-    r"parked=(?P<parked>\d+) dead_lettered=(?P<dead_lettered>\d+)$"
+    r"parked=(?P<parked>\d+) dead_lettered=(?P<dead_lettered>\d+)"
+    r"(?: late_timers_p99_ms=(?P<late_timers_p99_ms>\d+))?$"
 )
-"""The last line on stdout."""
+"""The last line on stdout (``late_timers_p99_ms`` with ``--fault timers`` only)."""
 CLIENT = "com.crash.client"
 APP = "service.examples:bench_app"
+TIMERS_APP = "service.examples.timers:timers_app"
+"""The app of ``--fault timers``: the ``arvo.orc.bench.timeout`` orchestrator and ``com.bench.maybe``."""
+TIMED_OUT_MS = (1_000, 8_000)
+"""``timers``: the range of ``timeoutMs`` of the workflows that time out (even ``b``), counted from the
+moment their init event is published — it spans a wave's kill, restart and rejoin and the next wave's."""
+ANSWERED_MS = (60_000, 90_000)
+"""``timers``: the range of ``timeoutMs`` of the workflows that are answered (odd ``b``): far beyond any
+delay a kill causes (a session time-out plus a lease TTL, seconds), so the answer always wins."""
+WORKER_FAULTS = frozenset({"worker-kill", "timers"})
+"""The fault modes that kill workers only (they may use ``--redis-url``; no AOF needed)."""
 PARTITIONS = 4
 WORKERS = 2
 JOIN_TIMEOUT_S = 60.0
@@ -115,7 +156,7 @@ KILL_WITHIN_S = 1.0
 """A kill lands at a random moment within this long after a wave started (the workers are busy then)."""
 ORCHESTRATOR_TOPIC_EVENTS = 3
 """Distinct events an instance consumes: init, add reply, double reply."""
-FAULTS = {"worker-kill": 5, "redis-restart": 5, "redis-outage": 2}
+FAULTS = {"worker-kill": 5, "redis-restart": 5, "redis-outage": 2, "timers": 5}
 """The fault modes and how many faults each injects by default (an outage lasts tens of seconds)."""
 PERSISTENCE = {
     "always": ["--appendonly", "yes", "--appendfsync", "always"],
@@ -270,17 +311,40 @@ class Worker:
 
 @dataclass(frozen=True)
 class Workflow:
-    """One published bench workflow."""
+    """One published workflow: a bench one (``kind`` ``orchestrator`` or ``resumable``) or a timer one
+    (``kind`` ``timeout``, with its ``timeout_ms``)."""
 
     kind: str
     a: int
     b: int
     init: ArvoEvent
     instance_key: str
+    timeout_ms: int = 0
 
     @property
     def expected(self) -> int:
+        """A bench workflow's result."""
         return 2 * (self.a + self.b)
+
+    @property
+    def times_out(self) -> bool:
+        """A timer workflow that nobody answers (``com.bench.maybe`` answers an odd ``b`` only)."""
+        return self.b % 2 == 0
+
+    @property
+    def expected_completion(self) -> dict[str, Any]:
+        """The completion event's data."""
+        if self.kind != "timeout":
+            return {"result": self.expected}
+        if self.times_out:
+            return {"result": -1, "timedOut": True}
+        return {"result": self.a + self.b, "timedOut": False}
+
+    def to_publish(self) -> ArvoEvent:
+        """The init event as published: a timer workflow's ``time`` — the start of its timer — is now."""
+        if self.kind == "timeout":
+            return self.init.replace(time=create_timestamp())
+        return self.init
 
 
 def make_workflows(count: int, rng: random.Random) -> list[Workflow]:
@@ -300,6 +364,26 @@ def make_workflows(count: int, rng: random.Random) -> list[Workflow]:
     return workflows
 
 
+def make_timer_workflows(count: int, rng: random.Random) -> list[Workflow]:
+    """Timer workflows: every other one times out (even ``b``, ``TIMED_OUT_MS``), the rest are answered
+    (odd ``b``, ``ANSWERED_MS``)."""
+    factory = create_arvo_orchestrator_event_factory(bench_timeout_contract.version("1.0.0"))
+    workflows: list[Workflow] = []
+    for index in range(count):
+        times_out = index % 2 == 0
+        a = rng.randint(-1000, 1000)
+        b = 2 * rng.randint(0, 500) + (0 if times_out else 1)
+        timeout_ms = rng.randint(*(TIMED_OUT_MS if times_out else ANSWERED_MS))
+        init = factory.init(
+            source=CLIENT, data={"a": a, "b": b, "timeoutMs": timeout_ms, "parentSubject$$": None}
+        )
+        key = ArvoOrchestrationSubject.parse(init.subject).instance_key
+        workflows.append(
+            Workflow(kind="timeout", a=a, b=b, init=init, instance_key=key, timeout_ms=timeout_ms)
+        )
+    return workflows
+
+
 def service_values(
     *,
     bootstrap: str,
@@ -309,6 +393,7 @@ def service_values(
     retry_max_attempts: int = 8,
     retry_max_ms: int = 1_000,
     lease_ttl_ms: int = 6_000,
+    app: str = APP,
 ) -> dict[str, Any]:
     """The workers' settings (also exported to them as ``ARVO_*`` variables)."""
     return {
@@ -333,7 +418,7 @@ def service_values(
         "auto_offset_reset": "earliest",
         "redis_url": redis_url,
         "redis_key_prefix": prefix,
-        "app": APP,
+        "app": app,
         "health_port": 0,
         "log_format": "json",
     }
@@ -386,6 +471,12 @@ class CrashReport:
     """The lost workflows by what is left of them (record status, completion published or not)."""
     faults: int = 0
     problems: list[str] = field(default_factory=list)
+    late_timers_ms: list[int] | None = None
+    """``timers``: how late each timed-out workflow's timer fired (ms, sorted); ``None`` in other modes."""
+    timers_armed_late: int = 0
+    """``timers``: timers armed only after they were due (their init step was delayed by a fault)."""
+    stale_timers: int = 0
+    """``timers``: timer events of answered workflows that were published (ignored by the instances)."""
 
     @property
     def ok(self) -> bool:
@@ -393,11 +484,31 @@ class CrashReport:
             self.lost or self.divergent or self.nonidentical_duplicates or self.parked or self.dead_lettered
         )
 
+    def late_timers_percentile(self, percent: float) -> int:
+        """A nearest-rank percentile of :attr:`late_timers_ms` (0 without any)."""
+        late = self.late_timers_ms or []
+        if not late:
+            return 0
+        return late[max(0, math.ceil(percent / 100 * len(late)) - 1)]
+
     def line(self) -> str:
-        return (
+        line = (
             f"completed={self.completed} lost={self.lost} divergent={self.divergent} "
             f"duplicates={self.duplicates} nonidentical_duplicates={self.nonidentical_duplicates} "
             f"parked={self.parked} dead_lettered={self.dead_lettered}"
+        )
+        if self.late_timers_ms is not None:
+            line += f" late_timers_p99_ms={max(0, self.late_timers_percentile(99))}"
+        return line
+
+    def timer_summary(self) -> str:
+        """How late the timers fired (stderr)."""
+        late = self.late_timers_ms or []
+        return (
+            f"{len(late)} timers of timed-out workflows fired, late by p50 {self.late_timers_percentile(50)} ms, "
+            f"p99 {self.late_timers_percentile(99)} ms, max {late[-1] if late else 0} ms; "
+            f"{self.timers_armed_late} armed after their due time (a delayed init step); "
+            f"{self.stale_timers} stale timer events of answered workflows published"
         )
 
     def dead_letter_summary(self) -> str:
@@ -413,7 +524,7 @@ class CrashReport:
 
 async def publish(client: ArvoClient, workflows: Sequence[Workflow]) -> None:
     """Publish the workflows' init events as one batch (routed and keyed as the service does)."""
-    await client.publish([workflow.init for workflow in workflows])
+    await client.publish([workflow.to_publish() for workflow in workflows])
 
 
 async def count_done(memory: RedisMemory, workflows: Sequence[Workflow]) -> int | None:
@@ -584,25 +695,33 @@ def consumed_event_id(key: str) -> str:
     return key.partition("/")[2]
 
 
-def check(
+@dataclass
+class TopicContents:
+    """What :func:`read_events` gathered from the topics (dead letters aside)."""
+
+    decoded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each event id's first decoded copy."""
+    by_topic_subject: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    """The distinct event ids per topic and subject, in the order they were read."""
+    first_timestamp: dict[str, int] = field(default_factory=dict)
+    """Each event id's earliest Kafka record timestamp (ms) over its copies."""
+
+
+def read_events(
     report: CrashReport,
     *,
     workflows: Sequence[Workflow],
-    states: dict[str, dict[str, Any] | None],
-    stray_instances: int,
     records: dict[str, list[Any]],
-    router: TopicRouter,
     dlq_topic: str,
-) -> None:
-    """Fill ``report`` from the final Redis records and the topics' contents."""
+) -> TopicContents:
+    """Count the dead letters and the duplicates in ``report``; index the other events."""
 
     def problem(text: str) -> None:
         report.problems.append(text)
 
     # Duplicates: every copy of an event id must carry the same bytes (the DLQ keeps originals aside).
     copies: dict[str, list[bytes]] = defaultdict(list)
-    decoded: dict[str, dict[str, Any]] = {}
-    by_topic_subject: dict[tuple[str, str], list[str]] = defaultdict(list)
+    seen = TopicContents()
     by_subject = {workflow.init.subject: workflow.instance_key for workflow in workflows}
     for topic, items in records.items():
         if topic == dlq_topic:
@@ -637,8 +756,10 @@ def check(
                 problem(f"undecodable record on {topic}/{record.partition}@{record.offset}")
                 continue
             copies[event_id].append(bytes(record.value))
-            decoded.setdefault(event_id, event)
-            ids = by_topic_subject[(topic, event["subject"])]
+            seen.decoded.setdefault(event_id, event)
+            timestamp = int(record.timestamp)
+            seen.first_timestamp[event_id] = min(seen.first_timestamp.get(event_id, timestamp), timestamp)
+            ids = seen.by_topic_subject[(topic, event["subject"])]
             if event_id not in ids:
                 ids.append(event_id)
     for event_id, values in copies.items():
@@ -647,14 +768,30 @@ def check(
             if any(value != values[0] for value in values[1:]):
                 report.nonidentical_duplicates += 1
                 problem(f"event {event_id} has {len(values)} copies that are not byte-identical")
+    return seen
 
+
+def check(
+    report: CrashReport,
+    *,
+    workflows: Sequence[Workflow],
+    states: dict[str, dict[str, Any] | None],
+    stray_instances: int,
+    records: dict[str, list[Any]],
+    router: TopicRouter,
+    dlq_topic: str,
+) -> None:
+    """Fill ``report`` from the final Redis records and the topics' contents."""
+
+    def problem(text: str) -> None:
+        report.problems.append(text)
+
+    seen = read_events(report, workflows=workflows, records=records, dlq_topic=dlq_topic)
     client_topic = router.handler_topic(CLIENT)
-    add_topic = router.handler_topic("com.bench.add")
-    double_topic = router.handler_topic("com.bench.double")
+    timers = TimerChecks()
     for workflow in workflows:
         subject = workflow.init.subject
-        own_topic = router.route_event(workflow.init)
-        completions = by_topic_subject.get((client_topic, subject), [])
+        completions = seen.by_topic_subject.get((client_topic, subject), [])
         record = states.get(workflow.instance_key)
         if record is None or record.get("status") != "done" or record.get("completed") is not True:
             report.lost += 1
@@ -671,54 +808,157 @@ def check(
             )
             continue
         report.completed += 1
-        issues: list[str] = []
-        ring: list[str] = record.get("consumedIds") or []
-        if len(ring) != len(set(ring)):
-            issues.append(f"consumedIds repeat: {ring}")
-        consumed_on_topic = by_topic_subject.get((own_topic, subject), [])
-        if [consumed_event_id(key) for key in ring] != consumed_on_topic:
-            issues.append(f"consumedIds {ring} are not the events on {own_topic}: {consumed_on_topic}")
-        if len(consumed_on_topic) != ORCHESTRATOR_TOPIC_EVENTS:
-            issues.append(f"{len(consumed_on_topic)} distinct events on {own_topic} (expected 3)")
-        for service_topic in (add_topic, double_topic):
-            calls = by_topic_subject.get((service_topic, subject), [])
-            if len(calls) != 1:
-                issues.append(f"{len(calls)} distinct calls on {service_topic} (expected 1)")
-        if len(completions) != 1:
-            issues.append(f"{len(completions)} distinct completion events (expected 1)")
-        if record.get("executionStatus") != "normal":
-            issues.append(f"executionStatus {record.get('executionStatus')!r}")
-        if workflow.kind == "orchestrator":
-            state = record.get("state") or {}
-            if record.get("value") != "done" or state.get("value") != "done":
-                issues.append(f"machine value {record.get('value')!r}")
-            if (state.get("context") or {}).get("result") != workflow.expected:
-                issues.append(f"context result {(state.get('context') or {}).get('result')!r}")
-        elif record.get("state$$") != {"a": workflow.a, "b": workflow.b}:
-            issues.append(f"resumable state {record.get('state$$')!r}")
-        produced: list[dict[str, Any]] = (record.get("events") or {}).get("produced") or []
-        complete_type = f"{workflow.init.type}.done"
-        if (
-            len(produced) != 1
-            or produced[0].get("type") != complete_type
-            or produced[0].get("data") != {"result": workflow.expected}
-            or produced[0].get("parentid") != workflow.init.id
-        ):
-            issues.append(
-                f"produced events {produced!r} are not the one completion with result {workflow.expected}"
-            )
+        issues = _history_issues(workflow, record, completions, seen, router)
+        if workflow.kind == "timeout":
+            issues += _timer_issues(workflow, record, seen, router, timers)
         else:
-            published = decoded.get(produced[0]["id"])
-            if published is None or published != produced[0]:
-                issues.append("the stored completion differs from the published one (or was never published)")
-        if completions and decoded[completions[0]].get("data") != {"result": workflow.expected}:
-            issues.append(f"published result {decoded[completions[0]].get('data')!r} != {workflow.expected}")
+            issues += _bench_issues(workflow, record, seen, router)
         if issues:
             report.divergent += 1
             problem(f"divergent: {workflow.kind} {workflow.instance_key}: " + "; ".join(issues))
     if stray_instances:
         report.divergent += stray_instances
         problem(f"{stray_instances} instance records that belong to no published workflow")
+    if any(workflow.kind == "timeout" for workflow in workflows):
+        report.late_timers_ms = sorted(timers.late_ms)
+        report.timers_armed_late = timers.armed_late
+        report.stale_timers = timers.stale
+
+
+def _history_issues(
+    workflow: Workflow,
+    record: dict[str, Any],
+    completions: list[str],
+    seen: TopicContents,
+    router: TopicRouter,
+) -> list[str]:
+    """What every kind of workflow must satisfy: the consumed-id ring, one completion as stored."""
+    issues: list[str] = []
+    ring: list[str] = record.get("consumedIds") or []
+    if len(ring) != len(set(ring)):
+        issues.append(f"consumedIds repeat: {ring}")
+    if len(completions) != 1:
+        issues.append(f"{len(completions)} distinct completion events (expected 1)")
+    if record.get("executionStatus") != "normal":
+        issues.append(f"executionStatus {record.get('executionStatus')!r}")
+    expected = workflow.expected_completion
+    produced: list[dict[str, Any]] = (record.get("events") or {}).get("produced") or []
+    complete_type = f"{workflow.init.type}.done"
+    if (
+        len(produced) != 1
+        or produced[0].get("type") != complete_type
+        or produced[0].get("data") != expected
+        or produced[0].get("parentid") != workflow.init.id
+    ):
+        issues.append(f"produced events {produced!r} are not the one completion with data {expected}")
+    else:
+        published = seen.decoded.get(produced[0]["id"])
+        if published is None or published != produced[0]:
+            issues.append("the stored completion differs from the published one (or was never published)")
+    if completions and seen.decoded[completions[0]].get("data") != expected:
+        issues.append(f"published data {seen.decoded[completions[0]].get('data')!r} != {expected}")
+    return issues
+
+
+def _bench_issues(
+    workflow: Workflow, record: dict[str, Any], seen: TopicContents, router: TopicRouter
+) -> list[str]:
+    """A bench workflow: init, add reply, double reply consumed; one call of each service; its state."""
+    issues: list[str] = []
+    subject = workflow.init.subject
+    own_topic = router.route_event(workflow.init)
+    ring: list[str] = record.get("consumedIds") or []
+    consumed_on_topic = seen.by_topic_subject.get((own_topic, subject), [])
+    if [consumed_event_id(key) for key in ring] != consumed_on_topic:
+        issues.append(f"consumedIds {ring} are not the events on {own_topic}: {consumed_on_topic}")
+    if len(consumed_on_topic) != ORCHESTRATOR_TOPIC_EVENTS:
+        issues.append(f"{len(consumed_on_topic)} distinct events on {own_topic} (expected 3)")
+    for service in ("com.bench.add", "com.bench.double"):
+        service_topic = router.handler_topic(service)
+        calls = seen.by_topic_subject.get((service_topic, subject), [])
+        if len(calls) != 1:
+            issues.append(f"{len(calls)} distinct calls on {service_topic} (expected 1)")
+    if workflow.kind == "orchestrator":
+        state = record.get("state") or {}
+        if record.get("value") != "done" or state.get("value") != "done":
+            issues.append(f"machine value {record.get('value')!r}")
+        if (state.get("context") or {}).get("result") != workflow.expected:
+            issues.append(f"context result {(state.get('context') or {}).get('result')!r}")
+    elif record.get("state$$") != {"a": workflow.a, "b": workflow.b}:
+        issues.append(f"resumable state {record.get('state$$')!r}")
+    return issues
+
+
+@dataclass
+class TimerChecks:
+    """What the timer workflows' checks gather for the report."""
+
+    late_ms: list[int] = field(default_factory=list)
+    """Per timed-out workflow: its timer event's first record timestamp minus its ``dueMs``."""
+    armed_late: int = 0
+    """Timers whose call (emitted in the same step that armed them) was published after their due time."""
+    stale: int = 0
+    """Timer events of answered workflows that were published (and must have been ignored)."""
+
+
+def _timer_issues(
+    workflow: Workflow,
+    record: dict[str, Any],
+    seen: TopicContents,
+    router: TopicRouter,
+    timers: TimerChecks,
+) -> list[str]:
+    """A timer workflow: the path its ``b`` dictates, its one call, its timer's due time and firing."""
+    issues: list[str] = []
+    subject = workflow.init.subject
+    own_topic = router.route_event(workflow.init)
+    on_topic = seen.by_topic_subject.get((own_topic, subject), [])
+    timer_ids = [event_id for event_id in on_topic if seen.decoded[event_id].get("type") == TIMER_EVENT_TYPE]
+    others = [event_id for event_id in on_topic if event_id not in timer_ids]
+    ring = [consumed_event_id(key) for key in record.get("consumedIds") or []]
+    calls = seen.by_topic_subject.get((router.handler_topic("com.bench.maybe"), subject), [])
+    if len(calls) != 1:
+        issues.append(f"{len(calls)} distinct calls of com.bench.maybe (expected 1)")
+    state = record.get("state") or {}
+    context = state.get("context") or {}
+    final = "timed_out" if workflow.times_out else "answered"
+    if record.get("value") != final or state.get("value") != final:
+        issues.append(f"machine value {record.get('value')!r} (expected {final!r})")
+    expected = workflow.expected_completion
+    if {"result": context.get("result"), "timedOut": context.get("timedOut")} != expected:
+        issues.append(f"context {context!r} does not hold {expected}")
+    if record.get("timers"):
+        issues.append(f"the done record still lists timers {record.get('timers')!r}")
+    published_init = seen.decoded.get(workflow.init.id)
+    if published_init is None:
+        return [*issues, "its init event is not on its topic"]
+    due_ms = datetime.fromisoformat(published_init["time"]).timestamp() * 1000 + workflow.timeout_ms
+    for event_id in timer_ids:
+        data = seen.decoded[event_id].get("data") or {}
+        fired_at = seen.first_timestamp[event_id]
+        if not isinstance(data.get("dueMs"), int) or abs(data["dueMs"] - due_ms) > 1:
+            issues.append(f"timer event {event_id} due {data.get('dueMs')!r}, expected {due_ms:.0f}")
+        elif fired_at < data["dueMs"]:
+            issues.append(f"timer event {event_id} published {data['dueMs'] - fired_at} ms before it was due")
+    if workflow.times_out:
+        if others != [workflow.init.id] or len(timer_ids) != 1:
+            issues.append(f"events on {own_topic} {on_topic} are not the init event and one timer event")
+        elif ring != [workflow.init.id, timer_ids[0]]:
+            issues.append(f"consumedIds {ring} are not the init event and the timer event")
+        else:
+            timer = seen.decoded[timer_ids[0]]["data"]
+            timers.late_ms.append(seen.first_timestamp[timer_ids[0]] - int(timer["dueMs"]))
+            if calls and seen.first_timestamp[calls[0]] > timer["dueMs"]:
+                timers.armed_late += 1
+    else:
+        timers.stale += len(timer_ids)
+        if len(others) != 2 or others[0] != workflow.init.id or len(timer_ids) > 1:
+            issues.append(
+                f"events on {own_topic} {on_topic} are not the init event, the answer (and a timer)"
+            )
+        elif ring != others:
+            issues.append(f"consumedIds {ring} are not the init event and the answer {others}")
+    return issues
 
 
 async def run_crash_test(options: argparse.Namespace, children: Children, workdir: Path) -> CrashReport:
@@ -729,7 +969,7 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
     server = (
         None if options.redis_url else await start_private_redis(children, workdir, options.redis_persistence)
     )
-    if server is None and options.fault != "worker-kill":
+    if server is None and options.fault not in WORKER_FAULTS:
         raise RuntimeError(f"--fault {options.fault} needs redis-server on PATH (a private Redis)")
     redis_url = options.redis_url or (server.url if server else None) or "redis://127.0.0.1:6379/0"
     names = f"crash{uuid.uuid4().hex[:10]}"
@@ -742,6 +982,7 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         retry_max_attempts=options.retry_max_attempts,
         retry_max_ms=options.retry_max_ms,
         lease_ttl_ms=options.lease_ttl_ms,
+        app=TIMERS_APP if options.fault == "timers" else APP,
     )
     settings: ServiceSettings = load_settings(env_file=None, **values)
     router = TopicRouter.from_settings(settings)
@@ -750,7 +991,8 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         f"fault {options.fault} x{options.faults}, broker {bootstrap}, redis {redis_url} ({persistence}, "
         f"prefix {prefix}), topics {settings.topic_prefix}*, seed {options.seed}, workdir {workdir}"
     )
-    sources = [handler.source for handler in bench_app(InMemoryMemory())]
+    app = timers_app if options.fault == "timers" else bench_app
+    sources = [handler.source for handler in app(InMemoryMemory())]
     topics = [router.handler_topic(source) for source in [*sources, CLIENT]]
     client = ArvoClient(settings, router=router)  # topic_partitions is PARTITIONS
     await client.ensure_topics([*topics, settings.dead_letter_topic_name])
@@ -761,7 +1003,7 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
         for index in range(1, WORKERS + 1)
     ]
     fault: Fault
-    if options.fault == "worker-kill":
+    if options.fault in WORKER_FAULTS:
         fault = WorkerKill(workers)
     elif options.fault == "redis-restart":
         assert server is not None
@@ -781,7 +1023,8 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
             if not await worker.wait_joined():
                 raise RuntimeError(f"worker {worker.index} got no partitions within {JOIN_TIMEOUT_S} s")
         log(f"{WORKERS} workers up after {time.monotonic() - started:.1f} s")
-        workflows = make_workflows(options.workflows, rng)
+        make = make_timer_workflows if options.fault == "timers" else make_workflows
+        workflows = make(options.workflows, rng)
         await storm(fault=fault, client=client, workflows=workflows, faults=options.faults, rng=rng)
         report.faults = options.faults
         deadline = started + options.timeout + fault.downtime_s
@@ -812,6 +1055,8 @@ async def run_crash_test(options: argparse.Namespace, children: Children, workdi
             f"{total} records on {len(records)} topics, {report.faults} faults ({options.fault}), "
             f"{time.monotonic() - started:.1f} s; dead letters: {report.dead_letter_summary()}"
         )
+        if report.late_timers_ms is not None:
+            log(report.timer_summary())
     finally:
         await client.stop()
         if server is None:
@@ -832,12 +1077,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.fault.crash_test", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--workflows", type=int, default=300, help="bench workflows to run (default 300)")
+    parser.add_argument("--workflows", type=int, default=300, help="workflows to run (default 300)")
     parser.add_argument(
         "--fault",
         choices=sorted(FAULTS),
         default="worker-kill",
-        help="what hits the system: kill -9 a worker (default), kill -9 Redis, or SIGSTOP Redis",
+        help="what hits the system: kill -9 a worker (default), kill -9 Redis, SIGSTOP Redis, or "
+        "kill -9 a worker under timer workflows (timers)",
     )
     parser.add_argument(
         "--faults",
@@ -854,7 +1100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=sorted(PERSISTENCE),
         default=None,
         help="the private Redis's durability: AOF with fsync always, AOF everysec, or none "
-        "(default: none for worker-kill, always for the Redis faults)",
+        "(default: none for worker-kill and timers, always for the Redis faults)",
     )
     parser.add_argument(
         "--outage-s",
@@ -891,10 +1137,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if options.faults is None:
         options.faults = FAULTS[options.fault]
     if options.redis_persistence is None:
-        options.redis_persistence = "none" if options.fault == "worker-kill" else "always"
+        options.redis_persistence = "none" if options.fault in WORKER_FAULTS else "always"
     if options.workflows < 1 or options.faults < 0 or options.timeout <= 0:
         parser.error("--workflows must be >= 1, --faults >= 0 and --timeout > 0")
-    if options.redis_url and options.fault != "worker-kill":
+    if options.redis_url and options.fault not in WORKER_FAULTS:
         parser.error(
             f"--fault {options.fault} restarts or stops Redis: it needs the private one, not --redis-url"
         )
@@ -931,7 +1177,9 @@ def run_in_subprocess(args: Sequence[str], *, timeout_s: float) -> CrashRun:
     )
     lines = completed.stdout.strip().splitlines()
     match = RESULT_LINE.match(lines[-1]) if lines else None
-    counts = {name: int(value) for name, value in match.groupdict().items()} if match else {}
+    counts = (
+        {name: int(value) for name, value in match.groupdict().items() if value is not None} if match else {}
+    )
     return CrashRun(
         counts=counts, returncode=completed.returncode, stdout=completed.stdout, stderr=completed.stderr
     )
