@@ -487,16 +487,31 @@ def _json_object(text: str, *, what: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- arvo run
 
 
+_WORKERS_HELP = (
+    "Service processes to run (default: ARVO_WORKERS, else 1). With N > 1 this process supervises N"
+    " workers in one consumer group: signals are passed on, crashed workers restarted, and"
+    " ARVO_HEALTH_PORT serves /healthz, /readyz and /metrics for all of them. For VMs; in Kubernetes"
+    " run one process per pod and scale with replicas."
+)
+
+
 @app.command("run")
-def run(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None) -> None:
+def run(
+    app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=64, help=_WORKERS_HELP)] = None,
+    worker_index: Annotated[int | None, typer.Option("--worker-index", hidden=True)] = None,
+    health_fd: Annotated[int | None, typer.Option("--health-fd", hidden=True)] = None,
+    lifeline_fd: Annotated[int | None, typer.Option("--lifeline-fd", hidden=True)] = None,
+) -> None:
     """Run the service: consume the app's topics, run its handlers, produce what they emit.
 
     Configured by ARVO_* environment variables (and .env); the app is --app, else ARVO_APP, else the
     embedded examples, imported from the current directory or the installed packages. SIGTERM or
     SIGINT stops it gracefully: in-flight records finish and their offsets are committed, then it
-    exits 0. It exits 1 when it cannot start or its consumer loop fails.
+    exits 0. It exits 1 when it cannot start or its consumer loop fails. With --workers N (N > 1) it
+    supervises N such processes and exits 1 when one of them failed to drain or kept crashing.
     """
-    settings = _service_settings(app=app_spec, warn=False)
+    settings = _service_settings(app=app_spec, workers=workers, warn=False)
     from service.apps import AppLoadError, load_app_factory, use_current_directory
 
     use_current_directory()
@@ -512,9 +527,19 @@ def run(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
 
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
     log = structlog.get_logger("arvo.cli")
-    _log_unknown_variables(log)
+    if worker_index is None:
+        _log_unknown_variables(log)  # once per machine: not again in every worker
+        if settings.workers > 1:
+            _supervise(settings, app_spec)
+            return
+    health_socket = None
+    if worker_index is not None:
+        health_socket = _worker_health_socket(worker_index, health_fd, lifeline_fd, log)
     try:
-        failure = uvloop.run(run_service(settings))
+        if health_socket is not None:
+            failure = uvloop.run(run_service(settings, health_socket=health_socket))
+        else:
+            failure = uvloop.run(run_service(settings))
     except KeyboardInterrupt:  # before the signal handlers were installed
         _fail("interrupted while starting", code=130)
     except Exception as error:
@@ -525,6 +550,65 @@ def run(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
         _fail(f"service failed: {_describe(error)}")
     if failure is not None:
         _fail(f"consumer loop failed: {_describe(failure)}")
+
+
+def _supervise(settings: ServiceSettings, app_spec: str | None) -> None:
+    """``arvo run --workers N``: run the supervisor of N worker processes (service.runtime.supervisor)."""
+    import uvloop
+
+    from service.runtime.supervisor import SubprocessLauncher, Supervisor
+
+    def command(index: int, health_fd: int, lifeline_fd: int) -> list[str]:
+        # The same entry point as this process. -P: the working directory is not put first on
+        # sys.path before `service` is imported (the worker adds it for the app, as `arvo run` does).
+        argv = [sys.executable, "-P", "-m", "service.cli", "run"]
+        if app_spec is not None:
+            argv += ["--app", app_spec]
+        fds = ["--health-fd", str(health_fd), "--lifeline-fd", str(lifeline_fd)]
+        return [*argv, "--worker-index", str(index), *fds]
+
+    launcher = SubprocessLauncher(command)
+    supervisor = Supervisor(
+        workers=settings.workers,
+        launch=launcher,
+        drain_timeout_s=settings.drain_timeout_s,
+        health_port=settings.health_port,
+        health_host=settings.health_host,
+    )
+    try:
+        failure = uvloop.run(supervisor.run())
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        _fail("interrupted while starting", code=130)
+    finally:
+        launcher.close()
+    if failure is not None:
+        _fail(failure)
+
+
+def _worker_health_socket(index: int, health_fd: int | None, lifeline_fd: int | None, log: Any) -> Any:
+    """A worker of ``arvo run --workers``: its health socket; it stops (SIGTERM) when the supervisor goes."""
+    import os
+    import signal
+    import socket
+
+    import structlog
+
+    from service.runtime.supervisor import watch_lifeline
+
+    if health_fd is None or lifeline_fd is None:
+        _fail("--worker-index needs --health-fd and --lifeline-fd (arvo run --workers sets them)", code=2)
+    structlog.contextvars.bind_contextvars(worker=index)
+    try:
+        sock = socket.socket(fileno=health_fd)
+    except OSError as error:
+        _fail(f"worker {index}: the health socket (fd {health_fd}) is not usable: {error}")
+
+    def supervisor_gone() -> None:
+        log.error("the supervisor is gone: stopping this worker", worker=index)  # no contextvars here
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watch_lifeline(lifeline_fd, supervisor_gone)
+    return sock
 
 
 def _log_unknown_variables(log: Any) -> None:

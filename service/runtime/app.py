@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,10 +88,13 @@ class ArvoService:
         handlers: Sequence[ArvoHandler] | None = None,
         memory: Memory | None = None,
         hooks: LoopHooks | None = None,
+        health_socket: socket.socket | None = None,
     ) -> ArvoService:
         """Assemble the service; ``handlers`` default to the app named by ``settings.app``.
 
         ``memory`` replaces the store chosen from the settings (:func:`~service.runtime.stores.open_stores`).
+        ``health_socket`` (a worker of ``arvo run --workers``) is the listening socket of the health
+        server instead of ``health_port``.
 
         The orchestrators and resumables of the app get ``settings.lease_ttl_ms`` as their lease TTL;
         explicitly passed ``handlers`` are used as they are.
@@ -121,12 +125,13 @@ class ArvoService:
             orchestrators=[h.source for h in built if isinstance(h, ArvoOrchestrator | ArvoResumable)],
         )
         health = None
-        if settings.health_port:
+        if settings.health_port or health_socket is not None:
             health = HealthServer(
                 port=settings.health_port,
                 host=settings.health_host,
                 readiness=Readiness(loop=loop, memory=stores.memory),
                 metrics=metrics,
+                sock=health_socket,
             )
         return cls(
             settings=settings,
@@ -305,11 +310,14 @@ def _with_outbox(handlers: list[ArvoHandler], outbox: EmissionOutbox | None) -> 
     ]
 
 
-async def run_service(settings: ServiceSettings) -> BaseException | None:
+async def run_service(
+    settings: ServiceSettings, *, health_socket: socket.socket | None = None
+) -> BaseException | None:
     """Build the service from ``settings`` and run it until a signal (``arvo run``).
 
     Tracing is set up first from the ``OTEL_*`` variables (off when they configure nothing) and shut
-    down last, so the spans of the drain are exported too.
+    down last, so the spans of the drain are exported too. ``health_socket``: see
+    :meth:`ArvoService.from_settings` (a worker of ``arvo run --workers``).
 
     Raises:
         service.runtime.otel.TracingConfigError: an ``OTEL_*`` variable has an unsupported value.
@@ -324,7 +332,7 @@ async def run_service(settings: ServiceSettings) -> BaseException | None:
                 protocol=tracing.protocol,
                 endpoint=tracing.endpoint,
             )
-        service = ArvoService.from_settings(settings)
+        service = ArvoService.from_settings(settings, health_socket=health_socket)
         tune_gc()  # the app, its contracts and the clients live as long as the process
         _log.info("starting", app=settings.app, bootstrap=settings.kafka_bootstrap_servers)
         return await service.run_until_signal()

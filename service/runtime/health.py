@@ -19,16 +19,22 @@ not blocked).
 
 ``HEAD`` is answered like ``GET`` without a body; other methods get ``405``, other paths ``404``.
 Every response closes the connection.
+
+The supervisor of ``arvo run --workers N`` (:mod:`service.runtime.supervisor`) serves the same three
+paths with its own checks: a ``liveness`` check behind ``/healthz`` and aggregated readiness and
+metrics (any :class:`HealthCheck` and :class:`MetricsSource`); its workers serve theirs on a
+loopback socket it hands them (``sock``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import orjson
 import structlog
@@ -39,9 +45,8 @@ from service.runtime.stores import memory_answers
 if TYPE_CHECKING:
     from service.arvo.memory import Memory
     from service.runtime.consumer import ConsumerLoop
-    from service.runtime.metrics import ServiceMetrics
 
-__all__ = ["HealthServer", "Readiness", "ReadinessReport"]
+__all__ = ["HealthCheck", "HealthServer", "MetricsSource", "Readiness", "ReadinessReport"]
 
 _log = structlog.get_logger("arvo.runtime.health")
 
@@ -71,12 +76,32 @@ class ReadinessReport:
     checks: dict[str, str]
     failed: tuple[str, ...] = field(default=())
 
-    def to_json(self) -> bytes:
-        """The ``/readyz`` body."""
-        body: dict[str, object] = {"status": "ready" if self.ready else "unready", "checks": self.checks}
+    def to_json(self, *, good: str = "ready", bad: str = "unready") -> bytes:
+        """The ``/readyz`` body; ``good``/``bad`` are the ``status`` words (``/healthz``: alive, dead)."""
+        body: dict[str, object] = {"status": good if self.ready else bad, "checks": self.checks}
         if self.failed:
             body["failed"] = list(self.failed)
         return orjson.dumps(body) + b"\n"
+
+
+class HealthCheck(Protocol):
+    """What ``/readyz`` (or ``/healthz``, as ``liveness``) asks: :class:`Readiness` or the supervisor's."""
+
+    async def check(self) -> ReadinessReport:
+        """The current report."""
+        ...
+
+
+class MetricsSource(Protocol):
+    """What ``/metrics`` renders: :class:`~service.runtime.metrics.ServiceMetrics` or the supervisor's."""
+
+    async def refresh(self) -> None:
+        """Bring values read at scrape time up to date (bounded in time; must not raise)."""
+        ...
+
+    def render(self) -> bytes:
+        """The metrics in the Prometheus text format."""
+        ...
 
 
 class Readiness:
@@ -159,6 +184,10 @@ class HealthServer:
         host: Address to bind (all interfaces by default: probes come from the kubelet).
         readiness: What ``/readyz`` reports; without it ``/readyz`` answers like ``/healthz``.
         metrics: What ``/metrics`` renders; without it ``/metrics`` is ``404``.
+        liveness: What ``/healthz`` reports (``200`` or ``503`` with the report as JSON); without it
+            ``/healthz`` answers ``200 ok`` while the event loop runs.
+        sock: A listening socket to serve instead of binding ``host:port`` (a worker of
+            ``arvo run --workers``: its supervisor made it); closed by :meth:`stop`.
 
     """
 
@@ -167,13 +196,17 @@ class HealthServer:
         *,
         port: int,
         host: str = "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
-        readiness: Readiness | None = None,
-        metrics: ServiceMetrics | None = None,
+        readiness: HealthCheck | None = None,
+        metrics: MetricsSource | None = None,
+        liveness: HealthCheck | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._requested_port = port
         self._host = host
         self._readiness = readiness
         self._metrics = metrics
+        self._liveness = liveness
+        self._sock = sock
         self._server: asyncio.Server | None = None
         self._routes: dict[str, Callable[[], Awaitable[tuple[int, str, bytes]]]] = {
             "/healthz": self._healthz,
@@ -197,6 +230,10 @@ class HealthServer:
 
         """
         if self._server is not None:
+            return
+        if self._sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=self._sock)
+            _log.info("health server listening", port=self.port, endpoints=sorted(self._routes))
             return
         try:
             self._server = await asyncio.start_server(self._serve, self._host, self._requested_port)
@@ -226,11 +263,18 @@ class HealthServer:
     # --- endpoints ---------------------------------------------------------------------------------
 
     async def _healthz(self) -> tuple[int, str, bytes]:
+        if self._liveness is not None:
+            report = await self._liveness.check()
+            body = report.to_json(good="alive", bad="dead")
+            return (200 if report.ready else 503), "application/json", body
+        return await self._ok()
+
+    async def _ok(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; charset=utf-8", b"ok\n"
 
     async def _readyz(self) -> tuple[int, str, bytes]:
         if self._readiness is None:
-            return await self._healthz()
+            return await self._ok()
         report = await self._readiness.check()
         return (200 if report.ready else 503), "application/json", report.to_json()
 

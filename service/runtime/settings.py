@@ -251,6 +251,12 @@ class ServiceSettings(BaseSettings):
     """Largest record value accepted (bigger ones are dead-lettered unread)."""
     app: str = "service.examples:default_app"
     """``module:attribute`` of the workflow application to run."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Service processes ``arvo run`` starts (``--workers``). ``1`` runs the service in the ``arvo run``
+    process itself. With N > 1 that process becomes a supervisor: N worker processes in one consumer
+    group, signals passed on to them, crashed workers restarted, one health and metrics port for all
+    (docs/operating.md, "Several worker processes on one VM"). In Kubernetes keep 1 and scale with
+    replicas."""
     health_port: int = Field(default=8080, ge=0, le=65_535)
     """HTTP port of ``/healthz``, ``/readyz`` and ``/metrics`` (0 disables)."""
     health_host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 - probes come from outside the pod
