@@ -54,6 +54,7 @@ async def _run(
     completions: asyncio.Queue[tuple[str, int, float]],
     inits: list[ArvoEvent],
     concurrency: int,
+    collecting: asyncio.Task[None],
 ) -> tuple[float, list[float]]:
     window = asyncio.Semaphore(concurrency)
     published: dict[str, tuple[float, int]] = {}
@@ -73,7 +74,7 @@ async def _run(
     try:
         async with asyncio.timeout(RUN_TIMEOUT_S):
             while len(latencies) < len(inits):
-                parent_id, result, received = await completions.get()
+                parent_id, result, received = await _next(completions, collecting, publisher)
                 sent = published.pop(parent_id, None)
                 if sent is None:
                     continue  # a duplicate completion or another phase's
@@ -84,9 +85,35 @@ async def _run(
                 latencies.append(received - sent[0])
                 window.release()
         await publisher
+    except TimeoutError:
+        raise SystemExit(
+            f"{len(published)} of {len(inits)} bench workflows without a completion after {RUN_TIMEOUT_S} s"
+            f" (publisher {'done' if publisher.done() else 'still publishing'}): {sorted(published)[:5]}"
+        ) from None
     finally:
         publisher.cancel()
     return time.perf_counter() - started, latencies
+
+
+async def _next(
+    completions: asyncio.Queue[tuple[str, int, float]],
+    collecting: asyncio.Task[None],
+    publisher: asyncio.Task[None],
+) -> tuple[str, int, float]:
+    """The next completion; raises what stopped the collector or failed the publisher, if that came first.
+
+    A lost init (its publish failed) or a dead collector would otherwise only show as a time-out.
+    """
+    getting = asyncio.ensure_future(completions.get())
+    while True:
+        watched = [getting, collecting] if publisher.done() else [getting, collecting, publisher]
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if getting.done():
+            return getting.result()
+        if collecting.done() or (publisher.done() and publisher.exception() is not None):
+            getting.cancel()
+            (collecting if collecting.done() else publisher).result()  # raises what stopped it
+            raise SystemExit("the completion collector stopped")
 
 
 async def _collect(tail: Tail, completions: asyncio.Queue[tuple[str, int, float]]) -> None:
@@ -95,7 +122,10 @@ async def _collect(tail: Tail, completions: asyncio.Queue[tuple[str, int, float]
         received = time.perf_counter()
         for record in records:
             event = orjson.loads(record.value)
-            completions.put_nowait((event["parentid"], event["data"]["result"], received))
+            result = event.get("data", {}).get("result")
+            if not isinstance(result, int):  # a system error: the run fails, naming it
+                raise SystemExit(f"bench workflow {event.get('parentid')} ended with {event!r:.600}")
+            completions.put_nowait((event["parentid"], result, received))
 
 
 def _write(payload: dict[str, Any]) -> None:
@@ -125,7 +155,9 @@ async def _main(bootstrap: str, topic_prefix: str) -> None:
                     break
                 command = orjson.loads(line)
                 inits = bench_inits(int(command["count"]), int(command["offset"]))
-                elapsed, latencies = await _run(client, completions, inits, int(command["concurrency"]))
+                elapsed, latencies = await _run(
+                    client, completions, inits, int(command["concurrency"]), collecting
+                )
                 _write({"elapsed": elapsed, "latencies": latencies})
         finally:
             collecting.cancel()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,8 @@ __all__ = [
     "service_settings",
     "start_broker",
     "start_redis",
+    "start_replica",
+    "stop_process",
 ]
 
 T = TypeVar("T")
@@ -47,24 +50,24 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def service_settings(bootstrap: str, redis_url: str, names: str) -> ServiceSettings:
-    """Settings of the one benchmarked service process running the bench app."""
-    return load_settings(
-        env_file=None,
-        kafka_bootstrap_servers=bootstrap,
-        consumer_group=f"{names}-service",
-        topic_prefix=f"{names}.",
-        topic_partitions=PARTITIONS,
-        producer_idempotence=False,  # Tansu's memory storage refuses InitProducerId
-        producer_acks="all",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=1_000,
-        redis_url=redis_url,
-        redis_key_prefix=f"bench:{names}",
-        app="service.examples:bench_app",
-        health_port=0,
-    )
+def service_settings(bootstrap: str, redis_url: str, names: str, **overrides: Any) -> ServiceSettings:
+    """Settings of the one benchmarked service process running the bench app (``overrides`` win)."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "consumer_group": f"{names}-service",
+        "topic_prefix": f"{names}.",
+        "topic_partitions": PARTITIONS,
+        "producer_idempotence": False,  # Tansu's memory storage refuses InitProducerId
+        "producer_acks": "all",
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        "session_timeout_ms": 6_000,
+        "heartbeat_interval_ms": 1_000,
+        "redis_url": redis_url,
+        "redis_key_prefix": f"bench:{names}",
+        "app": "service.examples:bench_app",
+        "health_port": 0,
+    }
+    return load_settings(env_file=None, **{**values, **overrides})
 
 
 @contextlib.contextmanager
@@ -94,3 +97,32 @@ def start_redis(started: list[subprocess.Popen[bytes]], workdir: Path) -> str:
     assert server.process is not None
     started.append(server.process)
     return server.url
+
+
+def start_replica(
+    started: list[subprocess.Popen[bytes]], workdir: Path, master_url: str
+) -> subprocess.Popen[bytes]:
+    """Start a private ``redis-server`` replicating ``master_url``, once it acknowledges writes.
+
+    Returns its process (also put in ``started``); stop it with :func:`stop_process`.
+    """
+    import redis
+
+    master = redis.Redis.from_url(master_url)
+    try:
+        master.config_set("repl-diskless-sync-delay", 0)  # no 5 s wait for more replicas
+        port = master.connection_pool.connection_kwargs["port"]
+        replica = PrivateRedisServer(
+            directory=workdir / "redis-replica", extra_args=["--replicaof", "127.0.0.1", str(port)]
+        )
+        replica.start()
+        assert replica.process is not None
+        started.append(replica.process)
+        deadline = time.monotonic() + 30
+        while master.set("bench-replica-ready", 1) and master.wait(1, 200) < 1:
+            if time.monotonic() > deadline:
+                raise SystemExit("the benchmark's Redis replica did not acknowledge writes within 30 s")
+        master.delete("bench-replica-ready")
+    finally:
+        master.close()
+    return replica.process

@@ -29,6 +29,21 @@ app — orchestrator, resumable and both services — in this process, on uvloop
   ceiling of the service/passthrough ratio if the service added nothing but the engine to the
   passthrough's work: ``(1/passthrough) / (1/passthrough + engine)``.
 
+* **Cost of the optional features** (issue 11): after the baseline, one more timed run of
+  ``BENCH_KAFKA_WORKFLOWS`` workflows for a reference with the defaults and for each variant, each on
+  a fresh service (own topics and group, same broker and Redis, same warm-up), printed as ``cost of
+  …`` lines: workflows/s and service CPU per consumed event against the reference (the main run is
+  the process's first and colder: it is not compared). ``off``: the dependency-fault features that
+  can be switched off switched off (``ARVO_REPLY_SOURCE_CHECK=off``,
+  ``ARVO_DEAD_LETTER_NO_STATE=false``, ``ARVO_INSTANCE_RETENTION_S=0``,
+  ``ARVO_INSTANCE_HISTORY_EVENTS=0``, ``ARVO_HANDLER_THREADS=0``, no loop-lag watchdog) — the
+  reference's cost is measured against it; ``strict``: ``ARVO_REPLY_SOURCE_CHECK=strict``; ``wait``:
+  ``ARVO_REDIS_WAIT_REPLICAS=1`` with a private replica of the bench's Redis on the same host, started
+  for that run only (a replication round trip of well under a millisecond: a remote replica costs
+  more). ``BENCH_KAFKA_COSTS`` picks them (default ``off,strict,wait``; empty or ``none``: skipped).
+  One round by default: differences of a few percent are within the run-to-run noise;
+  ``BENCH_KAFKA_COST_ROUNDS=N`` repeats the rounds and prints the medians.
+
 ``BENCH_KAFKA_PROFILE=<file>`` writes a ``cProfile`` of the service process during the timed run.
 
 Targets (issue 4): service events/s ≥ 50 % of the passthrough's; ≤ 2 Redis round trips per consumed
@@ -73,12 +88,22 @@ from tests.benchmarks._rig import (
     service_settings,
     start_broker,
     start_redis,
+    start_replica,
+    stop_process,
 )
 
 WORKFLOWS = int(os.environ.get("BENCH_KAFKA_WORKFLOWS", "500"))
 WARMUP = int(os.environ.get("BENCH_KAFKA_WARMUP", "40"))
 CONCURRENCY = int(os.environ.get("BENCH_KAFKA_CONCURRENCY", "128"))
 LATENCY_WORKFLOWS = int(os.environ.get("BENCH_KAFKA_LATENCY_WORKFLOWS", "50"))
+COST_ROUNDS = int(os.environ.get("BENCH_KAFKA_COST_ROUNDS", "1"))
+"""Rounds of cost runs (reference, then each variant); the figures are the medians."""
+COSTS = [
+    name.strip()
+    for name in os.environ.get("BENCH_KAFKA_COSTS", "off,strict,wait").split(",")
+    if name.strip() and name.strip() != "none"
+]
+"""The cost variants to measure after the main run (``off``, ``strict``, ``wait``)."""
 PROFILE_PATH = os.environ.get("BENCH_KAFKA_PROFILE", "")
 """When set, a ``cProfile`` of the service during the timed run is written there (figures then
 include the profiler's overhead: use it to find where the time goes, not for the rates)."""
@@ -146,10 +171,13 @@ async def _read_records(settings: ServiceSettings, topics: list[str]) -> list[An
     return [record for records in by_topic.values() for record in records]
 
 
-async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict[str, float], list[Any]]:
-    settings = service_settings(bootstrap, redis_url, names)
+def _memory(redis_url: str, settings: ServiceSettings) -> tuple[RedisMemory, PipelinedRedis]:
+    """The service's memory as ``open_memory`` builds it, on a client that counts its requests."""
+    wait_s = settings.redis_wait_timeout_ms / 1000 if settings.redis_wait_replicas else 0
     client = _CountingRedis.from_url(
-        redis_url, socket_timeout=DEFAULT_SOCKET_TIMEOUT_S, socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S
+        redis_url,
+        socket_timeout=DEFAULT_SOCKET_TIMEOUT_S + wait_s,
+        socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
     )
     # As RedisMemory.from_url: the per-event calls go through the lean pipelined client.
     hot = PipelinedRedis.from_redis_py(client)
@@ -159,7 +187,15 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
         key_prefix=settings.redis_key_prefix,
         instance_retention_s=settings.instance_retention_s,  # as open_memory: finished keys get a TTL
         hot_client=hot,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
+    return memory, hot
+
+
+async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict[str, float], list[Any]]:
+    settings = service_settings(bootstrap, redis_url, names)
+    memory, hot = _memory(redis_url, settings)
     service = ArvoService.from_settings(settings, memory=memory)
     client_topic = service.router.handler_topic(CLIENT)
     await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
@@ -218,6 +254,152 @@ async def _service_run(bootstrap: str, redis_url: str, names: str) -> tuple[dict
     # The baseline moves as many records as the service consumed in the timed run, of the same sizes.
     records.sort(key=lambda record: record.timestamp)
     return figures, records[-expected_consumed:]
+
+
+# --------------------------------------------------------------------------------------------------
+# The cost of optional features: one more timed run per variant
+
+
+_FEATURES_OFF: dict[str, Any] = {
+    "reply_source_check": "off",
+    "dead_letter_no_state": False,
+    "instance_retention_s": 0,
+    "instance_history_events": 0,
+    "handler_threads": 0,
+}
+"""The dependency-fault features that can be switched off, switched off (plus: no loop watchdog)."""
+
+_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "off": (
+        "the dependency-fault features (reply-source check, no_state dead letters, retention, history,"
+        " handler threads, loop watchdog; on vs all off)",
+        _FEATURES_OFF,
+    ),
+    "reference": ("the defaults", {}),
+    "strict": ("ARVO_REPLY_SOURCE_CHECK=strict (vs addressed)", {"reply_source_check": "strict"}),
+    "wait": (
+        "ARVO_REDIS_WAIT_REPLICAS=1 (one replica on this host, vs 0)",
+        {"redis_wait_replicas": 1, "redis_wait_timeout_ms": 1_000},
+    ),
+}
+
+
+async def _timed_run(
+    bootstrap: str, redis_url: str, names: str, overrides: dict[str, Any], *, watchdog: bool = True
+) -> dict[str, float]:
+    """One warmed-up timed run of the bench mix on a fresh service with ``overrides``: rate and CPU.
+
+    ``watchdog=False`` removes the loop-lag watchdog (no setting switches it off).
+    """
+    settings = service_settings(bootstrap, redis_url, names, **overrides)
+    memory, _ = _memory(redis_url, settings)
+    service = ArvoService.from_settings(settings, memory=memory)
+    if not watchdog:
+        service.watchdog = None  # no setting switches it off
+    client_topic = service.router.handler_topic(CLIENT)
+    await ensure_topics(settings, [*service.topics, client_topic, settings.dead_letter_topic_name])
+    load = await LoadGenerator.start(bootstrap, settings.topic_prefix)
+    await service.start()
+    try:
+        await service.loop.wait_assigned(timeout_s=60)
+        try:
+            await load.run(WARMUP, 10_000_000, CONCURRENCY)
+            consumed_before = sum(service.loop.stats.consumed.values())
+            cpu_started = time.process_time()
+            elapsed, _ = await load.run(WORKFLOWS, 0, CONCURRENCY)
+            cpu_elapsed = time.process_time() - cpu_started
+        except BaseException:
+            stats = service.loop.stats
+            print(
+                f"cost run {names} failed: consumed {dict(stats.consumed)}, dead letters"
+                f" {dict(stats.dead_lettered)}, parked {stats.parked}, retries {dict(stats.retries)},"
+                f" dependency waits {dict(stats.dependency_waits)}, in flight {stats.in_flight},"
+                f" outages {service.loop.dependencies.outages}",
+                flush=True,
+            )
+            raise
+        consumed = sum(service.loop.stats.consumed.values()) - consumed_before
+        if service.loop.stats.dead_lettered or service.loop.stats.parked:
+            raise SystemExit(
+                f"cost run {overrides} dead-lettered {dict(service.loop.stats.dead_lettered)} and parked"
+                f" {service.loop.stats.parked}: every bench workflow must complete"
+            )
+    finally:
+        await load.stop()
+        await service.stop()
+    return {
+        "workflows_per_s": WORKFLOWS / elapsed,
+        "cpu_us_per_event": cpu_elapsed * 1e6 / max(consumed, 1),
+    }
+
+
+async def _cost_runs(
+    started: list[Any], workdir: Path, bootstrap: str, redis_url: str, names: str
+) -> dict[str, float]:
+    """``COST_ROUNDS`` rounds of: the reference (defaults), then each variant; the medians per variant."""
+    for variant in COSTS:
+        if variant not in _VARIANTS:
+            raise SystemExit(
+                f"BENCH_KAFKA_COSTS: unknown variant {variant!r} (known: {', '.join(_VARIANTS)})"
+            )
+    samples: dict[str, list[dict[str, float]]] = {}
+    for round_index in range(COST_ROUNDS):
+        for variant in ["reference", *COSTS]:
+            overrides = _VARIANTS[variant][1] if variant != "reference" else {}
+            replica = start_replica(started, workdir, redis_url) if variant == "wait" else None
+            try:
+                measured = await _timed_run(
+                    bootstrap,
+                    redis_url,
+                    f"{names}{variant}{round_index}",
+                    overrides,
+                    watchdog=variant != "off",
+                )
+            except (SystemExit, Exception) as error:
+                # A failed cost run costs its line, not the main figures printed after it.
+                print(f"   cost run {variant} (round {round_index + 1}) failed: {error}", flush=True)
+                continue
+            finally:
+                if replica is not None:
+                    stop_process(replica)  # the other runs' master replicates to nobody
+            samples.setdefault(variant, []).append(measured)
+    return {
+        f"cost.{variant}.{name}": statistics.median(sample[name] for sample in runs)
+        for variant, runs in samples.items()
+        for name in runs[0]
+    }
+
+
+def _cost_lines(figures: dict[str, float]) -> str:
+    """The reference run's line and one ``cost of …`` line per variant (throughput, CPU per event)."""
+    if "cost.reference.workflows_per_s" not in figures:
+        return "   cost lines: the reference run failed (see above)"
+    rate = figures["cost.reference.workflows_per_s"]
+    cpu = figures["cost.reference.cpu_us_per_event"]
+    rounds = f", median of {COST_ROUNDS} rounds" if COST_ROUNDS > 1 else ""
+    lines = [
+        f"   reference for the costs (defaults, a timed run like each variant's{rounds}): {rate:.0f}"
+        f" workflows/s, {cpu:.0f} µs service CPU per consumed event"
+    ]
+    for variant in COSTS:
+        if f"cost.{variant}.workflows_per_s" not in figures:
+            lines.append(f"   cost of {_VARIANTS[variant][0]}: not measured (its run failed, see above)")
+            continue
+        other_rate = figures[f"cost.{variant}.workflows_per_s"]
+        other_cpu = figures[f"cost.{variant}.cpu_us_per_event"]
+        # "off" is the cheaper configuration: the defaults' cost is measured against it.
+        with_rate, without_rate = (rate, other_rate) if variant == "off" else (other_rate, rate)
+        with_cpu, without_cpu = (cpu, other_cpu) if variant == "off" else (other_cpu, cpu)
+        cost = (without_rate - with_rate) / without_rate
+        cpu_cost = (with_cpu - without_cpu) / without_cpu
+        figures[f"cost.{variant}.throughput_fraction"] = cost
+        figures[f"cost.{variant}.cpu_fraction"] = cpu_cost
+        lines.append(
+            f"   cost of {_VARIANTS[variant][0]}: {cost:.1%} of the throughput, {cpu_cost:+.1%} CPU"
+            f" ({with_rate:.0f} vs {without_rate:.0f} workflows/s; {with_cpu:.0f} vs {without_cpu:.0f} µs"
+            " service CPU per consumed event)"
+        )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,6 +508,7 @@ async def _measure() -> dict[str, float]:
             figures["passthrough.mean_record_bytes"] = statistics.mean(
                 len(record.value) for record in records
             )
+            figures.update(await _cost_runs(started, workdir, bootstrap, redis_url, names))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return figures
@@ -336,6 +519,7 @@ def run(results: dict[str, float]) -> None:
     figures = run_on_uvloop(_measure())
     ratio = figures["service.events_per_s"] / figures["passthrough.events_per_s"]
     figures["service_to_passthrough_event_rate"] = ratio
+    costs = _cost_lines(figures) if COSTS else "   cost lines skipped (BENCH_KAFKA_COSTS is empty)"
     for name, value in figures.items():
         results[f"kafka.{name}"] = value
     load = os.getloadavg()
@@ -366,6 +550,7 @@ def run(results: dict[str, float]) -> None:
         f"       Redis bytes per finished workflow: {figures['redis_bytes_per_finished_workflow']:.0f} "
         f"(used_memory delta over the timed run / workflows); MEMORY USAGE of the run's keys per "
         f"finished workflow: {figures['redis_key_bytes_per_finished_workflow']:.0f} ({by_kind})\n"
+        f"{costs}\n"
         f"   load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs",
         flush=True,
     )
