@@ -347,6 +347,10 @@ EQUIVALENT: dict[str, Equivalent] = {
         "time.monotonic() counts from boot and is far past 6 s wherever the loop runs: the first"
         " partition-end check is due at the first idle poll either way",
     ),
+    "service.runtime.consumer.loop.xǁConsumerLoopǁ__init____mutmut_45": Equivalent(
+        "self._stopping = None",
+        "_stopping is only read as a truth value (is_running, stop, the fetch loop): None is false too",
+    ),
     "service.runtime.consumer.loop.xǁConsumerLoopǁstart__mutmut_16": Equivalent(
         "self._stopping = None",
         "_stopping is only read as a truth value (is_running, stop, the fetch loop): None is false too",
