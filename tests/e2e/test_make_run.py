@@ -15,6 +15,6 @@ ARVO = Path(sys.executable).with_name("arvo")
 def test_arvo_demo_runs_every_example_to_its_expected_end_and_exits_zero() -> None:
     completed = subprocess.run([str(ARVO), "demo"], capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert completed.stdout.count("→ ok") == 6
+    assert completed.stdout.count("→ ok") == 9  # six workflows plus the timeout, deadline and cancel ones
     assert "\x1b[" not in completed.stdout, "plain output when piped"
     assert "arvo.orc.order.done" in completed.stdout
