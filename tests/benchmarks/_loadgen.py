@@ -169,6 +169,11 @@ class LoadGenerator:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self._process = process
 
+    @property
+    def pid(self) -> int:
+        """The child's process id (its CPU time is the client's)."""
+        return self._process.pid
+
     @classmethod
     async def start(cls, bootstrap: str, topic_prefix: str) -> LoadGenerator:
         """Start the child (topics under ``topic_prefix``) and wait until it publishes and collects."""
