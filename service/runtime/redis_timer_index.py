@@ -11,17 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from service.runtime.redis_memory import redis_failure
+from service.runtime.redis_memory import _tag, redis_failure
 from service.runtime.timer_index import ScheduledTimer
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
 
 __all__ = ["RedisTimerIndex"]
-
-
-def _tag(value: str) -> str:
-    return value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
 def _member(timer: ScheduledTimer) -> bytes:

@@ -36,7 +36,6 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal, assert_never, cast
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -54,6 +53,7 @@ from service.arvo.errors import (
 from service.arvo.event import ArvoEvent, create_timestamp
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
 from service.arvo.factory import error_data
+from service.arvo.machine.engine import event_time_ms
 from service.arvo.memory import InstanceStatus, Lease, LeaseGrant, LeaseLostError, Memory, StateReadError
 from service.arvo.orchestration.cancellation import (
     OrchestrationCancelledError,
@@ -971,7 +971,7 @@ class OrchestrationPipeline:
         if requested is not None:
             return deadline_entry(requested)
         if self.default_deadline_ms is not None:
-            return deadline_entry(_event_time_ms(event) + self.default_deadline_ms)
+            return deadline_entry(int(event_time_ms(event)) + self.default_deadline_ms)
         return None
 
     def _failure_record(
@@ -1168,10 +1168,6 @@ class _LeaseRenewals:
 
 def _timer_pairs(timers: Sequence[TimerEntry]) -> tuple[tuple[str, int], ...]:
     return tuple((entry["id"], entry["dueMs"]) for entry in timers)
-
-
-def _event_time_ms(event: ArvoEvent) -> int:
-    return int(datetime.fromisoformat(event.time).timestamp() * 1000)
 
 
 def _carry_deadline(events: list[ArvoEvent], deadline_ms: int, *, own_subject: str) -> list[ArvoEvent]:

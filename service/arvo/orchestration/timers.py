@@ -139,11 +139,9 @@ def timer_of(event: ArvoEvent) -> tuple[str, int] | None:
 
 def pending_timer(record: Mapping[str, Any] | None, timer_id: str, due_ms: int) -> TimerEntry | None:
     """The record's pending timer ``timer_id`` due at ``due_ms``, ``None`` when it has none such."""
-    if record is None:
-        return None
-    for entry in record.get("timers") or ():
-        if isinstance(entry, Mapping) and entry.get("id") == timer_id and entry.get("dueMs") == due_ms:
-            return TimerEntry(id=timer_id, dueMs=due_ms, kind=entry.get("kind", "machine"))
+    for entry in record_timers(record):
+        if entry["id"] == timer_id and entry["dueMs"] == due_ms:
+            return entry
     return None
 
 
@@ -185,13 +183,9 @@ def merge_timers(kind_timers: Iterable[TimerEntry], deadline: TimerEntry | None)
 
 def stored_deadline(record: Mapping[str, Any] | None) -> TimerEntry | None:
     """The deadline timer a record holds, if any."""
-    if record is None:
-        return None
-    for entry in record.get("timers") or ():
-        if isinstance(entry, Mapping) and entry.get("id") == DEADLINE_TIMER_ID:
-            due = entry.get("dueMs")
-            if isinstance(due, int) and not isinstance(due, bool):
-                return deadline_entry(due)
+    for entry in record_timers(record):
+        if entry["id"] == DEADLINE_TIMER_ID:
+            return deadline_entry(entry["dueMs"])
     return None
 
 
