@@ -29,6 +29,7 @@ import structlog
 
 from service.arvo.orchestration.timers import create_timer_event
 from service.runtime.consumer.ratelimit import WarningLimiter
+from service.runtime.otel import untraced
 from service.runtime.timer_index import ScheduledTimer, TimerIndex, partition_key
 
 if TYPE_CHECKING:
@@ -117,13 +118,17 @@ class TimerScheduler:
         while True:
             now_ms = self._clock_ms()
             try:
-                due = await self._index.due(key, now_ms=now_ms, limit=self._batch)
+                # Reading and clearing the schedule is polling, not a workflow's work: no root
+                # spans every poll interval (like the readiness probes, see ``untraced``).
+                with untraced():
+                    due = await self._index.due(key, now_ms=now_ms, limit=self._batch)
                 if not due:
                     return fired
                 events = self._events(key, due, orchestrator)
                 if events:
                     await self._publish(events)
-                await self._index.remove(key, due)
+                with untraced():
+                    await self._index.remove(key, due)
             except Exception as exc:  # the hints stay: tried again at the next poll
                 self._failed(key, exc)
                 return fired
