@@ -113,6 +113,7 @@ class _Protocol(asyncio.Protocol):
         self._unsent: list[bytes] = []
         self.closed = False
         self.requests = 0
+        self.writes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -139,6 +140,7 @@ class _Protocol(asyncio.Protocol):
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
         if not self.closed and self._transport is not None and unsent:
+            self.writes += 1
             self._transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
@@ -249,6 +251,7 @@ class PipelinedRedis:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._requests_before = 0
+        self._writes_before = 0
         # The connection's span attributes (as redis-py's instrumentation writes them), built once.
         peer: dict[str, Any] = (
             {"net.peer.name": path, "net.transport": "other"}
@@ -296,6 +299,16 @@ class PipelinedRedis:
         """Requests sent so far (each one a round trip unless pipelined with others)."""
         current = self._protocol.requests if self._protocol is not None else 0
         return self._requests_before + current
+
+    @property
+    def round_trips(self) -> int:
+        """Writes sent so far: each one round trip, however many requests it carries.
+
+        The requests made in one loop iteration (by every lane) leave in one write and are answered
+        together.
+        """
+        current = self._protocol.writes if self._protocol is not None else 0
+        return self._writes_before + current
 
     async def execute(self, *args: str | bytes | int | float) -> Any:
         """Send one command and return its reply.
@@ -438,6 +451,7 @@ class PipelinedRedis:
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             self._requests_before += protocol.requests
+            self._writes_before += protocol.writes
             protocol.fail(RespConnectionError("the client was closed"))
 
     # ------------------------------------------------------------------------------------------
@@ -484,6 +498,7 @@ class PipelinedRedis:
             else:
                 if self._protocol is not None:
                     self._requests_before += self._protocol.requests
+                    self._writes_before += self._protocol.writes
                 self._protocol = protocol
                 connecting.set_result(protocol)
                 return protocol

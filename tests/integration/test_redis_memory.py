@@ -574,7 +574,14 @@ async def test_hot_client_reloads_flushed_scripts(private_redis: PrivateRedisSer
 async def test_concurrent_calls_pipeline_on_one_connection(private_redis: PrivateRedisServer) -> None:
     async with RedisMemory.from_url(private_redis.url, key_prefix="arvo") as memory:
         keys = [f"orc:{n}" for n in range(64)]
+        await memory.ping()  # connects both clients
+        hot = memory.hot_client
+        assert hot is not None
+        await memory.release((await memory.lease_and_read("warm:up", ttl_ms=TTL_MS)).lease)  # type: ignore[arg-type]
+        requests_before, round_trips_before = hot.requests, hot.round_trips
         grants = await asyncio.gather(*(memory.lease_and_read(key, ttl_ms=TTL_MS) for key in keys))
+        # The 64 leases made in one loop iteration left in one write: one round trip, 64 requests.
+        assert (hot.requests - requests_before, hot.round_trips - round_trips_before) == (64, 1)
         await asyncio.gather(
             *(
                 memory.commit_and_release(grant.lease, {"n": n}, status=InstanceStatus.ACTIVE)  # type: ignore[arg-type]
