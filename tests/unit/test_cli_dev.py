@@ -276,3 +276,14 @@ def test_service_commands_warn_about_each_variable_that_is_not_a_setting(
         "invalid settings: ARVO_KAFKA_BOOTSTRAP_SERVER (in the file .env) is not a setting; did you mean"
         " ARVO_KAFKA_BOOTSTRAP_SERVERS? (ARVO_STRICT_SETTINGS=true)",
     ]
+
+
+@pytest.mark.parametrize("command", ["run", "graph", "publish", "dev"])
+def test_help_of_every_app_command_says_where_the_app_comes_from(runner: CliRunner, command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert (
+        "--app <str> Workflow app as module:attribute, imported from the current directory or the installed"
+        " packages (default: ARVO_APP, else the embedded examples service.examples:default_app)."
+    ) in text
