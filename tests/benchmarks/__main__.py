@@ -5,6 +5,7 @@ Each benchmark module exposes ``run(results: dict[str, float]) -> None``: it pri
 Every module runs in a process of its own, so one benchmark's heap and caches cannot colour the
 next one's figures. ``python -m tests.benchmarks [name ...]`` runs the modules whose name contains
 one of the given words (``codec``, ``workflow``, ``kafka``, ``tracing``, ``timers``, ``workers``).
+Afterwards the figures of issue 14's table are printed together (:mod:`tests.benchmarks._summary`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def main() -> int:
                 failed.append(name)
                 continue
             results.update(orjson.loads(out.read_bytes()))
+    if not selected or results:
+        from tests.benchmarks._summary import summary_lines
+
+        print("\n".join(summary_lines(results)), flush=True)
     target = os.environ.get("BENCH_JSON")
     if target:
         pathlib.Path(target).write_bytes(

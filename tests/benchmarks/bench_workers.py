@@ -84,6 +84,17 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15)
 
 
+def _rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _descendants(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     children: dict[int, list[int]] = {}
@@ -168,6 +179,8 @@ async def _one_run(
         wall = time.monotonic() - wall_before
         busy = _machine_busy_s() - busy_before
         cpu = {name: sum(map(_cpu_s, pids)) - cpu_before[name] for name, pids in parties.items()}
+        # Memory at the end of the timed run: every process of the service (the supervisor too).
+        rss = {pid: _rss_mib(pid) for pid in _descendants(service.pid)}
     except BaseException:
         print(f"arvo run --workers {workers}: its log and the broker's are in {workdir}", file=sys.stderr)
         try:
@@ -200,6 +213,9 @@ async def _one_run(
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "service_cpu_us_per_event": cpu["service"] * 1e6 / (WORKFLOWS * CONSUMED_PER_WORKFLOW),
         "rest_of_machine_cores": max(0.0, busy - sum(cpu.values())) / wall,
+        "service_rss_mib": sum(rss.values()),
+        "largest_process_rss_mib": max(rss.values(), default=0.0),
+        "service_processes": float(len(rss)),
     }
     figures.update({f"{name}_cores": seconds / wall for name, seconds in cpu.items()})
     return figures
@@ -243,7 +259,9 @@ def run(results: dict[str, float]) -> None:
             f" broker {figures['broker_cores']:.2f}, redis {figures['redis_cores']:.2f},"
             f" client {figures['client_cores']:.2f}, rest of the machine"
             f" {figures['rest_of_machine_cores']:.2f}; service {figures['service_cpu_us_per_event']:.0f} µs"
-            " CPU per consumed event",
+            " CPU per consumed event;"
+            f" RSS {figures['service_rss_mib']:.0f} MiB in {figures['service_processes']:.0f} process(es),"
+            f" largest {figures['largest_process_rss_mib']:.0f} MiB",
             flush=True,
         )
         for name, value in figures.items():
