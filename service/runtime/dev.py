@@ -11,9 +11,9 @@ Everything lives in ``.arvo-dev/`` of the current directory:
 ============== ==========================================================================================
 ``env``        the ``ARVO_*`` settings of the running environment (broker address, Redis URL, the app, the
                broker's tuning). The other commands of the CLI (``arvo publish``, ``inspect``,
-               ``instances``, ``dlq``, ``run``) started in this directory read it when the process
-               environment does not set ``ARVO_KAFKA_BOOTSTRAP_SERVERS``; removed when ``arvo dev``
-               stops. Shell-compatible: ``set -a; . .arvo-dev/env; set +a``.
+               ``instances``, ``dlq``, ``graph``, ``run``) started in this directory read it when the
+               process environment does not set ``ARVO_KAFKA_BOOTSTRAP_SERVERS``; removed when
+               ``arvo dev`` stops. Shell-compatible: ``set -a; . .arvo-dev/env; set +a``.
 ``state.json`` the process ids (``arvo dev``, the broker, ``redis-server``), addresses, app and topics;
                removed with ``env``
 ``broker.log`` ``redis.log`` the children's output (kept after the stop)

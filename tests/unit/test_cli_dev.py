@@ -287,3 +287,22 @@ def test_help_of_every_app_command_says_where_the_app_comes_from(runner: CliRunn
         "--app <str> Workflow app as module:attribute, imported from the current directory or the installed"
         " packages (default: ARVO_APP, else the embedded examples service.examples:default_app)."
     ) in text
+
+
+def test_graph_draws_the_app_of_the_arvo_dev_of_this_directory(runner: CliRunner, tmp_path: Path) -> None:
+    # `arvo dev --app ...` wrote the app to .arvo-dev/env: graph in the same directory draws its machines.
+    _write_dev_state(tmp_path, os.getpid(), ARVO_APP="service.examples:bench_app")
+    result = runner.invoke(app, ["graph", "order"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"arvo: using the arvo dev of this directory (pid {os.getpid()}, broker 127.0.0.1:40001; settings"
+        " from .arvo-dev/env)",
+        "arvo: no orchestrator 'arvo.orc.order' in the app (known: arvo.orc.bench, arvo.orc.bench.resumable)",
+    ]
+    assert runner.invoke(app, ["graph", "bench"]).stdout.startswith("stateDiagram-v2")
+    # --app and ARVO_APP still win over it.
+    assert runner.invoke(app, ["graph", "order", "--app", "service.examples:default_app"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["graph", "order"], env={"ARVO_APP": "service.examples:default_app"}).exit_code
+        == 0
+    )
