@@ -24,6 +24,8 @@ embedders) never share or collide on metrics. ``/metrics`` of the health server 
 ``arvo_consumer_lag_records``             records behind the partition end per ``topic``/``partition``
 ``arvo_assigned_partitions``              partitions this member owns
 ``arvo_paused_partitions``                partitions paused by backpressure
+``arvo_deferred_inits``                   admission: new root inits waiting behind started workflows'
+                                          records, per ``topic``/``partition`` (orchestrators)
 ``arvo_offset_commits_total``             successful offset commits
 ``arvo_stalled_partitions``               partitions with records waiting, none finished for
                                           ``stall_timeout_s``
@@ -347,6 +349,11 @@ class ServiceMetrics(LoopHooks):
         )
         assigned = GaugeMetricFamily("arvo_assigned_partitions", "Partitions assigned to this member.")
         paused = GaugeMetricFamily("arvo_paused_partitions", "Partitions paused by backpressure.")
+        deferred = GaugeMetricFamily(
+            "arvo_deferred_inits",
+            "New root workflow inits waiting behind started workflows' records (admission), per partition.",
+            labels=["topic", "partition"],
+        )
         commits = CounterMetricFamily("arvo_offset_commits", "Successful offset commits.")
         stalled = GaugeMetricFamily(
             "arvo_stalled_partitions",
@@ -356,13 +363,15 @@ class ServiceMetrics(LoopHooks):
         if loop is not None:
             for tp, count in _by_partition(loop.stats.in_flight.items()):
                 in_flight.add_metric([tp.topic, str(tp.partition)], count)
+            for tp, count in _by_partition(loop.stats.deferred_inits.items()):
+                deferred.add_metric([tp.topic, str(tp.partition)], count)
             for tp, behind in _by_partition(loop.partition_lag().items()):
                 lag.add_metric([tp.topic, str(tp.partition)], behind)
             assigned.add_metric([], len(loop.assignment))
             paused.add_metric([], len(loop.stats.paused))
             commits.add_metric([], loop.stats.commits)
             stalled.add_metric([], len(loop.stalled_partitions()))
-        yield from (in_flight, lag, assigned, paused, commits, stalled)
+        yield from (in_flight, deferred, lag, assigned, paused, commits, stalled)
         yield CounterMetricFamily(
             "arvo_spans_dropped",
             "Spans dropped by the batch span processor because its queue was full (whole process).",

@@ -42,6 +42,9 @@ class LoopStats:
     """Records buffered or being processed, per assigned partition."""
     paused: set[TopicPartition] = field(default_factory=set)
     """Partitions currently paused by backpressure."""
+    deferred_inits: dict[TopicPartition, int] = field(default_factory=dict)
+    """Admission: new root inits waiting behind started workflows' records, per assigned partition
+    of an orchestrator or resumable (also counted in :attr:`in_flight`)."""
     dependency_waits: Counter[str] = field(default_factory=Counter)
     """Waits of records for a dependency that was down, by dependency (no retry budget spent)."""
     timers_fired: int = 0

@@ -35,7 +35,7 @@ from service.arvo.orchestration.pipeline import PipelineHandler
 from service.runtime.consumer.decisions import FailureBudget
 from service.runtime.consumer.dependencies import DependencyMonitor
 from service.runtime.consumer.hooks import CombinedHooks, LoopHooks, LoopStats
-from service.runtime.consumer.lanes import Backpressure, Lane, LaneStopping
+from service.runtime.consumer.lanes import Backpressure, Lane, LaneStopping, root_init_classifier
 from service.runtime.consumer.offsets import OffsetCommitter
 from service.runtime.consumer.processing import RecordFinisher, RecordProcessor
 from service.runtime.consumer.publishing import EmissionPublisher
@@ -156,7 +156,17 @@ class ConsumerLoop:
         self._stopping = False
         self._started = False
         self._assigned_event = asyncio.Event()
-        self._backpressure = Backpressure(settings.partition_buffer_size)
+        self._backpressure = Backpressure(settings.partition_buffer_size, settings.admission_backlog)
+        # Admission: the topics of orchestrators and resumables, whose new root inits may wait.
+        self._root_inits: dict[str, Callable[[Any], bool]] = (
+            {
+                topic: root_init_classifier(handler.source)
+                for topic, handler in self._handlers.items()
+                if isinstance(handler, PipelineHandler)
+            }
+            if settings.admission_backlog > 0
+            else {}
+        )
         self._ends_checked_at = 0.0
         self.stats = LoopStats()
         """Counters of this loop."""
@@ -413,6 +423,7 @@ class ConsumerLoop:
         for lane in lanes:
             self._lanes.pop(lane.tp, None)
             self.stats.in_flight.pop(lane.tp, None)
+            self.stats.deferred_inits.pop(lane.tp, None)
             self.stats.paused.discard(lane.tp)
         if not self._lanes:
             self._assigned_event.clear()
@@ -445,7 +456,7 @@ class ConsumerLoop:
                         lane, f"offsets went back from {last} to {records[0].offset}"
                     )
                 lane.enqueue(records)
-                self.stats.in_flight[tp] = lane.size
+                self._count(lane)
                 if self._backpressure.should_pause(lane):
                     consumer.pause(tp)
                     lane.paused = True
@@ -482,8 +493,7 @@ class ConsumerLoop:
         their offsets never committed (committing them would skip the new log's first records).
         """
         tp = lane.tp
-        abandoned = len(lane.records)
-        lane.records.clear()
+        abandoned = lane.clear()
         await self._stop_lanes([lane])
         _log.warning(
             "partition log replaced (topic deleted and recreated, or truncated); restarting its lane",
@@ -495,10 +505,12 @@ class ConsumerLoop:
 
     def _start_lane(self, tp: TopicPartition) -> Lane:
         """A new lane for ``tp`` with its worker task running (replacing any lane ``tp`` had)."""
-        lane = Lane(tp)
+        lane = Lane(tp, self._root_inits.get(tp.topic))
         lane.task = asyncio.create_task(self._run_lane(lane), name=f"arvo-lane-{tp.topic}-{tp.partition}")
         self._lanes[tp] = lane
         self.stats.in_flight[tp] = 0
+        if lane.is_root_init is not None:
+            self.stats.deferred_inits[tp] = 0
         return lane
 
     async def _stop_lanes(self, lanes: list[Lane]) -> None:
@@ -513,8 +525,15 @@ class ConsumerLoop:
             _log.warning("drain timed out; abandoning in-flight records", lanes=len(late))
             await _cancel_and_wait(late)
 
+    def _count(self, lane: Lane) -> None:
+        """Update the lane's gauges: records in flight (deferred inits included), deferred inits."""
+        deferred = len(lane.deferred)
+        self.stats.in_flight[lane.tp] = lane.size + deferred
+        if lane.is_root_init is not None:
+            self.stats.deferred_inits[lane.tp] = deferred
+
     def _maybe_resume(self, lane: Lane) -> None:
-        self.stats.in_flight[lane.tp] = lane.size
+        self._count(lane)
         if self._backpressure.should_resume(lane):
             lane.paused = False
             self.stats.paused.discard(lane.tp)
@@ -570,12 +589,13 @@ class ConsumerLoop:
 
         A record whose key has a record running joins that key's queue; another waits for a free
         slot (later records wait behind it: the head of the lane is never overtaken by a key that
-        is not running yet).
+        is not running yet). A deferred init (admission) is taken only when no other record waits,
+        and only once a slot is free: records of started workflows that arrive meanwhile go first.
         """
         slots = asyncio.Semaphore(concurrency)
         workers: set[asyncio.Task[None]] = set()
         try:
-            while (record := await lane.next_record()) is not None:
+            while (record := await self._next_keyed(lane, slots)) is not None:
                 queue = lane.keyed.get(record.key)
                 if queue is not None:
                     queue.append(record)
@@ -603,6 +623,27 @@ class ConsumerLoop:
             if workers:
                 await asyncio.wait(set(workers))
             raise
+
+    @staticmethod
+    async def _next_keyed(lane: Lane, slots: asyncio.Semaphore) -> Any | None:
+        """The next record for :meth:`_run_lane_keyed`; ``None`` once the lane is closing.
+
+        A deferred init is popped only when it can be placed at once (its key runs, or a slot is
+        free), so nothing of its key can be enqueued between its pop and its placement.
+        """
+        while not lane.closing:
+            if lane.records:
+                return lane.records.popleft()
+            if lane.deferred:
+                if lane.deferred[0].key in lane.keyed or not slots.locked():
+                    return lane.pop_deferred()
+                # Every slot busy: wait for one without holding the init, then look again (records
+                # of started workflows fetched meanwhile go first).
+                await slots.acquire()
+                slots.release()
+                continue
+            await lane.wait_for_work()
+        return None
 
     async def _run_key(self, lane: Lane, key: Any, slots: asyncio.Semaphore) -> None:
         """Run the records of ``key`` one after the other until its queue is empty."""
