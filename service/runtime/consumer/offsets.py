@@ -47,6 +47,7 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()
+        self._tracked: set[int] = set()  # the offsets in _pending: membership in O(1), not a deque scan
         self._done: set[int] = set()
         self._last_tracked: int | None = None
         self._position: int | None = None
@@ -58,14 +59,16 @@ class OffsetTracker:
             raise ValueError(f"offset {offset} tracked out of order (last tracked {self._last_tracked})")
         self._last_tracked = offset
         self._pending.append(offset)
+        self._tracked.add(offset)
 
     def done(self, offset: int) -> None:
         """Mark ``offset`` processed (its effects are durable)."""
-        if offset not in self._done and offset in self._pending:
+        if offset not in self._done and offset in self._tracked:
             self._done.add(offset)
             while self._pending and self._pending[0] in self._done:
                 first = self._pending.popleft()
                 self._done.discard(first)
+                self._tracked.discard(first)
                 self._position = first + 1
 
     @property
