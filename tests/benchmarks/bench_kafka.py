@@ -42,7 +42,9 @@ app — orchestrator, resumable and both services — in this process, on uvloop
   reference's cost is measured against it; ``strict``: ``ARVO_REPLY_SOURCE_CHECK=strict``; ``wait``:
   ``ARVO_REDIS_WAIT_REPLICAS=1`` with a private replica of the bench's Redis on the same host, started
   for that run only (a replication round trip of well under a millisecond: a remote replica costs
-  more). ``BENCH_KAFKA_COSTS`` picks them (default ``off,strict,wait``; empty or ``none``: skipped).
+  more); ``history``: ``ARVO_INSTANCE_HISTORY_EVENTS=0`` alone — the instance history's cost (issue 12)
+  is measured against it. ``BENCH_KAFKA_COSTS`` picks them (default ``off,history,strict,wait``; empty
+  or ``none``: skipped).
   One round by default: differences of a few percent are within the run-to-run noise;
   ``BENCH_KAFKA_COST_ROUNDS=N`` repeats the rounds and prints the medians.
 
@@ -103,10 +105,10 @@ COST_ROUNDS = int(os.environ.get("BENCH_KAFKA_COST_ROUNDS", "1"))
 """Rounds of cost runs (reference, then each variant); the figures are the medians."""
 COSTS = [
     name.strip()
-    for name in os.environ.get("BENCH_KAFKA_COSTS", "off,strict,wait").split(",")
+    for name in os.environ.get("BENCH_KAFKA_COSTS", "off,history,strict,wait").split(",")
     if name.strip() and name.strip() != "none"
 ]
-"""The cost variants to measure after the main run (``off``, ``strict``, ``wait``)."""
+"""The cost variants to measure after the main run (``off``, ``history``, ``strict``, ``wait``)."""
 PROFILE_PATH = os.environ.get("BENCH_KAFKA_PROFILE", "")
 """When set, a ``cProfile`` of the service during the timed run is written there (figures then
 include the profiler's overhead: use it to find where the time goes, not for the rates)."""
@@ -282,6 +284,10 @@ _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         " handler threads, loop watchdog; on vs all off)",
         _FEATURES_OFF,
     ),
+    "history": (
+        "the instance history (ARVO_INSTANCE_HISTORY_EVENTS=20, the default, vs 0)",
+        {"instance_history_events": 0},
+    ),
     "reference": ("the defaults", {}),
     "strict": ("ARVO_REPLY_SOURCE_CHECK=strict (vs addressed)", {"reply_source_check": "strict"}),
     "wait": (
@@ -289,6 +295,9 @@ _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"redis_wait_replicas": 1, "redis_wait_timeout_ms": 1_000},
     ),
 }
+
+_CHEAPER_VARIANTS = frozenset({"off", "history"})
+"""Variants that switch a default feature off (the reference carries the feature's cost)."""
 
 
 async def _timed_run(
@@ -394,9 +403,10 @@ def _cost_lines(figures: dict[str, float]) -> str:
             continue
         other_rate = figures[f"cost.{variant}.workflows_per_s"]
         other_cpu = figures[f"cost.{variant}.cpu_us_per_event"]
-        # "off" is the cheaper configuration: the defaults' cost is measured against it.
-        with_rate, without_rate = (rate, other_rate) if variant == "off" else (other_rate, rate)
-        with_cpu, without_cpu = (cpu, other_cpu) if variant == "off" else (other_cpu, cpu)
+        # "off" and "history" are cheaper configurations: the defaults' cost is measured against them.
+        cheaper = variant in _CHEAPER_VARIANTS
+        with_rate, without_rate = (rate, other_rate) if cheaper else (other_rate, rate)
+        with_cpu, without_cpu = (cpu, other_cpu) if cheaper else (other_cpu, cpu)
         cost = (without_rate - with_rate) / without_rate
         cpu_cost = (with_cpu - without_cpu) / without_cpu
         figures[f"cost.{variant}.throughput_fraction"] = cost

@@ -5,6 +5,10 @@ OpenTelemetry API only (no SDK), 2,000 workflows each after a warm-up, one workf
 prints workflows/s, events/s, p50/p99 latency, peak RSS and the size of a finished workflow's state
 record. Baseline in the same run: the same six events routed through a bare FIFO with handlers that
 do no validation, state or id work, i.e. the floor of routing cost in this process.
+
+The cost of the instance history (issue 12): ``BENCH_HISTORY_ROUNDS`` (3) alternating rounds of each
+variant with the history kept (the default, ``ARVO_INSTANCE_HISTORY_EVENTS=20``) and without it
+(``0``); the medians of workflows per CPU-second and the finished record's size are compared.
 """
 
 from __future__ import annotations
@@ -24,20 +28,29 @@ from contracts.bench import bench_machine_contract, bench_resumable_contract
 from service.arvo.event import ArvoEvent
 from service.arvo.factory import create_arvo_orchestrator_event_factory
 from service.arvo.memory import InMemoryMemory
+from service.arvo.orchestration.record import DEFAULT_HISTORY_BYTES
+from service.arvo.orchestrator import ArvoOrchestrator
+from service.arvo.resumable import ArvoResumable
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.arvo.testing import InMemoryBroker
 from service.examples import bench_app
 from tests.benchmarks._rig import percentile
 
 WORKFLOWS = int(os.environ.get("BENCH_WORKFLOWS", "2000"))
+HISTORY_ROUNDS = int(os.environ.get("BENCH_HISTORY_ROUNDS", "3"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "200"))
 CLIENT = "com.bench.client"
 EVENTS_PER_WORKFLOW = 6
 
 
-async def _run_variant(contract: Any) -> tuple[dict[str, float], int]:
+async def _run_variant(contract: Any, *, history_events: int | None = None) -> tuple[dict[str, float], int]:
     memory = InMemoryMemory()
-    broker = InMemoryBroker(bench_app(memory))
+    handlers = bench_app(memory)
+    if history_events is not None:  # None: the engine's default (what the service keeps by default)
+        for handler in handlers:
+            if isinstance(handler, ArvoOrchestrator | ArvoResumable):
+                handler.keep_history(events=history_events, max_bytes=DEFAULT_HISTORY_BYTES)
+    broker = InMemoryBroker(handlers)
     factory = create_arvo_orchestrator_event_factory(contract.version("1.0.0"))
     results: list[ArvoEvent] = []
 
@@ -124,6 +137,29 @@ def run(results: dict[str, float]) -> None:
             f"(baseline bare routing: {baseline:.0f} workflows/s; target ≥ 1000; TS original ~460–670)",
             flush=True,
         )
+        if HISTORY_ROUNDS > 0:
+            _history_cost(name, contract, results)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["workflow.peak_rss_mib"] = peak_rss_mib
     print(f"peak RSS: {peak_rss_mib:.1f} MiB", flush=True)
+
+
+def _history_cost(name: str, contract: Any, results: dict[str, float]) -> None:
+    """Alternating rounds with the default history and without; medians of CPU rate and record size."""
+    kept: list[tuple[dict[str, float], int]] = []
+    none: list[tuple[dict[str, float], int]] = []
+    for _ in range(HISTORY_ROUNDS):
+        kept.append(asyncio.run(_run_variant(contract)))
+        none.append(asyncio.run(_run_variant(contract, history_events=0)))
+    with_rate = statistics.median(figures["workflows_per_cpu_s"] for figures, _ in kept)
+    without_rate = statistics.median(figures["workflows_per_cpu_s"] for figures, _ in none)
+    with_bytes, without_bytes = kept[0][1], none[0][1]
+    cpu_cost = without_rate / with_rate - 1  # CPU per workflow, with vs without
+    results[f"workflow.{name}.history_cpu_fraction"] = cpu_cost
+    results[f"workflow.{name}.history_record_bytes"] = with_bytes - without_bytes
+    print(
+        f"{'':>12}  cost of the instance history (ARVO_INSTANCE_HISTORY_EVENTS default vs 0, median of"
+        f" {HISTORY_ROUNDS} alternating rounds): {cpu_cost:+.1%} CPU per workflow ({with_rate:.0f} vs"
+        f" {without_rate:.0f} per CPU-second), state record {with_bytes} vs {without_bytes} bytes",
+        flush=True,
+    )
