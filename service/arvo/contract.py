@@ -81,7 +81,7 @@ class ContractSchema:
 
     """
 
-    __slots__ = ("_include", "_json_schema", "_model")
+    __slots__ = ("_direct", "_include", "_json_schema", "_model")
 
     def __init__(self, model: type[BaseModel]) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -91,6 +91,12 @@ class ContractSchema:
             set(model.model_fields) if model.model_config.get("extra") == "allow" else None
         )
         self._json_schema: dict[str, Any] | None = None
+        # pydantic's own model_validate/model_dump only forward to the core validator and serializer:
+        # call those directly (per event), unless the model overrides either method.
+        self._direct = (
+            getattr(model.model_validate, "__func__", None) is BaseModel.model_validate.__func__  # type: ignore[attr-defined]
+            and model.model_dump is BaseModel.model_dump
+        )
 
     @property
     def model(self) -> type[BaseModel]:
@@ -104,8 +110,16 @@ class ContractSchema:
             pydantic.ValidationError: If ``data`` does not match the schema.
 
         """
-        instance = self._model.model_validate(dict(data) if isinstance(data, Mapping) else data)
-        return instance.model_dump(mode="json", by_alias=True, include=self._include)
+        if type(data) is not dict and isinstance(data, Mapping):
+            data = dict(data)
+        model = self._model
+        if self._direct:
+            instance = model.__pydantic_validator__.validate_python(data)
+            dumped: dict[str, Any] = model.__pydantic_serializer__.to_python(
+                instance, mode="json", by_alias=True, include=self._include
+            )
+            return dumped
+        return model.model_validate(data).model_dump(mode="json", by_alias=True, include=self._include)
 
     def problems(self, data: Any, *, path: str = "data") -> list[ValidationProblem]:
         """Every way ``data`` breaks the schema (empty when valid), paths like ``data.items[0].name``."""
@@ -253,7 +267,16 @@ class ArvoContract:
 
     """
 
-    __slots__ = ("_description", "_domain", "_metadata", "_type", "_uri", "_versioned", "_versions")
+    __slots__ = (
+        "_description",
+        "_domain",
+        "_metadata",
+        "_system_error",
+        "_type",
+        "_uri",
+        "_versioned",
+        "_versions",
+    )
 
     def __init__(
         self,
@@ -300,6 +323,7 @@ class ArvoContract:
         self._metadata: Mapping[str, Any] = MappingProxyType(dict(metadata or {}))
         self._versions: Mapping[str, ContractVersion] = MappingProxyType(normalised)
         self._versioned: dict[str, VersionedArvoContract] = {}
+        self._system_error = ContractRecord(type=f"sys.{type}.error", schema=_ERROR_SCHEMA)
 
     @property
     def uri(self) -> str:
@@ -334,7 +358,7 @@ class ArvoContract:
     @property
     def system_error(self) -> ContractRecord:
         """``sys.<type>.error`` with :class:`ArvoErrorSchema` (the same for every version)."""
-        return ContractRecord(type=f"sys.{self._type}.error", schema=_ERROR_SCHEMA)
+        return self._system_error
 
     def sorted_versions(self, order: Literal["ASC", "DESC"] = "ASC") -> list[str]:
         """Version keys sorted numerically (``0.10.0`` after ``0.9.0``)."""
@@ -458,7 +482,16 @@ def _raise_invalid(path: str, rule: str, message: str, value: object) -> NoRetur
 class VersionedArvoContract:
     """One version of an :class:`ArvoContract` (obtain it with :meth:`ArvoContract.version`)."""
 
-    __slots__ = ("_contract", "_spec", "_version")
+    __slots__ = (
+        "_accepts",
+        "_complete_event_type",
+        "_contract",
+        "_dataschema",
+        "_is_orchestrator",
+        "_spec",
+        "_system_error",
+        "_version",
+    )
 
     def __init__(self, *, contract: ArvoContract, version: str) -> None:
         if version not in contract.versions:
@@ -466,6 +499,18 @@ class VersionedArvoContract:
         self._contract = contract
         self._version = version
         self._spec = contract.versions[version]
+        # Everything below derives from immutable parts of the contract: built once, read per event.
+        self._accepts = ContractRecord(type=contract.type, schema=self._spec.accepts)
+        self._dataschema = EventDataschemaUtil.build(contract.uri, version)
+        record = contract.system_error
+        self._system_error = SystemErrorRecord(
+            type=record.type,
+            schema=record.schema,
+            dataschema=EventDataschemaUtil.build(contract.uri, WILDCARD_VERSION),
+        )
+        self._is_orchestrator = contract.metadata.get("contractType") == ARVO_ORCHESTRATOR_CONTRACT_TYPE
+        complete = contract.metadata.get("completeEventType") if self._is_orchestrator else None
+        self._complete_event_type: str | None = complete if isinstance(complete, str) else None
 
     @property
     def contract(self) -> ArvoContract:
@@ -500,7 +545,7 @@ class VersionedArvoContract:
     @property
     def accepts(self) -> ContractRecord:
         """The accepted type with this version's schema."""
-        return ContractRecord(type=self._contract.type, schema=self._spec.accepts)
+        return self._accepts
 
     @property
     def emits(self) -> Mapping[str, ContractSchema]:
@@ -517,30 +562,22 @@ class VersionedArvoContract:
     @property
     def dataschema(self) -> str:
         """``<uri>/<version>``: the ``dataschema`` of events of this version."""
-        return EventDataschemaUtil.build(self.uri, self._version)
+        return self._dataschema
 
     @property
     def system_error(self) -> SystemErrorRecord:
         """``sys.<type>.error``, :class:`ArvoErrorSchema`, dataschema ``<uri>/0.0.0``."""
-        record = self._contract.system_error
-        return SystemErrorRecord(
-            type=record.type,
-            schema=record.schema,
-            dataschema=EventDataschemaUtil.build(self.uri, WILDCARD_VERSION),
-        )
+        return self._system_error
 
     @property
     def is_orchestrator_contract(self) -> bool:
         """Whether the contract was made by :func:`create_arvo_orchestrator_contract`."""
-        return self.metadata.get("contractType") == ARVO_ORCHESTRATOR_CONTRACT_TYPE
+        return self._is_orchestrator
 
     @property
     def complete_event_type(self) -> str | None:
         """``arvo.orc.<name>.done`` for orchestrator contracts, else ``None``."""
-        if not self.is_orchestrator_contract:
-            return None
-        complete = self.metadata.get("completeEventType")
-        return complete if isinstance(complete, str) else None
+        return self._complete_event_type
 
     def to_json_schema(self) -> dict[str, Any]:
         """The version with JSON Schemas of every event (accepts, system error, emits)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import re
 import time as time_module
@@ -43,6 +44,7 @@ from service.arvo.validation import (
     EXTENSION_KEY_RE,
     MAX_JSON_DEPTH,
     TYPE_RE,
+    is_json_object_clean,
     is_parsed_json_clean,
     is_parsed_scalar_clean,
     json_object_problems,
@@ -66,6 +68,9 @@ __all__ = [
     "create_arvo_event",
     "create_arvo_event_id",
     "create_timestamp",
+    "data_schema_of",
+    "engine_event",
+    "mark_data_schema",
     "parse_arvo_event_id",
 ]
 
@@ -534,10 +539,11 @@ class ArvoEvent:
 
     """
 
-    __slots__ = ("_extensions", "_fields")
+    __slots__ = ("_data_schema", "_extensions", "_fields")
 
     _fields: _Fields
     _extensions: dict[str, ExtensionValue]
+    _data_schema: object | None
 
     def __init__(
         self,
@@ -600,6 +606,7 @@ class ArvoEvent:
             _fail(problems)
         _set_fields(self, fields)
         _set_extensions(self, ordered)
+        _set_data_schema(self, None)
 
     # -- decoding ---------------------------------------------------------------------------------
 
@@ -722,6 +729,7 @@ class ArvoEvent:
         event = cls.__new__(cls)
         _set_fields(event, fields)
         _set_extensions(event, extensions)
+        _set_data_schema(event, None)
         return event
 
     # -- immutability -----------------------------------------------------------------------------
@@ -987,6 +995,7 @@ _set_fields: Callable[[ArvoEvent, _Fields], None] = ArvoEvent.__dict__["_fields"
 _set_extensions: Callable[[ArvoEvent, dict[str, ExtensionValue]], None] = ArvoEvent.__dict__[
     "_extensions"
 ].__set__
+_set_data_schema: Callable[[ArvoEvent, object | None], None] = ArvoEvent.__dict__["_data_schema"].__set__
 
 _CONSTRUCTOR_ARGS: Final = frozenset((*WIRE_KEY_ORDER, "extensions"))
 
@@ -1277,3 +1286,209 @@ def create_arvo_event(
         domain=domain,
         extensions=extensions,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Events the engine builds itself (the trusted path)
+
+_class_of = type
+_new_event = object.__new__
+_SAFE_INT: Final = 2**53 - 1
+_isfinite = math.isfinite
+_verify_engine_events = False
+"""Tests set this: every :func:`engine_event` is also built by :func:`create_arvo_event` and compared."""
+
+
+def _is_plain_uri(value: object) -> bool:
+    """A non-empty string ``encodeURI`` leaves unchanged, hence a valid URI as it is."""
+    return _class_of(value) is str and _uri_fast(value) is not None
+
+
+def engine_event(
+    *,
+    id: str,
+    source: str,
+    type: str,
+    subject: str,
+    data: dict[str, Any],
+    dataschema: str | None,
+    to: str | None,
+    parentid: str | None,
+    domain: str | None,
+    accesscontrol: str | None = None,
+    redirectto: str | None = None,
+    executionunits: float | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+    time: str | None = None,
+    extensions: Mapping[str, ExtensionValue] | None = None,
+    data_schema: object | None = None,
+) -> ArvoEvent:
+    """:func:`create_arvo_event` for an event the engine emits, without re-validating what it built.
+
+    The result is the event ``create_arvo_event`` returns for the same arguments (the same
+    ``encodeURI`` normalisation, defaults and wire form; the same error when a value is invalid).
+    What the engine derived itself is taken as it is: ``source`` (the emitting handler's own source,
+    a validated type-format name), ``specversion``, ``datacontenttype``, a generated ``time``, and
+    ``traceparent``/``tracestate`` (the handler span's headers). Every value a user's code can supply
+    gets the cheap form of its rule: ``id``, ``type``, ``data`` (a JSON object: safe integers, finite
+    numbers, UTF-8 strings), ``to``, ``accesscontrol``, ``redirectto``, ``executionunits``, ``domain``,
+    ``time`` when given, ``extensions``; ``subject``, ``dataschema``, ``parentid``, ``to`` and
+    ``redirectto`` must be strings ``encodeURI`` leaves unchanged. A value that does not pass takes the
+    full path (:func:`create_arvo_event`), which normalises it or raises exactly as before.
+
+    Not for data from outside the process: events consumed from a broker are decoded with
+    :meth:`ArvoEvent.from_json`, and the public constructors validate every field.
+
+    Args:
+        id: The event id (the engine's derived UUID, or the id a handler asked for).
+        source: The emitting handler's source.
+        type: The event type.
+        subject: The subject.
+        data: The payload (usually the contract's validated, JSON-ready copy).
+        dataschema: ``<contract uri>/<version>`` or ``None``.
+        to: The destination; ``None`` or empty means ``type``.
+        parentid: The id of the causing event.
+        domain: The resolved domain.
+        accesscontrol: Propagated access-control string.
+        redirectto: Where replies should go.
+        executionunits: The cost metric.
+        traceparent: W3C ``traceparent`` of the emitting span.
+        tracestate: W3C ``tracestate`` of the emitting span.
+        time: The event time; default now (:func:`create_timestamp`).
+        extensions: Custom extension attributes.
+        data_schema: The contract schema ``data`` was validated and stripped by (see
+            :func:`data_schema_of`), ``None`` when it was not.
+
+    Returns:
+        The event.
+
+    Raises:
+        ArvoEventValidationError: A value breaks a rule (as :func:`create_arvo_event` raises it).
+
+    """
+    stamped = create_timestamp() if time is None else time
+    target = to or type
+    ordered: dict[str, ExtensionValue] = {}
+    unusual = False
+    if extensions:
+        if isinstance(extensions, Mapping):
+            problems: list[ValidationProblem] = []
+            ordered = _extension_problems(problems, extensions, parsed=False)
+            unusual = bool(problems)
+        else:
+            unusual = True
+    if (
+        unusual
+        or not (_class_of(id) is str and id and id.isascii())
+        or not (_class_of(type) is str and _type_match(type) is not None)
+        or not _is_plain_uri(subject)
+        or not _is_plain_uri(target)
+        or (dataschema and not _is_plain_uri(dataschema))
+        or (redirectto and not _is_plain_uri(redirectto))
+        or (parentid and not _is_plain_uri(parentid))
+        or (time is not None and not (_class_of(time) is str and _time_match(time) is not None))
+        or (
+            accesscontrol is not None
+            and not (_class_of(accesscontrol) is str and accesscontrol and accesscontrol.isascii())
+        )
+        or (
+            executionunits is not None
+            and not (
+                (_class_of(executionunits) is float and _isfinite(executionunits))
+                or (_class_of(executionunits) is int and -_SAFE_INT <= executionunits <= _SAFE_INT)
+            )
+        )
+        or (domain is not None and not (_class_of(domain) is str and _domain_match(domain) is not None))
+        or not is_json_object_clean(data)
+    ):
+        return create_arvo_event(
+            id=id,
+            source=source,
+            type=type,
+            subject=subject,
+            data=data,
+            time=stamped,
+            dataschema=dataschema,
+            to=to,
+            accesscontrol=accesscontrol,
+            redirectto=redirectto,
+            executionunits=executionunits,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            parentid=parentid,
+            domain=domain,
+            extensions=extensions,
+        )
+    event = _new_event(ArvoEvent)
+    _set_fields(
+        event,
+        _new_fields(
+            (
+                id,
+                source,
+                "1.0",
+                type,
+                subject,
+                ARVO_DATA_CONTENT_TYPE,
+                dataschema or None,
+                data,
+                stamped,
+                target,
+                accesscontrol,
+                redirectto or None,
+                executionunits,
+                traceparent,
+                tracestate,
+                parentid or None,
+                domain,
+            )
+        ),
+    )
+    _set_extensions(event, ordered)
+    _set_data_schema(event, data_schema)
+    if _verify_engine_events:
+        _verify_engine_event(
+            event,
+            id=id,
+            source=source,
+            type=type,
+            subject=subject,
+            data=data,
+            time=stamped,
+            dataschema=dataschema,
+            to=to,
+            accesscontrol=accesscontrol,
+            redirectto=redirectto,
+            executionunits=executionunits,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            parentid=parentid,
+            domain=domain,
+            extensions=extensions,
+        )
+    return event
+
+
+def _verify_engine_event(event: ArvoEvent, **arguments: Any) -> None:
+    """Check ``event`` against what the validating path builds from the same arguments (tests)."""
+    expected = create_arvo_event(**arguments)
+    if expected.to_json() != event.to_json() or expected.extensions != event.extensions:
+        raise AssertionError(
+            f"engine_event differs from create_arvo_event:\n{event.to_json()!r}\n{expected.to_json()!r}"
+        )
+
+
+def data_schema_of(event: ArvoEvent) -> object | None:
+    """The contract schema the event's ``data`` was validated and stripped by in this process, if any.
+
+    Set by the engine's emitters and the event factories (the data *is* that schema's output);
+    ``None`` for events decoded from the wire or built by the public constructors. A handler that
+    would validate ``data`` against the very same schema object again skips it.
+    """
+    return event._data_schema
+
+
+def mark_data_schema(event: ArvoEvent, schema: object) -> None:
+    """Record that ``event.data`` is the output of ``schema``'s validation (see :func:`data_schema_of`)."""
+    _set_data_schema(event, schema)

@@ -32,6 +32,7 @@ from service.arvo.event import (
     EventIdSpec,
     ExtensionValue,
     create_arvo_event,
+    mark_data_schema,
 )
 from service.arvo.subject import ArvoOrchestrationSubject
 from service.arvo.telemetry import exception_to_span, start_span, tracing_enabled
@@ -221,6 +222,7 @@ class ArvoEventFactory:
                 dataschema=dataschema,
                 subject=subject,
                 source=source,
+                data_schema=accepts.schema,
             )
 
         return self._in_span(f"accepts<{accepts.type}>", build)
@@ -262,7 +264,14 @@ class ArvoEventFactory:
             if subject is None:
                 subject = self._auto_subject(type, source, attributes.domain, attributes.redirectto)
             return self._create(
-                span, attributes, type=type, data=valid, dataschema=dataschema, subject=subject, source=source
+                span,
+                attributes,
+                type=type,
+                data=valid,
+                dataschema=dataschema,
+                subject=subject,
+                source=source,
+                data_schema=schema,
             )
 
         return self._in_span(f"emits<{type}>", build)
@@ -348,6 +357,7 @@ class ArvoEventFactory:
         dataschema: str,
         subject: str,
         source: str,
+        data_schema: ContractSchema | None = None,
     ) -> ArvoEvent:
         traceparent = attributes.traceparent
         tracestate = attributes.tracestate
@@ -355,7 +365,7 @@ class ArvoEventFactory:
             span_traceparent, span_tracestate = _span_trace_headers(span)
             traceparent = traceparent if traceparent is not None else span_traceparent
             tracestate = tracestate if tracestate is not None else span_tracestate
-        return create_arvo_event(
+        event = create_arvo_event(
             source=source,
             type=type,
             subject=subject,
@@ -374,6 +384,10 @@ class ArvoEventFactory:
             domain=attributes.domain,
             extensions=attributes.extensions,
         )
+        if data_schema is not None:
+            # ``data`` is that schema's validated copy: a handler of this process need not check it again.
+            mark_data_schema(event, data_schema)
+        return event
 
 
 class ArvoOrchestratorEventFactory(ArvoEventFactory):
@@ -441,6 +455,7 @@ class ArvoOrchestratorEventFactory(ArvoEventFactory):
                 dataschema=dataschema,
                 subject=subject,
                 source=source,
+                data_schema=accepts.schema,
             )
 
         return self._in_span(f"init<{accepts.type}>", build)
@@ -491,6 +506,7 @@ class ArvoOrchestratorEventFactory(ArvoEventFactory):
                 dataschema=dataschema,
                 subject=subject,
                 source=source,
+                data_schema=schema,
             )
 
         return self._in_span(f"complete<{complete_type}>", build)

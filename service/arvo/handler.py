@@ -20,7 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from service.arvo.blocking import enter_handler, is_async_callable, leave_handler, run_sync_handler
 from service.arvo.contract import ArvoContract, EventDataschemaUtil, VersionedArvoContract
 from service.arvo.errors import ArvoValidationError, ConfigViolation, ContractViolation, is_violation_error
-from service.arvo.event import ArvoEvent, create_arvo_event
+from service.arvo.event import ArvoEvent, data_schema_of, engine_event
 from service.arvo.execution import ExecutionOutcome, ExecutionResult, InheritFrom
 from service.arvo.orchestration.domains import normalise_domains, resolve_domains
 from service.arvo.orchestration.emittables import validation_details
@@ -244,8 +244,12 @@ class ArvoEventHandler:
         self, event: ArvoEvent, span: Span, headers: tuple[str | None, str | None]
     ) -> list[ArvoEvent]:
         versioned = self._resolve_version(event, span)
+        schema = versioned.accepts.schema
         try:
-            versioned.accepts.schema.validate(event.data)
+            # Data this process already validated with this very schema (an event its own engine or
+            # factory built) is not validated again; anything decoded from the wire is.
+            if data_schema_of(event) is not schema:
+                schema.validate(event.data)
         except (pydantic.ValidationError, ValueError, TypeError) as error:
             raise ContractViolation(
                 f"Input event payload validation failed: {validation_details(error)}"
@@ -315,7 +319,7 @@ class ArvoEventHandler:
         for copy_index, domain in enumerate(domains):
             try:
                 emitted.append(
-                    create_arvo_event(
+                    engine_event(
                         id=emitted_event_id(
                             source=self.source,
                             consumed=event,
@@ -339,6 +343,7 @@ class ArvoEventHandler:
                         domain=domain,
                         time=item.get("time"),
                         extensions=extensions if isinstance(extensions, Mapping) else None,
+                        data_schema=schema,
                     )
                 )
             except ArvoValidationError as error:

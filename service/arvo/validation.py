@@ -41,6 +41,7 @@ __all__ = [
     "TYPE_RE",
     "describe_value",
     "is_json_number",
+    "is_json_object_clean",
     "is_parsed_json_clean",
     "is_parsed_scalar_clean",
     "is_safe_integer",
@@ -327,6 +328,15 @@ def json_object_problems(
     problems: list[ValidationProblem] = []
     _collect(value, path, 0, max_depth, problems)
     return problems
+
+
+def is_json_object_clean(value: object, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` is event data without any problem: the boolean form of :func:`json_object_problems`.
+
+    ``False`` does not always mean a problem (a ``dict`` subclass or a ``StrEnum`` value is only
+    judged by the full check): callers then run :func:`json_object_problems`.
+    """
+    return type(value) is dict and _is_clean(value, 1, max_depth)
 
 
 def _is_clean(container: Any, depth: int, max_depth: int) -> bool:

@@ -15,7 +15,7 @@ import pydantic
 
 from service.arvo.contract import ContractSchema, VersionedArvoContract
 from service.arvo.errors import ArvoValidationError, ContractViolation, ExecutionViolation
-from service.arvo.event import ArvoEvent, create_arvo_event
+from service.arvo.event import ArvoEvent, engine_event
 from service.arvo.orchestration.domains import normalise_domains, resolve_domains
 from service.arvo.orchestration.ids import child_execution_id, emitted_event_id
 from service.arvo.subject import ArvoOrchestrationSubject
@@ -139,13 +139,15 @@ def _create_one(
                 source=context.source, consumed=source_event, index=index, domain=domain
             ),
         )
+    data_schema: ContractSchema | None = None
     if contract is not None and schema is not None:
         data = _validate(schema, raw_type, data)
         dataschema = contract.dataschema
+        data_schema = schema
     extensions = raw.get("__extensions")
     executionunits = raw.get("executionunits")
     try:
-        return create_arvo_event(
+        return engine_event(
             id=emitted_event_id(
                 source=context.source,
                 consumed=source_event,
@@ -168,6 +170,7 @@ def _create_one(
             parentid=parentid,
             domain=domain,
             extensions=extensions if isinstance(extensions, Mapping) else None,
+            data_schema=data_schema,
         )
     except ArvoValidationError as error:
         raise ContractViolation(

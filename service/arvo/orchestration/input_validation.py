@@ -16,7 +16,7 @@ from service.arvo.contract import (
     VersionedArvoContract,
 )
 from service.arvo.errors import ConfigViolation, ContractViolation, ForeignSourceViolation
-from service.arvo.event import ArvoEvent
+from service.arvo.event import ArvoEvent, data_schema_of
 from service.arvo.orchestration.emittables import validation_details
 from service.arvo.orchestration.record import EMITTED_IDS_KEPT, InstanceRecord
 
@@ -132,7 +132,9 @@ def validate_input_event(
     else:
         schema = contract.emits.get(event.type) or contract.system_error.schema
     try:
-        schema.validate(event.data)
+        # Not again for data this process validated with this very schema (see data_schema_of).
+        if data_schema_of(event) is not schema:
+            schema.validate(event.data)
     except (pydantic.ValidationError, ValueError, TypeError) as error:
         return EventValidationResult(
             kind=EventValidationKind.INVALID_DATA,

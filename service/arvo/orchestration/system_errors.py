@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from service.arvo.contract import VersionedArvoContract
-from service.arvo.event import ARVO_DATA_CONTENT_TYPE, ArvoEvent, create_arvo_event
+from service.arvo.event import ArvoEvent, engine_event
 from service.arvo.factory import error_data
 from service.arvo.orchestration.domains import resolve_domains
 from service.arvo.orchestration.ids import system_error_event_id
@@ -57,15 +57,15 @@ def create_system_error_events(
         self_contract=self_contract,
         event_contract=self_contract,
     )
+    system_error = self_contract.system_error
     return [
-        create_arvo_event(
+        engine_event(
             id=system_error_event_id(source=source, consumed=event, domain=domain),
             source=source,
-            type=self_contract.system_error.type,
+            type=system_error.type,
             subject=subject,
             data=data,
-            dataschema=self_contract.system_error.dataschema,
-            datacontenttype=ARVO_DATA_CONTENT_TYPE,
+            dataschema=system_error.dataschema,
             to=to,
             accesscontrol=event.accesscontrol,
             executionunits=executionunits,
