@@ -216,6 +216,7 @@ class ArvoOrchestrationSubject:
                     content,
                 )
             )
+        _remember_created(subject, payload)
         return subject
 
     @staticmethod
@@ -237,6 +238,10 @@ class ArvoOrchestrationSubject:
         """
         # Length and type first, so oversized input is never hashed for the cache lookup.
         _precheck(subject)
+        if not lenient:
+            created = _created.get(subject)
+            if created is not None:
+                return created
         return _parse_cached(subject, bool(lenient))
 
     @staticmethod
@@ -247,6 +252,23 @@ class ArvoOrchestrationSubject:
         except SubjectError:
             return False
         return True
+
+
+_created: dict[str, ParsedSubject] = {}
+"""Subjects this process encoded, parsed from the JSON they were encoded from (bounded)."""
+
+
+def _remember_created(subject: str, payload: bytes) -> None:
+    """Keep the parse of a subject :meth:`ArvoOrchestrationSubject.create` just encoded.
+
+    The engine parses the subjects it creates soon after (a child's init event, the factory's init
+    event in this process): their strict parse is the decoded ``payload``, so it is built from the
+    payload instead of inflating the subject again. ``create`` validated the content with stricter
+    rules than a parse applies.
+    """
+    if len(_created) >= _CACHE_SIZE:
+        _created.clear()
+    _created[subject] = _parsed(orjson.loads(payload))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -274,6 +296,11 @@ def _decode_subject(subject: str, lenient: bool = False) -> ParsedSubject:
     problems = _content_problems(content, require_domain_key=False)
     if problems:
         raise SubjectError(_parse_error(_SHAPE_ERROR_PREFIX + _join_problems(problems), subject))
+    return _parsed(content)
+
+
+def _parsed(content: dict[str, Any]) -> ParsedSubject:
+    """The :class:`ParsedSubject` of decoded subject JSON that passed the schema checks."""
     orchestrator = content["orchestrator"]
     execution = content["execution"]
     return ParsedSubject(

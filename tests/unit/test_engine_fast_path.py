@@ -268,3 +268,30 @@ def test_bench_workflow_with_every_engine_event_checked(
 def test_timestamps_are_still_generated_per_event() -> None:
     first = engine_event(**{**BASE, "time": None})
     assert first.time[:4] == create_timestamp()[:4]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    domain=st.none() | st.from_regex(r"[a-z0-9.]{1,6}", fullmatch=True),
+    meta=st.dictionaries(printable, printable, max_size=3),
+    execution_id=st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True),
+)
+def test_a_created_subject_parses_as_its_decoding(
+    domain: str | None, meta: dict[str, str], execution_id: str
+) -> None:
+    """The parse remembered at creation is what decoding the subject string gives."""
+    from service.arvo.subject import _decode_subject
+
+    subject = ArvoOrchestrationSubject.new(
+        orchestrator="arvo.orc.child",
+        initiator="arvo.orc.parent",
+        version="1.2.3",
+        domain=domain,
+        meta=meta,
+        execution_id=execution_id,
+    )
+    remembered = ArvoOrchestrationSubject.parse(subject)
+    decoded = _decode_subject(subject)
+    assert remembered == decoded
+    assert remembered.to_dict() == decoded.to_dict()
+    assert ArvoOrchestrationSubject.parse(subject, lenient=True) == decoded
