@@ -49,7 +49,10 @@ Hot path: in standalone mode, :meth:`RedisMemory.from_url` also opens a
 TLS and timeouts) and serves the four per-event calls — lease, commit, release, renew — with it: one
 connection shared by all lanes, requests pipelined, about a sixth of redis-py's CPU per call. Its
 failures map to the same errors (connection loss and timeouts to :class:`RedisUnavailableError`).
-Everything else, and cluster mode entirely, stays on redis-py. With tracing on, the lean client makes
+In cluster mode it opens a :class:`~service.runtime.resp_cluster.ClusterPipelinedRedis` instead (one
+such connection per master, each request routed by its key's hash slot, ``MOVED``/``ASK`` followed
+through redis-py's slot map), which also serves the index move and ``SADD`` after each commit.
+Everything else stays on redis-py. With tracing on, the lean client makes
 the same ``CLIENT`` spans as redis-py's instrumentation (``redis lease_and_read``…), only inside a
 recording span — so a sampled-out record pays nothing for them.
 
@@ -136,6 +139,7 @@ from service.arvo.memory import (
     split_instance_key,
 )
 from service.runtime.resp_client import LuaScript, PipelinedRedis, RespReplyError
+from service.runtime.resp_cluster import ClusterPipelinedRedis
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -560,8 +564,9 @@ class RedisMemory:
             forever.
         hot_client: A :class:`~service.runtime.resp_client.PipelinedRedis` to the same server for
             the per-event calls (:meth:`lease_and_read`, :meth:`commit_and_release`, :meth:`release`,
-            :meth:`renew`); :meth:`from_url` makes one in standalone mode. ``None``: redis-py for
-            everything. Ignored in cluster mode. :meth:`close` closes it.
+            :meth:`renew`); :meth:`from_url` makes one. In cluster mode a
+            :class:`~service.runtime.resp_cluster.ClusterPipelinedRedis` (it also runs the index move),
+            the other kind is ignored. ``None``: redis-py for everything. :meth:`close` closes it.
         wait_replicas: After each :meth:`commit_and_release`, wait until this many replicas
             acknowledged it (``WAIT``, sent behind the commit script in the same round trip); ``0``
             (the default) does not wait. Fewer acknowledgements within ``wait_timeout_ms`` raise
@@ -585,7 +590,7 @@ class RedisMemory:
         key_prefix: str = "arvo",
         cluster_mode: bool = False,
         instance_retention_s: float = 0,
-        hot_client: PipelinedRedis | None = None,
+        hot_client: PipelinedRedis | ClusterPipelinedRedis | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
     ) -> None:
@@ -609,13 +614,14 @@ class RedisMemory:
         self._renew_script: AsyncScript = client.register_script(_RENEW_LUA)
         self._set_status_script: AsyncScript = client.register_script(_SET_STATUS_LUA)
         self._index_move_script: AsyncScript = client.register_script(_CLUSTER_INDEX_MOVE_LUA)
-        self._hot = None if cluster_mode else hot_client
+        self._hot = hot_client if isinstance(hot_client, ClusterPipelinedRedis) == cluster_mode else None
         self.last_ping_error: str | None = None
         """Why the last :meth:`ping` failed (``None`` after a successful one)."""
         self._hot_lease = LuaScript(_LEASE_AND_READ_LUA, name="lease_and_read")
         self._hot_commit = LuaScript(_COMMIT_AND_RELEASE_LUA, name="commit_and_release")
         self._hot_release = LuaScript(_RELEASE_LUA, name="release")
         self._hot_renew = LuaScript(_RENEW_LUA, name="renew")
+        self._hot_index_move = LuaScript(_CLUSTER_INDEX_MOVE_LUA, name="index_move")
 
     @classmethod
     def from_url(
@@ -654,27 +660,24 @@ class RedisMemory:
             "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT_S,
         }
         client: Redis | RedisCluster
+        hot: PipelinedRedis | ClusterPipelinedRedis | None
         if cluster_mode:
             # The cluster client keeps its own retry policy: it is what follows MOVED/ASK redirects
-            # and re-reads the topology after a failover.
+            # and re-reads the topology after a failover. The lean client routes by its slot map.
             client = RedisCluster.from_url(url, **(options | kwargs))
+            hot = ClusterPipelinedRedis.from_redis_py(client)
         else:
             options["retry"] = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
             client = Redis.from_url(url, **(options | kwargs))
             hot = PipelinedRedis.from_redis_py(client)
-            return cls(
-                client=client,
-                key_prefix=key_prefix,
-                instance_retention_s=instance_retention_s,
-                hot_client=hot,
-                wait_replicas=wait_replicas,
-                wait_timeout_ms=wait_timeout_ms,
-            )
         return cls(
             client=client,
             key_prefix=key_prefix,
             cluster_mode=cluster_mode,
             instance_retention_s=instance_retention_s,
+            hot_client=hot,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
         )
 
     @property
@@ -683,7 +686,7 @@ class RedisMemory:
         return self._client
 
     @property
-    def hot_client(self) -> PipelinedRedis | None:
+    def hot_client(self) -> PipelinedRedis | ClusterPipelinedRedis | None:
         """The lean client of the per-event calls, or ``None`` when redis-py serves them too."""
         return self._hot
 
@@ -1189,19 +1192,26 @@ class RedisMemory:
     async def _cluster_index_move(
         self, orchestrator: str, execution_id: str, status_pos: int, score: int, *, fence: int | None
     ) -> None:
+        keys = [*self._index_keys(orchestrator), self._index_fences_key(orchestrator)]
+        args: list[str | bytes | int | float] = [
+            status_pos,
+            score,
+            execution_id,
+            "" if fence is None else fence,
+            self._prune_before(score, _STATUSES[status_pos - 1]),
+        ]
+        hot = self._hot
         try:
-            async with self._redis_errors("index update", f"{orchestrator}:{execution_id}"):
-                await self._index_move_script(
-                    keys=[*self._index_keys(orchestrator), self._index_fences_key(orchestrator)],
-                    args=[
-                        status_pos,
-                        score,
-                        execution_id,
-                        "" if fence is None else fence,
-                        self._prune_before(score, _STATUSES[status_pos - 1]),
-                    ],
-                )
-                await self._client.sadd(self.orchestrators_key, orchestrator)
+            if hot is not None:
+                try:
+                    await hot.evalsha(self._hot_index_move, keys, args)
+                    await hot.execute("SADD", self.orchestrators_key, orchestrator)
+                except (OSError, RespReplyError) as exc:
+                    raise _hot_failure(exc, "index update", f"{orchestrator}:{execution_id}") from exc
+            else:
+                async with self._redis_errors("index update", f"{orchestrator}:{execution_id}"):
+                    await self._index_move_script(keys=keys, args=args)
+                    await self._client.sadd(self.orchestrators_key, orchestrator)
         except RedisMemoryError as exc:
             # The record is committed; the index is secondary and heals with the next commit.
             _log.warning(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
 
     from service.runtime.resp_client import PipelinedRedis
+    from service.runtime.resp_cluster import ClusterPipelinedRedis
 
 __all__ = ["RedisOutbox"]
 
@@ -30,8 +31,9 @@ class RedisOutbox:
         client: The redis-py client.
         key_prefix: First component of every outbox key.
         ttl_s: How long a stored emission is kept.
-        hot_client: A lean pipelined client to the same server (standalone Redis), used instead
-            of ``client`` when given (``RedisMemory.hot_client``).
+        hot_client: A lean pipelined client to the same server (``PipelinedRedis``) or cluster
+            (``ClusterPipelinedRedis``, slot-routed), used instead of ``client`` when given
+            (``RedisMemory.hot_client``).
 
     """
 
@@ -41,7 +43,7 @@ class RedisOutbox:
         client: Redis | RedisCluster,
         key_prefix: str,
         ttl_s: int,
-        hot_client: PipelinedRedis | None = None,
+        hot_client: PipelinedRedis | ClusterPipelinedRedis | None = None,
     ) -> None:
         self._client = client
         self._hot = hot_client
