@@ -817,6 +817,11 @@ class ParsedDataschema(NamedTuple):
     version: str
 
 
+_PARSED_DATASCHEMAS: dict[str, ParsedDataschema] = {}
+"""Parses of valid dataschema strings (a service sees a handful: one per contract version)."""
+_PARSED_DATASCHEMAS_LIMIT = 1024
+
+
 class EventDataschemaUtil:
     """Build and parse ``dataschema`` strings ``<contract uri>/<semver>`` (WIRE)."""
 
@@ -849,9 +854,16 @@ class EventDataschemaUtil:
         else:
             dataschema = getattr(event_or_dataschema, "dataschema", None)
         if isinstance(dataschema, str):
+            known = _PARSED_DATASCHEMAS.get(dataschema)
+            if known is not None:
+                return known
             uri, separator, version = dataschema.rpartition("/")
             if separator and uri and SEMVER_RE.fullmatch(version) is not None:
-                return ParsedDataschema(uri=uri, version=version)
+                parsed = ParsedDataschema(uri=uri, version=version)
+                if len(_PARSED_DATASCHEMAS) >= _PARSED_DATASCHEMAS_LIMIT:
+                    _PARSED_DATASCHEMAS.clear()
+                _PARSED_DATASCHEMAS[dataschema] = parsed
+                return parsed
         log_to_span(
             trace.get_current_span(),
             "ERROR",

@@ -94,14 +94,7 @@ def validate_input_event(
         contract = _resolve_self(self_contract, parsed.version)
     else:
         contract_type = "service"
-        found = next(
-            (
-                candidate
-                for candidate in service_contracts.values()
-                if event.type in candidate.emits or event.type == candidate.system_error.type
-            ),
-            None,
-        )
+        found = _reply_contract(event.type, service_contracts)
         if found is None:
             return EventValidationResult(kind=EventValidationKind.CONTRACT_UNRESOLVED)
         contract = found
@@ -145,6 +138,38 @@ def validate_input_event(
     return EventValidationResult(
         kind=EventValidationKind.VALID, contract_type=contract_type, contract=contract
     )
+
+
+_REPLY_CONTRACTS: dict[
+    tuple[int, str], tuple[Mapping[str, VersionedArvoContract], VersionedArvoContract | None]
+] = {}
+_REPLY_CONTRACTS_LIMIT = 4_096
+
+
+def _reply_contract(
+    event_type: str, service_contracts: Mapping[str, VersionedArvoContract]
+) -> VersionedArvoContract | None:
+    """The first service contract emitting ``event_type`` (or its system error), cached per mapping and type.
+
+    The cache holds the mapping (a machine's or resumable's, alive as long as it is), so its id cannot
+    be reused while cached.
+    """
+    key = (id(service_contracts), event_type)
+    cached = _REPLY_CONTRACTS.get(key)
+    if cached is not None and cached[0] is service_contracts:
+        return cached[1]
+    found = next(
+        (
+            candidate
+            for candidate in service_contracts.values()
+            if event_type in candidate.emits or event_type == candidate.system_error.type
+        ),
+        None,
+    )
+    if len(_REPLY_CONTRACTS) >= _REPLY_CONTRACTS_LIMIT:
+        _REPLY_CONTRACTS.clear()
+    _REPLY_CONTRACTS[key] = (service_contracts, found)
+    return found
 
 
 def raise_for_invalid_input(result: EventValidationResult, *, owner: str) -> None:
