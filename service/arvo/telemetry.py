@@ -137,7 +137,6 @@ def _env_names_a_provider() -> bool:
     return bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 
 
-@contextmanager
 def handler_span(
     name: str,
     *,
@@ -148,7 +147,7 @@ def handler_span(
     inherit_from: Literal["EVENT", "CONTEXT"],
     execution: Mapping[str, Any] | None = None,
     consumable: ArvoEvent | None = None,
-) -> Iterator[tuple[Span, TraceHeaders]]:
+) -> AbstractContextManager[tuple[Span, TraceHeaders]]:
     """The span of one handler execution and the trace headers its emitted events carry.
 
     With an SDK the span is a child of the event's ``traceparent`` (or the active context) and the
@@ -161,11 +160,35 @@ def handler_span(
     ``consumable.0.*`` of ``consumable``.
     """
     if not tracing_enabled():
+        # No span: a plain context manager holding the headers (no generator per execution).
         if inherit_from == "EVENT" and traceparent and _TRACEPARENT_RE.fullmatch(traceparent):
-            yield trace.INVALID_SPAN, (traceparent, tracestate or None)
-        else:
-            yield trace.INVALID_SPAN, current_trace_headers()
-        return
+            return nullcontext((trace.INVALID_SPAN, (traceparent, tracestate or None)))
+        return nullcontext((trace.INVALID_SPAN, current_trace_headers()))
+    return _recorded_handler_span(
+        name,
+        kind=kind,
+        attributes=attributes,
+        traceparent=traceparent,
+        tracestate=tracestate,
+        inherit_from=inherit_from,
+        execution=execution,
+        consumable=consumable,
+    )
+
+
+@contextmanager
+def _recorded_handler_span(
+    name: str,
+    *,
+    kind: SpanKind,
+    attributes: Mapping[str, Any],
+    traceparent: str | None,
+    tracestate: str | None,
+    inherit_from: Literal["EVENT", "CONTEXT"],
+    execution: Mapping[str, Any] | None,
+    consumable: ArvoEvent | None,
+) -> Iterator[tuple[Span, TraceHeaders]]:
+    """:func:`handler_span` with an SDK installed."""
     parent = parent_context_for(traceparent=traceparent, tracestate=tracestate, inherit_from=inherit_from)
     if not_sampled(parent):
         # Parent-based sampling would not record this span either: skip building it and pass the
