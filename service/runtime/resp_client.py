@@ -18,7 +18,9 @@ outbox — so :class:`PipelinedRedis` runs exactly those on one connection share
   connection was found dead is retried once on a fresh connection; a timed-out one never is;
 * ``EVALSHA`` answered with ``NOSCRIPT`` loads the script (``SCRIPT LOAD``) and runs it again.
 
-Everything else (inspection, listing, operator commands, cluster mode) stays on redis-py.
+Redis Cluster uses one per master node, routed by slot
+(:class:`~service.runtime.resp_cluster.ClusterPipelinedRedis`). Everything else (inspection,
+listing, operator commands) stays on redis-py.
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ class RespReplyError(RespError):
 
     @property
     def unavailable(self) -> bool:
-        """Whether the error means "try again later" (server loading, replica not ready)."""
-        return str(self).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY "))
+        """Whether the error means "try again later" (server loading, replica not ready, cluster down)."""
+        return str(self).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY ", "CLUSTERDOWN"))
 
 
 _STATEMENT_MAX: Final = 1000
