@@ -4,7 +4,8 @@ Each benchmark module exposes ``run(results: dict[str, float]) -> None``: it pri
 (with the baseline measured in the same run) and records them under stable names in ``results``.
 Every module runs in a process of its own, so one benchmark's heap and caches cannot colour the
 next one's figures. ``python -m tests.benchmarks [name ...]`` runs the modules whose name contains
-one of the given words (``codec``, ``workflow``, ``kafka``, ``tracing``, ``timers``, ``workers``).
+one of the given words (``codec``, ``workflow``, ``kafka``, ``tracing``, ``timers``, ``workers``,
+``overload``).
 Afterwards the figures of issue 14's table are printed together (:mod:`tests.benchmarks._summary`).
 """
 
@@ -27,6 +28,7 @@ BENCHMARK_MODULES = [
     "tests.benchmarks.bench_tracing",
     "tests.benchmarks.bench_timers",
     "tests.benchmarks.bench_workers",
+    "tests.benchmarks.bench_overload",
 ]
 _CHILD_FLAG = "--one-module"
 

@@ -8,6 +8,10 @@ from the client topic. It is driven over stdin/stdout, one JSON object per line:
 * for ``{"count": n, "offset": o, "concurrency": c}`` it builds ``n`` inits (untimed), runs them and
   prints ``{"elapsed": seconds, "latencies": [seconds, ...]}`` — each latency from an init's publish to
   its completion's arrival;
+* for ``{"rate": r, "duration": s, "offset": o, "timeout": t}`` (open loop) it publishes ``r`` inits per
+  second for ``s`` seconds whatever the completions do (built as they leave, published every 5 ms),
+  waits up to ``t`` seconds for every completion and prints ``{"sent": [...], "done": [...]}``: each
+  init's publish time and its completion's arrival (``null``: none), in seconds from the start;
 * an empty line or end of input stops it.
 
 It publishes and reads through :class:`~service.runtime.client.ArvoClient`, so the inits are routed,
@@ -18,6 +22,7 @@ keyed and encoded exactly as the service's own emissions. Run by :class:`LoadGen
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from typing import Any
@@ -37,12 +42,18 @@ FETCH_MAX_WAIT_MS = 10
 RUN_TIMEOUT_S = 180.0
 
 
-def bench_inits(count: int, offset: int) -> list[ArvoEvent]:
-    """``count`` bench workflow init events, alternately orchestrator and resumable, ``a`` from ``offset``."""
-    factories = [
+@functools.cache
+def _factories() -> list[Any]:
+    """The init factories of the two bench orchestrators (built once: the open loop builds as it goes)."""
+    return [
         create_arvo_orchestrator_event_factory(bench_machine_contract.version("1.0.0")),
         create_arvo_orchestrator_event_factory(bench_resumable_contract.version("1.0.0")),
     ]
+
+
+def bench_inits(count: int, offset: int) -> list[ArvoEvent]:
+    """``count`` bench workflow init events, alternately orchestrator and resumable, ``a`` from ``offset``."""
+    factories = _factories()
     return [
         factories[index % 2].init(source=CLIENT, data={"a": offset + index, "b": 1, "parentSubject$$": None})
         for index in range(count)
@@ -128,6 +139,65 @@ async def _collect(tail: Tail, completions: asyncio.Queue[tuple[str, int, float]
             completions.put_nowait((event["parentid"], result, received))
 
 
+_TICK_S = 0.005
+_STALL_S = 30.0
+
+
+async def _run_open(
+    client: ArvoClient,
+    completions: asyncio.Queue[tuple[str, int, float]],
+    command: dict[str, Any],
+    collecting: asyncio.Task[None],
+) -> dict[str, Any]:
+    """Publish at a fixed rate, whatever the completions do; every init's publish and completion time."""
+    rate, duration = float(command["rate"]), float(command["duration"])
+    offset, timeout_s = int(command["offset"]), float(command["timeout"])
+    total = int(rate * duration)
+    sent: list[float] = []
+    done: list[float | None] = []
+    waiting: dict[str, tuple[int, int]] = {}  # init id -> (index, a)
+    sends: list[asyncio.Task[None]] = []
+    started = time.perf_counter()
+
+    async def publish_all() -> None:
+        while len(sent) < total:
+            now = time.perf_counter() - started
+            due = min(total, int(now * rate) + 1)
+            if due > len(sent):
+                inits = bench_inits(due - len(sent), offset + len(sent))
+                for init in inits:
+                    waiting[init.id] = (len(sent), init.data["a"])
+                    sent.append(now)
+                    done.append(None)
+                sends.append(asyncio.create_task(client.publish(inits)))
+            await asyncio.sleep(_TICK_S)
+        await asyncio.gather(*sends)
+
+    publisher = asyncio.create_task(publish_all())
+    try:
+        async with asyncio.timeout(duration + timeout_s):
+            while len(sent) < total or waiting:
+                # Once everything is published, completions that stopped coming for _STALL_S are
+                # reported missing (on Tansu a tailing reader can skip a record: a hole in the log).
+                stall_s = _STALL_S if publisher.done() else None
+                parent_id, result, received = await asyncio.wait_for(
+                    _next(completions, collecting, publisher), stall_s
+                )
+                entry = waiting.pop(parent_id, None)
+                if entry is None:
+                    continue  # a duplicate completion or another phase's
+                index, a = entry
+                if result != 2 * (a + 1):
+                    raise SystemExit(f"bench workflow {parent_id} returned {result}, expected {2 * (a + 1)}")
+                done[index] = received - started
+        await publisher
+    except TimeoutError:
+        pass  # reported: the workflows without a completion have ``null``
+    finally:
+        publisher.cancel()
+    return {"sent": sent, "done": done}
+
+
 def _write(payload: dict[str, Any]) -> None:
     sys.stdout.buffer.write(orjson.dumps(payload) + b"\n")
     sys.stdout.buffer.flush()
@@ -154,6 +224,9 @@ async def _main(bootstrap: str, topic_prefix: str) -> None:
                 if not line.strip():
                     break
                 command = orjson.loads(line)
+                if "rate" in command:
+                    _write(await _run_open(client, completions, command, collecting))
+                    continue
                 inits = bench_inits(int(command["count"]), int(command["offset"]))
                 elapsed, latencies = await _run(
                     client, completions, inits, int(command["concurrency"]), collecting
@@ -185,6 +258,7 @@ class LoadGenerator:
             topic_prefix,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=256 * 1024 * 1024,  # an open-loop run answers with one line per run (~20 bytes per init)
         )
         generator = cls(process)
         ready = await generator._read()
@@ -192,9 +266,9 @@ class LoadGenerator:
             raise SystemExit(f"load generator did not start: {ready!r}")
         return generator
 
-    async def _read(self) -> dict[str, Any]:
+    async def _read(self, timeout_s: float = RUN_TIMEOUT_S + 60) -> dict[str, Any]:
         assert self._process.stdout is not None
-        line = await asyncio.wait_for(self._process.stdout.readline(), RUN_TIMEOUT_S + 60)
+        line = await asyncio.wait_for(self._process.stdout.readline(), timeout_s)
         if not line:
             raise SystemExit(f"load generator exited with {await self._process.wait()}")
         result: dict[str, Any] = orjson.loads(line)
@@ -209,6 +283,23 @@ class LoadGenerator:
         await self._process.stdin.drain()
         result = await self._read()
         return float(result["elapsed"]), [float(value) for value in result["latencies"]]
+
+    async def run_open(
+        self, rate: float, duration_s: float, offset: int, timeout_s: float
+    ) -> tuple[list[float], list[float | None]]:
+        """Publish ``rate`` inits/s for ``duration_s`` (open loop); wait ``timeout_s`` more for completions.
+
+        Returns each init's publish time and its completion's arrival (``None``: none), in seconds from
+        the start.
+        """
+        assert self._process.stdin is not None
+        command = {"rate": rate, "duration": duration_s, "offset": offset, "timeout": timeout_s}
+        self._process.stdin.write(orjson.dumps(command) + b"\n")
+        await self._process.stdin.drain()
+        result = await self._read(duration_s + timeout_s + 60)
+        return [float(value) for value in result["sent"]], [
+            None if value is None else float(value) for value in result["done"]
+        ]
 
     async def stop(self) -> None:
         """Ask the child to stop; kill it if it does not within 30 s."""

@@ -6,6 +6,7 @@ strict offset order — in the sequential lane and with key-ordered concurrency.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -227,3 +228,44 @@ def test_backpressure_counts_deferred_inits_against_the_backlog_only() -> None:
     assert backpressure.should_resume(lane)
     with pytest.raises(ValueError, match="negative"):
         Backpressure(2, admission_backlog=-1)
+
+
+async def test_a_deferred_init_starts_only_when_the_process_admits_it() -> None:
+    open_ = False
+    lane = Lane(P0, root_init_classifier(ECHO), admit=lambda: open_)
+    lane.enqueue([_record(init("a"), 0)])
+    taking = asyncio.create_task(lane.next_record())
+    await asyncio.sleep(0.05)
+    assert not taking.done()  # the process is busy with started workflows: the init waits
+    lane.enqueue([_record(reply("b"), 1)])
+    assert (await asyncio.wait_for(taking, 1)).offset == 1  # a reply still goes at once
+    taking = asyncio.create_task(lane.next_record())
+    await asyncio.sleep(0.03)
+    assert not taking.done()
+    open_ = True
+    assert (await asyncio.wait_for(taking, 1)).offset == 0
+
+
+async def test_the_loop_admits_inits_while_fewer_than_a_buffer_of_records_wait() -> None:
+    async with admitted(partition_buffer_size=4) as rig:
+        lane = rig.loop._lanes[P0]
+        assert lane.admit is not None
+        assert lane.admit()
+        lane.records.extend([object()] * 4)
+        assert not lane.admit()
+        lane.records.clear()
+
+
+def test_marking_offsets_done_does_not_scan_the_pending_ones() -> None:
+    from service.runtime.consumer import OffsetTracker
+
+    tracker = OffsetTracker()
+    for offset in range(200_000):
+        tracker.track(offset)
+    started = time.perf_counter()
+    for offset in range(1, 200_000):
+        tracker.done(offset)  # the watermark waits at offset 0 (a deferred init)
+    assert time.perf_counter() - started < 2.0  # a deque scan per call would take minutes
+    assert tracker.committable is None
+    tracker.done(0)
+    assert tracker.committable == 200_000

@@ -38,6 +38,8 @@ __all__ = ["Backpressure", "Lane", "LaneStopping", "root_init_classifier"]
 _CE_TYPE: Final = "ce_type"
 _PARENT_SUBJECT: Final = b'"parentSubject$$"'
 _NO_PARENT: Final = (b"null", b'""')
+ADMISSION_RECHECK_S: Final = 0.01
+"""How often a lane holding only deferred inits asks again whether it may start one."""
 
 
 def root_init_classifier(init_type: str) -> Callable[[Any], bool]:
@@ -94,10 +96,13 @@ class Lane:
             nothing else to run, in offset order.
         deferred_keys: Records in :attr:`deferred` per key.
         is_root_init: Which records are new root inits (``None``: no admission, strict order).
+        admit: Whether a deferred init may start now (the process is not busy with started
+            workflows' records); ``None``: whenever the lane has nothing else.
 
     """
 
     __slots__ = (
+        "admit",
         "busy",
         "deferred",
         "deferred_keys",
@@ -115,8 +120,14 @@ class Lane:
         "wakeup",
     )
 
-    def __init__(self, tp: TopicPartition, is_root_init: Callable[[Any], bool] | None = None) -> None:
+    def __init__(
+        self,
+        tp: TopicPartition,
+        is_root_init: Callable[[Any], bool] | None = None,
+        admit: Callable[[], bool] | None = None,
+    ) -> None:
         self.tp = tp
+        self.admit = admit
         self.records: deque[Any] = deque()
         self.deferred: deque[Any] = deque()
         self.deferred_keys: dict[Any, int] = {}
@@ -202,22 +213,35 @@ class Lane:
     async def next_record(self) -> Any | None:
         """The next record, waiting for one; ``None`` once the lane is closing.
 
-        Records of started workflows first; a deferred init only when there is none.
+        Records of started workflows first; a deferred init only when there is none and
+        :attr:`admit` allows it.
         """
         while not self.closing:
             if self.records:
                 return self.records.popleft()
-            if self.deferred:
+            if self.deferred and self.may_start_init():
                 return self.pop_deferred()
             await self.wait_for_work()
         return None
 
+    def may_start_init(self) -> bool:
+        """Whether a deferred init may start now (see :attr:`admit`)."""
+        return self.admit is None or self.admit()
+
     async def wait_for_work(self) -> None:
-        """Wait until records are enqueued or the lane is closed (returns at once if it is)."""
+        """Wait until records are enqueued or the lane is closed (returns at once if it is).
+
+        With deferred inits that may not start yet, wait at most ``ADMISSION_RECHECK_S`` (the
+        process's backlog shrinks without this lane being told).
+        """
         if self.closing:
             return
         self.wakeup.clear()
-        await self.wakeup.wait()
+        if not self.deferred:
+            await self.wakeup.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wakeup.wait(), ADMISSION_RECHECK_S)
 
     def close(self) -> None:
         """Stop taking records; wake the worker and every waiting :meth:`sleep`."""

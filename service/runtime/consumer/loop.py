@@ -505,7 +505,8 @@ class ConsumerLoop:
 
     def _start_lane(self, tp: TopicPartition) -> Lane:
         """A new lane for ``tp`` with its worker task running (replacing any lane ``tp`` had)."""
-        lane = Lane(tp, self._root_inits.get(tp.topic))
+        is_root_init = self._root_inits.get(tp.topic)
+        lane = Lane(tp, is_root_init, self._admit if is_root_init is not None else None)
         lane.task = asyncio.create_task(self._run_lane(lane), name=f"arvo-lane-{tp.topic}-{tp.partition}")
         self._lanes[tp] = lane
         self.stats.in_flight[tp] = 0
@@ -524,6 +525,19 @@ class ConsumerLoop:
         if late:
             _log.warning("drain timed out; abandoning in-flight records", lanes=len(late))
             await _cancel_and_wait(late)
+
+    def _admit(self) -> bool:
+        """Whether a new root init may start: the process is not busy with started workflows.
+
+        Fewer than ``partition_buffer_size`` records of started workflows wait in the whole process
+        (every lane, the services' too). Otherwise a lane would start inits whenever its own queue is
+        momentarily empty (its replies are being made by other lanes) and an overload would start
+        more workflows than the process finishes.
+        """
+        waiting = 0
+        for lane in self._lanes.values():
+            waiting += len(lane.records) + lane.keyed_count
+        return waiting < self._backpressure.buffer_size
 
     def _count(self, lane: Lane) -> None:
         """Update the lane's gauges: records in flight (deferred inits included), deferred inits."""
@@ -634,7 +648,7 @@ class ConsumerLoop:
         while not lane.closing:
             if lane.records:
                 return lane.records.popleft()
-            if lane.deferred:
+            if lane.deferred and lane.may_start_init():
                 if lane.deferred[0].key in lane.keyed or not slots.locked():
                     return lane.pop_deferred()
                 # Every slot busy: wait for one without holding the init, then look again (records
