@@ -140,7 +140,7 @@ async def _collect(tail: Tail, completions: asyncio.Queue[tuple[str, int, float]
 
 
 _TICK_S = 0.005
-_STALL_S = 30.0
+_STALL_S = 180.0
 
 
 async def _run_open(
@@ -179,6 +179,7 @@ async def _run_open(
             while len(sent) < total or waiting:
                 # Once everything is published, completions that stopped coming for _STALL_S are
                 # reported missing (on Tansu a tailing reader can skip a record: a hole in the log).
+                # Generous: in strict offset order an overload's completions pause for tens of seconds.
                 stall_s = _STALL_S if publisher.done() else None
                 parent_id, result, received = await asyncio.wait_for(
                     _next(completions, collecting, publisher), stall_s
