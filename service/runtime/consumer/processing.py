@@ -25,6 +25,7 @@ from service.arvo.availability import DependencyUnavailableError
 from service.arvo.execution import ExecutionOutcome
 from service.arvo.memory import InstanceStatus
 from service.runtime.binding import RecordDecodeError, decode_record
+from service.runtime.consumer.deadlines import ExecutionDeadlines
 from service.runtime.consumer.decisions import (
     DeadLetterNow,
     FailureBudget,
@@ -137,6 +138,7 @@ class RecordProcessor:
         self._publisher = publisher
         self._failure_budget = failure_budget
         self._handler_timeout_s = handler_timeout_s
+        self._deadlines = ExecutionDeadlines(handler_timeout_s)
         self._max_event_bytes = max_event_bytes
         self._stats = stats
         self._hooks = hooks
@@ -251,34 +253,51 @@ class RecordProcessor:
             return str(result.outcome.value)
 
     async def _execute(self, handler: ArvoHandler, event: ArvoEvent) -> ExecutionResult:
-        """One attempt, inside the record's span: the handler span is its child (``CONTEXT``)."""
+        """One attempt, inside the record's span: the handler span is its child (``CONTEXT``).
+
+        Bounded by ``handler_timeout_s`` through the shared :class:`ExecutionDeadlines` (one timer
+        for every running execution, not one per record).
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines = self._deadlines
+        deadlines.enter(task)
         try:
-            async with asyncio.timeout(self._handler_timeout_s):
-                return await handler.execute(event, inherit_from="CONTEXT")
-        except TimeoutError as error:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            if not await self._store_answers():
-                # The execution waited on a store that stopped answering (frozen, overloaded): an
-                # outage, not the handler's fault — the record waits for it without spending its budget.
-                raise StoreStalledError(
-                    f"handler {handler.source!r} timed out while its store did not answer PING: "
-                    "waiting for the store"
-                ) from error
-            raise HandlerTimeoutError(
-                f"handler {handler.source!r} did not finish {event.type} (id={event.id}) within"
-                f" ARVO_HANDLER_TIMEOUT_S={self._handler_timeout_s:g} s; raise it if the work is"
-                " legitimately slow, keep it below ARVO_LEASE_TTL_MS"
-            ) from error
+            result = await handler.execute(event, inherit_from="CONTEXT")
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if deadlines.leave(task, cancelled=True):
+                raise await self._timed_out(handler, event) from None
+            if task.cancelling():
                 raise  # the lane itself is being cancelled (drain timeout)
             # Leaked from the handler's own tasks: a failure of this execution, not ours.
             raise HandlerCancelledError(
                 f"handler {handler.source!r} raised CancelledError without being cancelled"
             ) from None
+        except TimeoutError as error:
+            deadlines.leave(task, cancelled=False)
+            if task.cancelling():
+                raise
+            raise await self._timed_out(handler, event) from error
+        except BaseException:
+            deadlines.leave(task, cancelled=False)
+            raise
+        deadlines.leave(task, cancelled=False)
+        return result
+
+    async def _timed_out(self, handler: ArvoHandler, event: ArvoEvent) -> TimeoutError:
+        """The error of an execution that timed out: the store's outage, or the handler's timeout."""
+        if not await self._store_answers():
+            # The execution waited on a store that stopped answering (frozen, overloaded): an
+            # outage, not the handler's fault — the record waits for it without spending its budget.
+            return StoreStalledError(
+                f"handler {handler.source!r} timed out while its store did not answer PING: "
+                "waiting for the store"
+            )
+        return HandlerTimeoutError(
+            f"handler {handler.source!r} did not finish {event.type} (id={event.id}) within"
+            f" ARVO_HANDLER_TIMEOUT_S={self._handler_timeout_s:g} s; raise it if the work is"
+            " legitimately slow, keep it below ARVO_LEASE_TTL_MS"
+        )
 
     async def _schedule(self, record: Any, event: ArvoEvent, timers: Sequence[tuple[str, int]]) -> None:
         """Add the hints of the timers an execution armed to its partition's schedule.
