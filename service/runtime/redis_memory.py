@@ -19,7 +19,7 @@ containing braces can never end the tag early (which would split an instance ove
 
 Retention (``instance_retention_s``, ``ARVO_INSTANCE_RETENTION_S``; ``0`` keeps everything forever):
 the script that finishes an instance (commit or ``set_status`` to ``done``/``failed``/``cancelled``)
-gives its ``state``, ``fence`` and ``wfence`` the retention as TTL with one ``PEXPIRE`` each in the
+gives its ``state``, ``fence`` and ``wfence`` the retention as TTL with one ``PEXPIREAT`` each in the
 same script (one expiry time: they vanish together; the ``lock`` has its lease TTL anyway); a script
 moving it to
 a live status (``active``, ``parked``) ``PERSIST`` s them. Never one without the others: a ``fence``
@@ -242,14 +242,17 @@ local function prune_finished(first, before, fences)
   end
 end
 
--- Retention of the instance's own keys: a finished instance's expire together (one PEXPIRE each, same
--- TTL, same script); a live one's never expire (`rewritten`: state and wfence were just SET, which
--- already removed their TTL).
+-- Retention of the instance's own keys: a finished instance's expire together (one PEXPIREAT each,
+-- at the same instant: Redis 7.0 reads its clock anew for each relative PEXPIRE, so three of them
+-- could land a millisecond apart); a live one's never expire (`rewritten`: state and wfence were
+-- just SET, which already removed their TTL).
 local function retain(expire_ms, state, fence, wfence, rewritten)
   if expire_ms ~= '0' then
-    redis.call('PEXPIRE', state, expire_ms)
-    redis.call('PEXPIRE', fence, expire_ms)
-    redis.call('PEXPIRE', wfence, expire_ms)
+    local now = redis.call('TIME')
+    local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(expire_ms)
+    redis.call('PEXPIREAT', state, at)
+    redis.call('PEXPIREAT', fence, at)
+    redis.call('PEXPIREAT', wfence, at)
   else
     redis.call('PERSIST', fence)
     if not rewritten then

@@ -120,12 +120,13 @@ class ServiceSettings(BaseSettings):
     """Records of one partition processed at once, each of another key (orchestration subject):
     records of one key always run one after the other, in offset order, and offsets are committed
     only up to the first record not done. ``1`` processes each partition strictly in order."""
-    admission_backlog: int = Field(default=2_000, ge=0, le=1_000_000)
-    """Admission under overload: per partition of an orchestrator or resumable, how many new root
-    workflow inits may wait while records of workflows already started (replies, timer and cancel
-    events, child inits) run first — records of one subject stay in order, the commit stops at the
-    first waiting init. At this many the partition is paused (resumed at half). ``0`` processes
-    each partition strictly in offset order."""
+    admission_backlog: int = Field(default=0, ge=0, le=1_000_000)
+    """Admission under overload (opt-in): per partition of an orchestrator or resumable, how many
+    new root workflow inits may wait while records of workflows already started (replies, timer and
+    cancel events, child inits) run first — records of one subject stay in order, the commit stops
+    at the first waiting init (so a graceful stop redelivers what was done above it). At this many
+    the partition is paused (resumed at half). ``0`` (the default) processes each partition
+    strictly in offset order."""
     max_inflight_publishes_per_partition: int = Field(default=32, ge=1)
     """Records per partition whose emissions may await the broker's acks while later records run
     (records of one orchestration instance still wait for each other); ``1`` waits for every ack."""

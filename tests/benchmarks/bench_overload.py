@@ -14,14 +14,14 @@ and group; the client (:mod:`tests.benchmarks._loadgen`) runs in a process of it
    returns its free heap 5–10 s after the last record (checked every 5 s); its RSS is read 12 s after the drain.
 
 The same overload (same *R*) then runs on a fresh service with admission off
-(``ARVO_ADMISSION_BACKLOG=0``: strict offset order, the behaviour before): the baseline, in the same
+(``ARVO_ADMISSION_BACKLOG=0``: strict offset order, the service's default): the baseline, in the same
 run. Printed per variant: completion latency p50/p99 of the workflows started during the overload,
 completions per 10-s window during the overload (min and median) as a fraction of *R* (the target:
 ≥ 80 % in every window), the offered rate actually published, the service's peak RSS (``VmHWM``) and
 its RSS once idle (``VmRSS``). Every figure goes to ``BENCH_JSON`` under ``overload.*``.
 
 ``BENCH_OVERLOAD_BACKLOG=N`` runs the admission variant with ``ARVO_ADMISSION_BACKLOG=N`` instead of
-the default (a backlog of ``(2 - 1) × R × BENCH_OVERLOAD_S ÷ 8`` records covers the whole overload:
+2000 (a backlog of ``(2 - 1) × R × BENCH_OVERLOAD_S ÷ 8`` records covers the whole overload:
 the bench app has 8 orchestrator partitions).
 
 Run: ``python -m tests.benchmarks overload`` (about 2 × (2 × ``BENCH_OVERLOAD_S``) + 1 minute: at 2×
@@ -66,8 +66,8 @@ WINDOW_S = 10.0
 IDLE_TRIM_S = 5.0
 IDLE_WAIT_S = 12.0
 TARGET = 0.8
-BACKLOG = os.environ.get("BENCH_OVERLOAD_BACKLOG", "")
-"""``ARVO_ADMISSION_BACKLOG`` of the admission variant (default: the service's default)."""
+BACKLOG = int(os.environ.get("BENCH_OVERLOAD_BACKLOG", "2000"))
+"""``ARVO_ADMISSION_BACKLOG`` of the admission variant (admission is off by default in the service)."""
 
 
 def _status_kib(pid: int, field: str) -> float:
@@ -98,8 +98,8 @@ async def _variant(
     overrides: dict[str, Any] = {"idle_trim_s": IDLE_TRIM_S}
     if not admission:
         overrides["admission_backlog"] = 0
-    elif BACKLOG:
-        overrides["admission_backlog"] = int(BACKLOG)
+    else:
+        overrides["admission_backlog"] = BACKLOG
     settings = service_settings(bootstrap, redis_url, names, **overrides)
     router = TopicRouter.from_settings(settings)
     topics = [router.handler_topic(source) for source in (*BENCH_SOURCES, CLIENT)]

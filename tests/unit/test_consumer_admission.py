@@ -38,7 +38,8 @@ def reply(subject: str, **data: Any) -> ArvoEvent:
 
 
 def admitted(**overrides: Any) -> Any:
-    return running(OrchestratorEcho(), partitions=1, **overrides)
+    """An orchestrator on one partition with admission on (it is off by default)."""
+    return running(OrchestratorEcho(), partitions=1, **{"admission_backlog": 2_000, **overrides})
 
 
 async def _hold_lane(rig: Any, *events: ArvoEvent) -> None:
@@ -145,9 +146,12 @@ async def test_deferred_inits_do_not_stop_the_fetch_of_the_replies_behind_them()
         assert rig.handler.started[1] == tail.id
 
 
-@pytest.mark.parametrize("concurrency", [1, 2])
-async def test_admission_off_keeps_strict_offset_order(concurrency: int) -> None:
-    async with admitted(partition_concurrency=concurrency, admission_backlog=0) as rig:
+@pytest.mark.parametrize(("concurrency", "admission"), [(1, {}), (2, {}), (2, {"admission_backlog": 0})])
+async def test_admission_off_keeps_strict_offset_order(concurrency: int, admission: dict[str, int]) -> None:
+    # Off by default (no override) and with ARVO_ADMISSION_BACKLOG=0.
+    async with running(
+        OrchestratorEcho(), partitions=1, partition_concurrency=concurrency, **admission
+    ) as rig:
         gates = [reply(f"g{index}", mode="gate", gate=f"g{index}") for index in range(concurrency)]
         rest = [init("a"), init("b"), reply("c"), reply("d")]
         await _hold_lane(rig, *gates, *rest)
