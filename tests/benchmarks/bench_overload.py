@@ -41,7 +41,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from service.runtime.kafka_admin import ensure_topics
 from service.runtime.routing import TopicRouter
@@ -95,12 +94,9 @@ async def _variant(
 ) -> dict[str, float]:
     """One service process: warm-up, (sustainable rate when ``rate`` is None), the overload, idle."""
     names = f"bo{'a' if admission else 'n'}{uuid.uuid4().hex[:8]}"
-    overrides: dict[str, Any] = {"idle_trim_s": IDLE_TRIM_S}
-    if not admission:
-        overrides["admission_backlog"] = 0
-    else:
-        overrides["admission_backlog"] = BACKLOG
-    settings = service_settings(bootstrap, redis_url, names, **overrides)
+    settings = service_settings(
+        bootstrap, redis_url, names, idle_trim_s=IDLE_TRIM_S, admission_backlog=BACKLOG if admission else 0
+    )
     router = TopicRouter.from_settings(settings)
     topics = [router.handler_topic(source) for source in (*BENCH_SOURCES, CLIENT)]
     await ensure_topics(settings, [*topics, settings.dead_letter_topic_name])

@@ -197,6 +197,21 @@ async def _total_records(settings: ServiceSettings, service: ArvoService) -> int
     return total
 
 
+async def _sigterm_mid_run(settings: ServiceSettings, inits: list[ArvoEvent]) -> int:
+    """Run a service as ``arvo run`` does, publish ``inits``, SIGTERM it under load; records it consumed."""
+    first = ArvoService.from_settings(settings)
+    runner = asyncio.create_task(first.run_until_signal())
+    await first.loop.wait_assigned(timeout_s=30)
+    await _publish(first, inits)
+    await wait_until(lambda: consumed(first) >= 60, what="load")
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(runner, timeout=30) is None  # graceful: no loop failure
+    done_by_first = consumed(first)
+    assert done_by_first < RECORDS_PER_WORKFLOW * len(inits)  # stopped mid-run
+    assert first.loop.stats.parked == 0
+    return done_by_first
+
+
 async def test_sigterm_under_load_commits_what_was_done_and_a_restart_finishes_the_rest_once(
     kafka_bootstrap: str, kafka_names: KafkaNames, shared_redis_url: str
 ) -> None:
@@ -207,16 +222,7 @@ async def test_sigterm_under_load_commits_what_was_done_and_a_restart_finishes_t
     inits = _workflows(0, 60)
     try:
         async with TopicTail(kafka_bootstrap, kafka_names.topic(CLIENT)) as replies:
-            first = ArvoService.from_settings(settings)
-            runner = asyncio.create_task(first.run_until_signal())
-            await first.loop.wait_assigned(timeout_s=30)
-            await _publish(first, inits)
-            await wait_until(lambda: consumed(first) >= 60, what="load")
-            os.kill(os.getpid(), signal.SIGTERM)
-            assert await asyncio.wait_for(runner, timeout=30) is None  # graceful: no loop failure
-            done_by_first = consumed(first)
-            assert done_by_first < RECORDS_PER_WORKFLOW * len(inits)  # stopped mid-run
-            assert first.loop.stats.parked == 0
+            done_by_first = await _sigterm_mid_run(settings, inits)
 
             async with running_service(settings) as second:
                 await replies.wait_for_replies([init.id for init in inits], timeout_s=90)
@@ -249,16 +255,7 @@ async def test_sigterm_with_admission_redelivers_what_was_done_above_a_waiting_i
     inits = _workflows(0, 60)
     try:
         async with TopicTail(kafka_bootstrap, kafka_names.topic(CLIENT)) as replies:
-            first = ArvoService.from_settings(settings)
-            runner = asyncio.create_task(first.run_until_signal())
-            await first.loop.wait_assigned(timeout_s=30)
-            await _publish(first, inits)
-            await wait_until(lambda: consumed(first) >= 60, what="load")
-            os.kill(os.getpid(), signal.SIGTERM)
-            assert await asyncio.wait_for(runner, timeout=30) is None
-            done_by_first = consumed(first)
-            assert done_by_first < RECORDS_PER_WORKFLOW * len(inits)
-            assert first.loop.stats.parked == 0
+            done_by_first = await _sigterm_mid_run(settings, inits)
 
             async with running_service(settings) as second:
                 await replies.wait_for_replies([init.id for init in inits], timeout_s=90)
